@@ -1,0 +1,149 @@
+"""The run config: a YAML file naming the providers of each API, with `${env.VAR}` substitution.
+
+    ${env.VAR}             the variable's value; an error if it is unset (unless the provider is disabled)
+    ${env.VAR:=default}    the value, or `default` when unset or empty
+    ${env.VAR:+value}      `value` when VAR is set and non-empty, else empty; used as a provider id it
+                           enables that provider only when VAR is set (an empty id disables the provider)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lamina.paths import home
+
+PLACEHOLDER = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)(?:(:=|:\+)([^}]*))?\}")
+SECRET_KEY = re.compile(r"(api_?key|token|secret|password|authorization|credential)", re.IGNORECASE)
+REDACTED = "********"
+
+
+class ConfigError(Exception):
+    """A run config that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8321, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    access_log: bool = False
+
+
+class StorageConfig(_Strict):
+    dir: str | None = None  # default: $LAMINA_HOME/<distro>
+
+
+class ProviderConfig(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    type: str = Field(pattern=r"^(inline|remote)::[A-Za-z0-9_.\-]+$")
+    config: dict[str, Any] = {}
+
+
+class ModelConfig(_Strict):
+    id: str
+    provider_id: str
+    provider_model_id: str | None = None
+    model_type: Literal["llm", "embedding"] = "llm"
+    metadata: dict[str, Any] = {}
+
+
+class RunConfig(_Strict):
+    version: int = 1
+    distro: str = "custom"
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    providers: dict[str, list[ProviderConfig]] = {}
+    models: list[ModelConfig] = []
+    source: str = Field("<dict>", exclude=True)  # where it was read from, for error messages
+
+    def data_dir(self) -> Path:
+        return Path(self.storage.dir).expanduser() if self.storage.dir else home() / self.distro
+
+
+def substitute(value: Any, where: str, missing: list[str]) -> Any:
+    """Replace `${env...}` placeholders in every string of a YAML tree; collect unset variables."""
+    if isinstance(value, dict):
+        return {key: substitute(item, f"{where}.{key}", missing) for key, item in value.items()}
+    if isinstance(value, list):
+        return [substitute(item, f"{where}[{i}]", missing) for i, item in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, operator, operand = match.groups()
+        current = os.environ.get(name, "")
+        if operator == ":=":
+            return current or operand
+        if operator == ":+":
+            return operand if current else ""
+        if name not in os.environ:
+            missing.append(f"{name} (at {where.lstrip('.')})")
+        return current
+
+    whole = PLACEHOLDER.fullmatch(value)
+    result = PLACEHOLDER.sub(replace, value)
+    # A value that is one placeholder standing for nothing is absent, so the field's default applies.
+    return None if whole and result == "" else result
+
+
+def resolve(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    """Substitute environment variables, drop disabled providers, and validate."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a run config is a YAML mapping, got {type(raw).__name__}")
+    raw = dict(raw)
+    providers: dict[str, list[Any]] = {}
+    missing: list[str] = []
+    for api, entries in (raw.pop("providers", None) or {}).items():
+        if not isinstance(entries, list):
+            raise ConfigError(f"{source}: providers.{api} must be a list of providers")
+        enabled = []
+        for i, entry in enumerate(entries):
+            if isinstance(entry, dict) and not substitute(entry.get("id"), "", []):
+                continue  # an id that substitutes to nothing disables the provider
+            enabled.append(substitute(entry, f"providers.{api}[{i}]", missing))
+        providers[api] = enabled
+    rest = substitute(raw, "", missing)
+    if missing:
+        raise ConfigError(f"{source}: environment variable(s) not set: {', '.join(missing)}")
+    try:
+        config = RunConfig.model_validate({**rest, "providers": providers, "source": source})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"{source}: {key}: {first['msg']}") from None
+    ids = [p.id for entries in config.providers.values() for p in entries]
+    if duplicates := sorted({i for i in ids if ids.count(i) > 1}):
+        raise ConfigError(f"{source}: provider ids must be unique; repeated: {', '.join(duplicates)}")
+    return config
+
+
+def load(path: Path | str) -> RunConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read run config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    return resolve(raw or {}, str(path))
+
+
+def redact(value: Any) -> Any:
+    """A copy of a config tree with every secret-looking value masked, for showing or logging."""
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if SECRET_KEY.search(str(key)) and item not in (None, "") else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value

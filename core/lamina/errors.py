@@ -1,0 +1,58 @@
+"""OpenAI-shaped errors. Raise `LaminaError` anywhere; the server turns it into the right response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LaminaError(Exception):
+    """An error a client should see: an HTTP status and OpenAI's `{"error": {...}}` body."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> LaminaError:
+    return LaminaError(message, status=400, param=param, code=code)
+
+
+def not_found(message: str, *, param: str | None = None, code: str = "not_found") -> LaminaError:
+    return LaminaError(message, status=404, type="not_found_error", param=param, code=code)
+
+
+def conflict(message: str, *, param: str | None = None) -> LaminaError:
+    return LaminaError(message, status=409, type="invalid_request_error", param=param, code="conflict")
+
+
+class UpstreamError(LaminaError):
+    """A provider's upstream failed: 502 (bad answer), 503 (unreachable or overloaded), 504 (timeout)."""
+
+    def __init__(self, provider_id: str, message: str, *, status: int = 502, code: str = "upstream_error") -> None:
+        super().__init__(f"provider '{provider_id}': {message}", status=status, type="upstream_error", code=code)
+        self.provider_id = provider_id
+
+
+def validation_error(exc: Any) -> LaminaError:
+    """Turn a pydantic ValidationError into a 400 naming the first bad field."""
+    first = exc.errors(include_url=False)[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    message = first["msg"] if param is None else f"{param}: {first['msg']}"
+    if len(exc.errors()) > 1:
+        message += f" (and {len(exc.errors()) - 1} more error(s))"
+    return bad_request(message, param=param, code="invalid_value" if first["type"] != "missing" else "missing_required_parameter")

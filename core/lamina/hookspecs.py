@@ -1,0 +1,49 @@
+"""Every hook a Lamina plugin can implement. All run once, when the stack or CLI is assembled."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from lamina.resolver import Stack
+    from lamina.specs import ApiSpec, DistroSpec, ModelSource, ProviderSpec
+
+hookspec = pluggy.HookspecMarker("lamina")
+hookimpl = pluggy.HookimplMarker("lamina")
+
+ASGIApp = Callable[..., Any]
+
+
+@hookspec
+def register_apis() -> list[ApiSpec]:
+    """APIs this plugin adds: a name, its /v1 routes, and the router that dispatches to providers."""
+
+
+@hookspec
+def register_providers() -> list[ProviderSpec]:
+    """Provider types this plugin offers: API, `inline::`/`remote::` type, config model, async create."""
+
+
+@hookspec
+def register_distros() -> list[DistroSpec]:
+    """Distros this package ships: a name and a run-config template."""
+
+
+@hookspec
+def register_model_sources() -> list[ModelSource]:
+    """Places `lamina models pull` can fetch models from, one URL-like scheme each."""
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add click commands to the `lamina` command group."""
+
+
+@hookspec
+def asgi_wrapper(stack: Stack) -> Callable[[ASGIApp], ASGIApp] | None:
+    """Wrap the finished ASGI app with middleware; wrappers apply in hook call order."""

@@ -1,0 +1,144 @@
+"""The HTTP server: a Starlette app over a started stack, served by hypercorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from lamina import __version__
+from lamina.config import RunConfig, redact
+from lamina.errors import LaminaError, not_found
+from lamina.http import error_response, json_response, stack_of
+from lamina.openapi import openapi_document
+from lamina.resolver import Stack, start_stack
+
+log = logging.getLogger("lamina")
+
+
+async def health(request: Request) -> Response:
+    return json_response({"status": "OK"})
+
+
+async def version(request: Request) -> Response:
+    return json_response({"version": __version__})
+
+
+def describe_provider(stack: Stack, provider_id: str) -> dict[str, Any]:
+    spec = stack.provider_specs[provider_id]
+    entry = next(p for entries in stack.config.providers.values() for p in entries if p.id == provider_id)
+    return {
+        "provider_id": provider_id,
+        "api": spec.api,
+        "provider_type": spec.type,
+        "package": spec.package,
+        "version": spec.version,
+        "config": redact(entry.config),
+    }
+
+
+async def list_providers(request: Request) -> Response:
+    stack = stack_of(request)
+    return json_response({"object": "list", "data": [describe_provider(stack, pid) for pid in stack.providers]})
+
+
+async def get_provider(request: Request) -> Response:
+    stack = stack_of(request)
+    provider_id = request.path_params["provider_id"]
+    if provider_id not in stack.providers:
+        raise not_found(f"provider '{provider_id}' not found", param="provider_id")
+    return json_response(describe_provider(stack, provider_id))
+
+
+async def inspect_routes(request: Request) -> Response:
+    routes = [
+        {"path": "/v1" + r.path, "methods": sorted(r.methods or []), "api": api}
+        for api, r in request.app.state.route_owners
+    ]
+    return json_response({"object": "list", "data": routes})
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(openapi_document(request.app.state.route_owners, __version__))
+
+
+async def lamina_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LaminaError)
+    return error_response(exc)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
+    message = {404: f"no route {request.method} {request.url.path}", 405: f"method {request.method} not allowed"}
+    return error_response(
+        LaminaError(message.get(exc.status_code, str(exc.detail)), status=exc.status_code, type=kind)
+    )
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(LaminaError("internal server error", status=500, type="server_error"))
+
+
+def create_app(stack: Stack) -> Any:
+    meta: list[BaseRoute] = [
+        Route("/health", health),
+        Route("/version", version),
+        Route("/providers", list_providers),
+        Route("/providers/{provider_id}", get_provider),
+        Route("/inspect/routes", inspect_routes),
+        Route("/openapi.json", openapi),
+    ]
+    owners: list[tuple[str, Any]] = [("meta", r) for r in meta]
+    for name, spec in stack.api_specs.items():
+        owners += [(name, r) for r in spec.routes]
+    app = Starlette(
+        routes=[Mount("/v1", routes=[r for _, r in owners])],
+        exception_handlers={LaminaError: lamina_error, HTTPException: http_error, Exception: unexpected_error},
+    )
+    app.state.stack = stack
+    app.state.route_owners = owners
+    wrapped: Any = app
+    for wrapper in stack.pm.hook.asgi_wrapper(stack=stack):
+        if wrapper is not None:
+            wrapped = wrapper(wrapped)
+    return wrapped
+
+
+async def serve(
+    config: RunConfig, *, ready: Callable[[int], None] | None = None, shutdown: asyncio.Event | None = None
+) -> None:
+    """Start the stack and serve it until SIGINT/SIGTERM (or `shutdown` is set); `ready(port)` on start."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    shutdown = shutdown or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, shutdown.set)
+        except (NotImplementedError, RuntimeError):
+            pass  # not the main thread: the caller owns shutdown
+    async with start_stack(config) as stack:
+        hconfig = Config()
+        hconfig.bind = [f"{config.server.host}:{config.server.port}"]
+        hconfig.accesslog = "-" if config.server.access_log else None
+        hconfig.keep_alive_timeout = 75
+        hconfig.graceful_timeout = 3
+        app = create_app(stack)
+        sockets = hconfig.create_sockets()
+        port = sockets.insecure_sockets[0].getsockname()[1]
+        hconfig.bind = [f"fd://{sockets.insecure_sockets[0].fileno()}"]
+        log.info("Lamina %s serving %s on http://%s:%d/v1", __version__, config.distro, config.server.host, port)
+        if ready:
+            ready(port)
+        await hypercorn_serve(app, hconfig, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]

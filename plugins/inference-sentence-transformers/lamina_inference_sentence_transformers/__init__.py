@@ -1,0 +1,45 @@
+"""Lamina inference provider `inline::sentence-transformers`: embeddings from sentence-transformers models.
+
+This entry-point module stays light: torch and sentence_transformers are imported by `create` only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lamina.hookspecs import hookimpl
+from lamina.specs import Deps, ProviderSpec
+
+
+class SentenceTransformersConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] = Field(
+        min_length=1,
+        description="Catalogue names (pulled on first use), pulled model names, `hf:`/`pypi:` references or "
+        "folder paths of sentence-transformers models; each is served under its last path segment",
+    )
+    device: str = Field("cpu", description="torch device, e.g. cpu, cuda, cuda:1, mps")
+    batch_size: int = Field(32, ge=1, le=4096, description="texts per forward pass")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's own choice")
+
+
+async def create(config: SentenceTransformersConfig, deps: Deps) -> Any:
+    from lamina_inference_sentence_transformers.provider import load_provider
+
+    return await load_provider(config)
+
+
+@hookimpl
+def register_providers() -> list[ProviderSpec]:
+    return [
+        ProviderSpec(
+            api="inference",
+            type="inline::sentence-transformers",
+            config=SentenceTransformersConfig,
+            create=create,
+            description="Embeddings from sentence-transformers models, run in this process (CPU or GPU)",
+        )
+    ]

@@ -1,0 +1,63 @@
+"""remote::openai — any OpenAI-compatible upstream: OpenAI, vLLM, llama.cpp's server, Ollama, Together, Groq."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+import lamina
+
+PRESETS = {
+    "openai": "https://api.openai.com/v1",
+    "vllm": "http://localhost:8000/v1",
+    "llamacpp": "http://localhost:8080/v1",
+    "ollama": "http://localhost:11434/v1",
+    "lmstudio": "http://localhost:1234/v1",
+    "together": "https://api.together.xyz/v1",
+    "groq": "https://api.groq.com/openai/v1",
+}
+
+
+class OpenAIConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    preset: Literal["openai", "vllm", "llamacpp", "ollama", "lmstudio", "together", "groq"] | None = None
+    base_url: str | None = Field(None, description="e.g. http://localhost:8000/v1; defaults to the preset's")
+    api_key: SecretStr | None = None
+    connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection")
+    read_timeout: float = Field(300.0, gt=0, description="seconds to wait for the next byte of an answer")
+    max_retries: int = Field(2, ge=0, description="retries on connection errors, 429 and 5xx before any byte")
+    retry_backoff: float = Field(0.5, ge=0, description="first retry delay in seconds; doubles each retry")
+    max_connections: int = Field(256, ge=1)
+    headers: dict[str, str] = {}
+    models: list[str] | None = Field(None, description="serve these instead of asking the upstream's /models")
+    embedding_models: list[str] = Field([], description="model ids to list as embedding models")
+
+    @model_validator(mode="after")
+    def _base_url_from_preset(self) -> OpenAIConfig:
+        if self.base_url is None:
+            if self.preset is None:
+                raise ValueError("set base_url (e.g. http://localhost:8000/v1) or a preset")
+            self.base_url = PRESETS[self.preset]
+        self.base_url = self.base_url.rstrip("/")
+        return self
+
+
+async def create(config: OpenAIConfig, deps: lamina.Deps) -> Any:
+    from lamina_remote_openai.adapter import OpenAIAdapter  # aiohttp is imported only when used
+
+    return OpenAIAdapter(config, deps.provider_id)
+
+
+@lamina.hookimpl
+def register_providers() -> list[lamina.ProviderSpec]:
+    return [
+        lamina.ProviderSpec(
+            api="inference",
+            type="remote::openai",
+            config=OpenAIConfig,
+            create=create,
+            description="Any OpenAI-compatible server: OpenAI, vLLM, llama.cpp, Ollama, LM Studio, Together, Groq",
+        )
+    ]
