@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from lamina.errors import LaminaError, UpstreamError, bad_request, not_found
 from lamina.hookspecs import hookimpl
-from lamina.specs import ApiSpec, Deps, DistroSpec, ModelSource, ProviderSpec
+from lamina.specs import ApiSpec, Deps, DistroSpec, GuardrailSpec, ModelSource, ProviderSpec
 
 try:
     __version__ = version("lamina-core")
@@ -17,6 +17,7 @@ __all__ = [
     "ApiSpec",
     "Deps",
     "DistroSpec",
+    "GuardrailSpec",
     "LaminaError",
     "ModelSource",
     "ProviderSpec",

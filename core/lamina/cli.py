@@ -72,7 +72,8 @@ def run(distro: str, port: int | None, host: str | None, env: tuple[str, ...]) -
             err=True,
         )
     try:
-        asyncio.run(serve(config), loop_factory=_loop_factory())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(config))
     except (ConfigError, LaminaError, PluginError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
@@ -130,6 +131,9 @@ def config(distro: str, env: tuple[str, ...]) -> None:
 
 
 def main() -> None:
+    from lamina.pulls import models_command
+
+    cli.add_command(models_command)
     try:
         make_plugin_manager().hook.register_commands(cli=cli)
     except PluginError as exc:

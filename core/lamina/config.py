@@ -1,9 +1,9 @@
 """The run config: a YAML file naming the providers of each API, with `${env.VAR}` substitution.
 
-    ${env.VAR}             the variable's value; an error if it is unset (unless the provider is disabled)
-    ${env.VAR:=default}    the value, or `default` when unset or empty
-    ${env.VAR:+value}      `value` when VAR is set and non-empty, else empty; used as a provider id it
-                           enables that provider only when VAR is set (an empty id disables the provider)
+${env.VAR}             the variable's value; an error if it is unset (unless the provider is disabled)
+${env.VAR:=default}    the value, or `default` when unset or empty
+${env.VAR:+value}      `value` when VAR is set and non-empty, else empty; used as a provider id it
+                       enables that provider only when VAR is set (an empty id disables the provider)
 """
 
 from __future__ import annotations
@@ -56,6 +56,31 @@ class ModelConfig(_Strict):
     metadata: dict[str, Any] = {}
 
 
+class VectorStoresConfig(_Strict):
+    default_embedding_model: str | None = None  # default: the first embedding model the inference API lists
+    ingestion_concurrency: int = Field(2, ge=1)  # files ingested at once
+    embedding_batch_size: int = Field(32, ge=1)  # chunks per embeddings call
+
+
+class ShieldConfig(_Strict):
+    id: str = Field(pattern=r"^[^\s]+$")
+    provider_id: str
+    provider_shield_id: str | None = None
+    params: dict[str, Any] = {}
+
+
+class GuardrailConfig(_Strict):
+    """A shield applied to every chat completion of the matching models, on their input, output or both."""
+
+    shield: str
+    apply_to: Literal["input", "output", "both"] = "both"
+    models: list[str] | None = None  # model ids or shell patterns (`openai/gpt-*`); None: every model
+    on_input_violation: Literal["error", "refuse", "redact"] = "error"
+    refusal_message: str = "Sorry, I can't help with that."
+    output_check_chars: int = Field(200, ge=1)  # check streamed output at least this often (and at sentence ends)
+    output_hold_back: bool = True  # hold streamed text until checked; false streams first and cuts later
+
+
 class RunConfig(_Strict):
     version: int = 1
     distro: str = "custom"
@@ -63,6 +88,9 @@ class RunConfig(_Strict):
     storage: StorageConfig = StorageConfig()
     providers: dict[str, list[ProviderConfig]] = {}
     models: list[ModelConfig] = []
+    shields: list[ShieldConfig] = []
+    guardrails: list[GuardrailConfig] = []
+    vector_stores: VectorStoresConfig = VectorStoresConfig()
     source: str = Field("<dict>", exclude=True)  # where it was read from, for error messages
 
     def data_dir(self) -> Path:
@@ -72,7 +100,9 @@ class RunConfig(_Strict):
 def substitute(value: Any, where: str, missing: list[str]) -> Any:
     """Replace `${env...}` placeholders in every string of a YAML tree; collect unset variables."""
     if isinstance(value, dict):
-        return {key: substitute(item, f"{where}.{key}", missing) for key, item in value.items()}
+        substituted = {key: substitute(item, f"{where}.{key}", missing) for key, item in value.items()}
+        # Leave out keys whose placeholder stood for nothing (see below); explicit nulls stay.
+        return {key: item for key, item in substituted.items() if item is not None or value[key] is None}
     if isinstance(value, list):
         return [substitute(item, f"{where}[{i}]", missing) for i, item in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:

@@ -55,4 +55,6 @@ def validation_error(exc: Any) -> LaminaError:
     message = first["msg"] if param is None else f"{param}: {first['msg']}"
     if len(exc.errors()) > 1:
         message += f" (and {len(exc.errors()) - 1} more error(s))"
-    return bad_request(message, param=param, code="invalid_value" if first["type"] != "missing" else "missing_required_parameter")
+    return bad_request(
+        message, param=param, code="invalid_value" if first["type"] != "missing" else "missing_required_parameter"
+    )

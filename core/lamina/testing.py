@@ -1,7 +1,7 @@
 """Helpers for tests of Lamina and its plugins: a real server on a free loopback port, in a thread.
 
-    with serve({"providers": {...}}) as base_url:      # or `async with`; base_url ends in /v1
-        OpenAI(base_url=base_url, api_key="unused").models.list()
+with serve({"providers": {...}}) as base_url:      # or `async with`; base_url ends in /v1
+    OpenAI(base_url=base_url, api_key="unused").models.list()
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from lamina.config import RunConfig, load, resolve
 
 
-class serve:  # noqa: N801 - used like a function: `with serve(config) as url`
+class serve:
     def __init__(self, config: RunConfig | dict[str, Any] | str | Path, *, timeout: float = 120) -> None:
         self.config = config
         self.timeout = timeout

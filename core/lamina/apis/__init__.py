@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from lamina.hookspecs import hookimpl
-from lamina.specs import ApiSpec
+from lamina.specs import ApiSpec, GuardrailSpec
 
 
 @hookimpl
 def register_apis() -> list[ApiSpec]:
-    from lamina.apis import inference_routes
+    from lamina.apis import files, inference_routes, safety, vector_stores
 
-    return [inference_routes.API]
+    return [inference_routes.API, files.API, vector_stores.API, safety.API]
+
+
+@hookimpl
+def register_guardrails() -> list[GuardrailSpec]:
+    from lamina.apis import guardrails
+
+    return [guardrails.SHIELD_GUARDRAILS]

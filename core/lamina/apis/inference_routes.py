@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,9 @@ class InferenceRouter:
         self.models: dict[str, Model] = {}
         self.listed: set[str] = set()  # providers whose model list we have
         self.discovery: asyncio.Task[None] | None = None
+        # Set by the safety API when it starts (after us): `chat_guard(request, call)` checks the input, calls
+        # `call(request)` and checks the output (lamina.apis.guardrails.GuardrailChain).
+        self.chat_guard: Callable[..., Awaitable[Any]] | None = None
 
     async def start(self, configured: list[Model]) -> None:
         for record in [Model.model_validate(item) for item in await self.kvstore.values(MODELS)] + configured:
@@ -142,7 +145,11 @@ class InferenceRouter:
 
     async def chat_completion(self, request: ChatCompletionRequest) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
         provider, model = await self.resolve(request.model)
-        result = await provider.chat_completion(request.model_copy(update={"model": model.provider_model_id}))
+
+        async def call(checked: ChatCompletionRequest) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+            return await provider.chat_completion(checked.model_copy(update={"model": model.provider_model_id}))
+
+        result = await (self.chat_guard(request, call) if self.chat_guard else call(request))
         return _relabel(result, request.model)
 
     async def completion(self, request: CompletionRequest) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
@@ -199,7 +206,9 @@ async def _router(providers: dict[str, Any], stack: Stack) -> InferenceRouter:
     ]
     for model in configured:
         if model.provider_id not in providers:
-            raise ConfigError(f"{stack.config.source}: models: '{model.id}' names unknown provider '{model.provider_id}'")
+            raise ConfigError(
+                f"{stack.config.source}: models: '{model.id}' names unknown provider '{model.provider_id}'"
+            )
     await router.start(configured)
     return router
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from lamina.hookspecs import hookimpl
 from lamina.specs import Deps, ProviderSpec
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class SentenceTransformersConfig(BaseModel):

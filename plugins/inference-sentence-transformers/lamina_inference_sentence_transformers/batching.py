@@ -56,7 +56,7 @@ class Batcher(Generic[Item, Result]):
                 continue
             try:
                 await self._run(batch)
-            except Exception as exc:  # noqa: BLE001 - handed to the callers
+            except Exception as exc:
                 if len(batch) == 1:
                     _settle(batch[0][1], exc)
                     continue
@@ -64,7 +64,7 @@ class Batcher(Generic[Item, Result]):
                 for job in batch:
                     try:
                         await self._run([job])
-                    except Exception as alone:  # noqa: BLE001
+                    except Exception as alone:
                         _settle(job[1], alone)
 
     async def _run(self, batch: list[tuple[list[Item], asyncio.Future[Sequence[Result]]]]) -> None:

@@ -197,5 +197,7 @@ def load_gguf(path: Path) -> LoadedModel:
             array = unpermute_qk(array, config.num_heads)
         elif name.endswith("attn_k.weight"):
             array = unpermute_qk(array, config.num_kv_heads)
+        if not array.flags.writeable:  # F32 tensors come straight from the read-only memory map
+            array = array.copy()
         weights[target] = torch.from_numpy(np.ascontiguousarray(array))
     return LoadedModel(model_name(path), config, weights, gguf_metadata=meta)

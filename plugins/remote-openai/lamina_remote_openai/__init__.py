@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-
 import lamina
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 PRESETS = {
     "openai": "https://api.openai.com/v1",

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel
-
 from lamina import LaminaError, UpstreamError
 from lamina.apis.inference import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelInfo
+from pydantic import BaseModel
+
 from lamina_remote_openai import OpenAIConfig
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -72,7 +72,7 @@ class OpenAIAdapter:
                     return await response.json(content_type=None)
                 except (json.JSONDecodeError, aiohttp.ContentTypeError):
                     raise UpstreamError(self.provider_id, f"answered {path} with something that is not JSON") from None
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise self._timeout(path) from None
                 except aiohttp.ClientError as exc:
                     raise UpstreamError(self.provider_id, f"connection broke while answering {path}: {exc}") from None
@@ -85,7 +85,7 @@ class OpenAIAdapter:
             last = attempt == self.config.max_retries
             try:
                 response = await self.session.request(method, url, json=payload)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if last:
                     raise self._timeout(path) from None
                 await asyncio.sleep(self._backoff(attempt, None))
@@ -174,7 +174,7 @@ class OpenAIAdapter:
                     raise UpstreamError(self.provider_id, f"failed mid-stream: {message}")
                 yield event
             finished = True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise self._timeout(path) from None
         except aiohttp.ClientError as exc:
             raise UpstreamError(self.provider_id, f"stream broke: {exc.__class__.__name__}") from None

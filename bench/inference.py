@@ -1,0 +1,214 @@
+"""Benchmark inline::torch against transformers on SmolLM2-135M-Instruct (GGUF), on this machine, in one run.
+
+    python bench/inference.py [--gguf PATH] [--dtype float32] [--quantize int8] [--threads 2]
+
+Prints: transformers single-stream decode tok/s (same dequantized weights, float32); our single-stream decode
+tok/s straight from the engine and through the HTTP server; aggregate decode tok/s of 8 concurrent streams
+through the HTTP server; time to first token for a 500-token prompt; and the ratios against the targets
+(single >= 2x transformers, 8 streams >= 3x our single stream). Decode rates exclude the prompt: they time
+the tokens after the first one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from pathlib import Path
+
+DEFAULT_GGUF = os.environ.get("LAMINA_TEST_SMOLLM2", "/work/models-dev/SmolLM2-135M-Instruct.Q4_1.gguf")
+QUESTION = "Write a long story about a lighthouse keeper who finds a message in a bottle."
+DECODE_TOKENS = 128
+
+
+def chat_prompt_ids(tokenizer) -> list[int]:
+    return tokenizer.encode(tokenizer.render_chat([{"role": "user", "content": QUESTION}], None))
+
+
+def bench_transformers(gguf: Path, threads: int) -> float:
+    """transformers' generate, greedy, on our loader's dequantized weights in float32; decode tok/s."""
+    import torch
+    import transformers
+
+    from lamina_inference_torch.tokenizer import load_tokenizer
+    from lamina_inference_torch.weights import load_model
+
+    torch.set_num_threads(threads)
+    loaded = load_model(gguf)
+    c = loaded.config
+    config = transformers.LlamaConfig(
+        vocab_size=c.vocab_size,
+        hidden_size=c.hidden_size,
+        intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_layers,
+        num_attention_heads=c.num_heads,
+        num_key_value_heads=c.num_kv_heads,
+        rms_norm_eps=c.rms_eps,
+        rope_theta=c.rope_theta,
+        max_position_embeddings=c.max_position,
+        tie_word_embeddings=c.tie_embeddings,
+    )
+    model = transformers.LlamaForCausalLM(config).eval()
+    weights = dict(loaded.weights)
+    weights.setdefault("lm_head.weight", weights["model.embed_tokens.weight"])
+    model.load_state_dict(weights)
+    ids = torch.tensor([chat_prompt_ids(load_tokenizer(gguf, loaded.gguf_metadata))])
+
+    def generate(tokens: int) -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, pad_token_id=0)
+        assert out.shape[1] == ids.shape[1] + tokens
+        return time.perf_counter() - start
+
+    generate(8)  # warm-up
+    first = min(generate(1) for _ in range(2))
+    total = generate(DECODE_TOKENS + 1)
+    return DECODE_TOKENS / (total - first)
+
+
+def bench_engine_single(gguf: Path, dtype: str, quantize: str, threads: int) -> float:
+    """Our engine, no server: one greedy sequence; decode tok/s from its token timestamps."""
+    from lamina_inference_torch.config import TorchConfig
+    from lamina_inference_torch.engine import Finished, Sequence, TextDelta
+    from lamina_inference_torch.provider import load_served_model
+    from lamina_inference_torch.sampling import SamplingParams
+
+    served = load_served_model(gguf, TorchConfig(models=[str(gguf)], dtype=dtype, quantize=quantize, threads=threads))
+    prompt = chat_prompt_ids(served.tokenizer)
+    try:
+        rates = []
+        for _ in range(2):  # the first run warms up
+            stamps: list[float] = []
+            finished = []
+
+            def emit(event, stamps=stamps, finished=finished) -> None:
+                if isinstance(event, TextDelta):
+                    stamps.extend(time.perf_counter() for _ in event.tokens)
+                elif isinstance(event, Finished):
+                    finished.append(event)
+
+            # Greedy, with stop tokens biased away so every run decodes exactly DECODE_TOKENS + 1 tokens.
+            bias = dict.fromkeys(served.tokenizer.stop_token_ids, -100.0)
+            sequence = Sequence(prompt, SamplingParams(temperature=0, logit_bias=bias), DECODE_TOKENS + 1, [], emit)
+            served.engine.submit(sequence)
+            while not finished:
+                time.sleep(0.01)
+            rates.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+        return rates[-1]
+    finally:
+        served.engine.close()
+
+
+async def stream_once(client, model: str, messages, max_tokens: int, seed: int) -> dict:
+    start = time.perf_counter()
+    stamps: list[float] = []
+    tokens = 0
+    stream = await client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=max_tokens,
+        temperature=0.8,
+        seed=seed,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            stamps.append(time.perf_counter())
+        if chunk.usage:
+            tokens = chunk.usage.completion_tokens
+    return {"start": start, "first": stamps[0], "last": stamps[-1], "tokens": tokens}
+
+
+async def bench_http(gguf: Path, dtype: str, quantize: str, threads: int) -> dict[str, float]:
+    from openai import AsyncOpenAI
+
+    from lamina.testing import serve
+
+    config = {
+        "providers": {
+            "inference": [
+                {
+                    "id": "torch",
+                    "type": "inline::torch",
+                    "config": {"models": [str(gguf)], "dtype": dtype, "quantize": quantize, "threads": threads},
+                }
+            ]
+        }
+    }
+    async with serve(config) as base_url:
+        client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=600)
+        model = (await client.models.list()).data[0].id
+        messages = [{"role": "user", "content": QUESTION}]
+        await stream_once(client, model, messages, 8, 0)  # warm-up
+        single = await stream_once(client, model, messages, DECODE_TOKENS, 1)
+        single_rate = (single["tokens"] - 1) / (single["last"] - single["first"])
+        runs = await asyncio.gather(*(stream_once(client, model, messages, DECODE_TOKENS, 10 + i) for i in range(8)))
+        # Aggregate: every token after each stream's first, over the span when all 8 were decoding or finishing.
+        span = max(r["last"] for r in runs) - min(r["first"] for r in runs)
+        aggregate = sum(r["tokens"] - 1 for r in runs) / span
+        wall = sum(r["tokens"] for r in runs) / (max(r["last"] for r in runs) - min(r["start"] for r in runs))
+        long_text = " ".join(["The lighthouse stood on the rocky shore, its lamp turning through the night."] * 40)
+        ids_words = long_text.split()
+        # Trim to about 500 prompt tokens as the model counts them (the usage of a 1-token answer says).
+        ttfts, prompt_tokens = [], 0
+        for _ in range(2):
+            start = time.perf_counter()
+            first = None
+            stream = await client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": " ".join(ids_words[:430]) + "\nSummarize."}],
+                max_tokens=4,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for chunk in stream:
+                if first is None and chunk.choices and chunk.choices[0].delta.content:
+                    first = time.perf_counter() - start
+                if chunk.usage:
+                    prompt_tokens = chunk.usage.prompt_tokens
+            ttfts.append(first)
+        await client.close()
+    return {
+        "single": single_rate,
+        "aggregate8": aggregate,
+        "aggregate8_wall": wall,
+        "ttft": min(ttfts),
+        "ttft_prompt_tokens": prompt_tokens,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gguf", type=Path, default=Path(DEFAULT_GGUF))
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--quantize", default="int8", choices=["none", "int8"])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--skip-transformers", action="store_true")
+    args = parser.parse_args()
+    print(f"model {args.gguf.name}; ours: dtype={args.dtype} quantize={args.quantize}; threads={args.threads}")
+
+    reference = None if args.skip_transformers else bench_transformers(args.gguf, args.threads)
+    if reference is not None:
+        print(f"transformers generate (float32, greedy), single stream decode: {reference:7.1f} tok/s")
+    engine_rate = bench_engine_single(args.gguf, args.dtype, args.quantize, args.threads)
+    print(f"inline::torch engine, single stream decode:                     {engine_rate:7.1f} tok/s")
+    http = asyncio.run(bench_http(args.gguf, args.dtype, args.quantize, args.threads))
+    print(f"inline::torch HTTP, single stream decode:                       {http['single']:7.1f} tok/s")
+    print(f"inline::torch HTTP, 8 concurrent streams, aggregate decode:     {http['aggregate8']:7.1f} tok/s "
+          f"({http['aggregate8_wall']:.1f} tok/s counting prefill and queueing)")
+    print(f"inline::torch HTTP, time to first token, {http['ttft_prompt_tokens']}-token prompt: "
+          f"{http['ttft'] * 1000:7.0f} ms")
+    if reference is not None:
+        ratio = http["single"] / reference
+        print(f"ratio single stream (HTTP) / transformers: {ratio:.2f}x (target >= 2x) {'OK' if ratio >= 2 else 'MISSED'}")
+        ratio = engine_rate / reference
+        print(f"ratio single stream (engine) / transformers: {ratio:.2f}x")
+    ratio = http["aggregate8"] / http["single"]
+    print(f"ratio 8-stream aggregate / single stream: {ratio:.2f}x (target >= 3x) {'OK' if ratio >= 3 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Safety speed: inline::rules throughput, and what an input guardrail adds to a chat completion.
+
+    python bench/safety.py [--texts 5000] [--requests 300]
+
+1. rules throughput: 1 KB texts (ordinary prose and code, one in ten carrying PII or a secret, made from the
+   labelled set in plugins/safety-rules/tests/) scanned on one core, by the scanner itself and through the
+   provider's run_shield. Target: >= 5,000 texts/s.
+2. guardrail latency: non-streamed chat completions over HTTP against a fake OpenAI-compatible upstream on
+   127.0.0.1 (remote::openai in front of it), to a model with an input guardrail (the `rules` shield, all
+   categories) and to the same model without, alternating one request each, in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+LABELLED = Path(__file__).resolve().parents[1] / "plugins/safety-rules/tests/labelled.jsonl"
+
+
+def make_texts(count: int, size: int = 1024) -> list[str]:
+    rows = [json.loads(line) for line in LABELLED.read_text().splitlines()]
+    clean = [r["text"] for r in rows if not r["categories"]]
+    flagged = [r["text"] for r in rows if r["categories"]]
+    rng = random.Random(7)
+    texts = []
+    for i in range(count):
+        parts: list[str] = [rng.choice(flagged)] if i % 10 == 0 else []
+        while sum(len(p) + 1 for p in parts) < size:
+            parts.insert(rng.randrange(len(parts) + 1), rng.choice(clean))
+        texts.append("\n".join(parts)[:size])
+    return texts
+
+
+def bench_rules(count: int) -> float:
+    from lamina.apis.inference import ChatMessage
+    from lamina.apis.safety import Shield
+    from lamina_safety_rules import RulesConfig
+    from lamina_safety_rules.provider import RulesProvider
+
+    texts = make_texts(count)
+    provider = RulesProvider(RulesConfig(), "rules")
+    scanner = provider.scanner
+    for text in texts[:200]:  # warm up
+        scanner.scan(text)
+    # Best of three rounds; wall-clock and this process's CPU time (the fairer figure on a busy machine).
+    best_scan = best_cpu = 0.0
+    for _ in range(3):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        flagged = sum(1 for text in texts if scanner.scan(text))
+        best_scan = max(best_scan, len(texts) / (time.perf_counter() - started))
+        best_cpu = max(best_cpu, len(texts) / (time.process_time() - started_cpu))
+    shield = Shield(id="rules", provider_id="rules", provider_shield_id="rules")
+    messages = [[ChatMessage(role="user", content=text)] for text in texts]
+
+    async def through_provider() -> float:
+        started = time.perf_counter()
+        for message in messages:
+            await provider.run_shield(shield, message, {})
+        return len(texts) / (time.perf_counter() - started)
+
+    via_provider = max(asyncio.run(through_provider()) for _ in range(3))
+    print(f"rules: {len(texts)} texts of 1 KB, {flagged} flagged ({flagged / len(texts):.0%})")
+    print(f"  scanner.scan        {best_scan:10,.0f} texts/s  ({1e6 / best_scan:6.1f} us/text)  target >= 5,000")
+    print(f"  scanner.scan, CPU   {best_cpu:10,.0f} texts per CPU-second")
+    print(f"  provider.run_shield {via_provider:10,.0f} texts/s  ({1e6 / via_provider:6.1f} us/text)")
+    return best_scan
+
+
+def start_fake_upstream() -> str:
+    from aiohttp import web
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "chat"}]})
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response(
+            {
+                "id": "chatcmpl-bench",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Sure, here you go."}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            }
+        )
+
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    address: list[str] = []
+
+    async def start() -> None:
+        app = web.Application()
+        app.router.add_get("/v1/models", models)
+        app.router.add_post("/v1/chat/completions", chat)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        address.append(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1")  # type: ignore[union-attr]
+        ready.set()
+
+    threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True).start()
+    ready.wait(10)
+    return address[0]
+
+
+def bench_guardrail(count: int) -> None:
+    import requests
+
+    from lamina.testing import serve
+
+    upstream = start_fake_upstream()
+    config: dict[str, Any] = {
+        "providers": {
+            "inference": [{"id": "up", "type": "remote::openai", "config": {"base_url": upstream, "models": ["chat"]}}],
+            "safety": [{"id": "rules", "type": "inline::rules"}],
+        },
+        "models": [{"id": "guarded", "provider_id": "up", "provider_model_id": "chat"}],
+        "shields": [{"id": "rules", "provider_id": "rules"}],
+        "guardrails": [{"shield": "rules", "apply_to": "input", "models": ["guarded"]}],
+    }
+    question = make_texts(2, 600)[1]  # a 600-character user message without findings (every tenth text has one)
+    question = "Please summarise the following notes for the team meeting. " + question.replace("@", " at ")
+    with serve(config) as base_url, requests.Session() as session:
+
+        def once(model: str) -> float:
+            body = {"model": model, "messages": [{"role": "user", "content": question}]}
+            started = time.perf_counter()
+            response = session.post(f"{base_url}/chat/completions", json=body, timeout=30)
+            elapsed = time.perf_counter() - started
+            response.raise_for_status()
+            return elapsed
+
+        probe = session.post(f"{base_url}/safety/run-shield", json={"shield_id": "rules", "messages": [{"role": "user", "content": question}]}).json()
+        assert probe["violation"] is None, probe
+        for _ in range(30):  # warm up both paths
+            once("up/chat"), once("guarded")
+        plain, guarded = [], []
+        for _ in range(count):
+            plain.append(once("up/chat"))
+            guarded.append(once("guarded"))
+
+    def describe(samples: list[float]) -> str:
+        ordered = sorted(samples)
+        return (
+            f"mean {statistics.mean(samples) * 1e3:6.2f} ms  p50 {ordered[len(ordered) // 2] * 1e3:6.2f} ms  "
+            f"p95 {ordered[int(len(ordered) * 0.95)] * 1e3:6.2f} ms"
+        )
+
+    added = statistics.median(guarded) - statistics.median(plain)
+    print(f"guardrail latency: {count} non-streamed chat completions each, {len(question)}-character input")
+    print(f"  without guardrail  {describe(plain)}")
+    print(f"  with rules input   {describe(guarded)}")
+    print(f"  added (p50)        {added * 1e3:6.2f} ms  ratio {statistics.median(guarded) / statistics.median(plain):.3f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--texts", type=int, default=5000)
+    parser.add_argument("--requests", type=int, default=300)
+    args = parser.parse_args()
+    bench_rules(args.texts)
+    bench_guardrail(args.requests)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""The Files API (OpenAI wire format): uploads stream to the files provider, never whole into memory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from lamina.errors import LaminaError, bad_request, not_found, validation_error
+from lamina.http import json_response, route, stack_of
+from lamina.specs import ApiSpec
+
+if TYPE_CHECKING:
+    from lamina.resolver import Stack
+
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+DRAIN_FACTOR = 4  # an oversize upload is read (and dropped) up to this many times the limit, then cut off
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str = "processed"
+    expires_at: int | None = None
+    status_details: str | None = None
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool = True
+
+
+class ExpiresAfter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    anchor: Literal["created_at"] = "created_at"
+    seconds: int = Field(ge=3600, le=2592000)  # OpenAI: one hour to 30 days
+
+
+class ListQuery(BaseModel):
+    after: str | None = None
+    limit: int = Field(10000, ge=1, le=10000)
+    order: Literal["asc", "desc"] = "desc"
+    purpose: str | None = None
+
+
+def too_large(limit: int) -> LaminaError:
+    return LaminaError(
+        f"file is larger than this server's upload limit of {limit} bytes", status=413, code="file_too_large"
+    )
+
+
+class Upload(Protocol):
+    """A file being received: bytes go straight to the provider's storage."""
+
+    size: int
+
+    def write(self, data: bytes) -> None: ...  # raises the 413 from `too_large` past the limit
+
+    def abort(self) -> None: ...
+
+
+class FilesProvider(Protocol):
+    max_upload_bytes: int
+
+    async def begin_upload(self) -> Upload: ...
+
+    async def finish_upload(self, upload: Upload, *, filename: str, purpose: str, expires_at: int | None) -> FileObject: ...
+
+    async def list_files(
+        self, *, after: str | None, limit: int, order: str, purpose: str | None
+    ) -> tuple[list[FileObject], bool]: ...
+
+    async def get_file(self, file_id: str) -> FileObject: ...  # raises 404
+
+    async def file_path(self, file_id: str) -> Path: ...
+
+    async def delete_file(self, file_id: str) -> None: ...  # raises 404
+
+
+class FilesRouter:
+    """One files provider serves the API (the first configured)."""
+
+    def __init__(self, providers: dict[str, FilesProvider]) -> None:
+        self.providers = providers
+
+    @property
+    def provider(self) -> FilesProvider:
+        if not self.providers:
+            raise LaminaError("no files provider is configured", status=503, type="server_error")
+        return next(iter(self.providers.values()))
+
+    async def get_file(self, file_id: str) -> FileObject:
+        return await self.provider.get_file(file_id)
+
+    async def file_path(self, file_id: str) -> Path:
+        return await self.provider.file_path(file_id)
+
+    async def list_files(self, query: ListQuery) -> FileList:
+        files, has_more = await self.provider.list_files(
+            after=query.after, limit=query.limit, order=query.order, purpose=query.purpose
+        )
+        return FileList(
+            data=files,
+            first_id=files[0].id if files else None,
+            last_id=files[-1].id if files else None,
+            has_more=has_more,
+        )
+
+    async def delete_file(self, file_id: str) -> None:
+        await self.provider.delete_file(file_id)
+
+
+async def _router(providers: dict[str, Any], stack: Stack) -> FilesRouter:
+    return FilesRouter(providers)
+
+
+def _files(request: Request) -> FilesRouter:
+    return stack_of(request).apis["files"]
+
+
+async def receive_multipart(request: Request, provider: FilesProvider) -> tuple[Upload, str, dict[str, str]]:
+    """Stream a multipart/form-data body: the `file` part into a provider upload, other fields into a dict."""
+    try:
+        from python_multipart.multipart import MultipartParser, parse_options_header
+    except ImportError:  # python-multipart comes with the files provider plugins
+        raise LaminaError("file uploads need the python-multipart package", status=501, type="server_error") from None
+
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or not params.get(b"boundary"):
+        raise bad_request("send the file as multipart/form-data with a `file` part", code="invalid_content_type")
+
+    upload = await provider.begin_upload()
+    fields: dict[str, str] = {}
+    filename: str | None = None
+    state: dict[str, Any] = {"headers": {}, "field": b"", "value": b"", "name": None, "is_file": False}
+    overflow: list[LaminaError] = []
+
+    def on_part_begin() -> None:
+        state.update(headers={}, name=None, is_file=False, value=b"")
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["headers"][state["field"].lower()] = state["headers"].get(state["field"].lower(), b"") + data[start:end]
+
+    def on_header_end() -> None:
+        state["field"] = b""
+
+    def on_headers_finished() -> None:
+        nonlocal filename
+        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        state["name"] = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if state["name"] == "file":
+            state["is_file"] = True
+            filename = disposition.get(b"filename", b"upload").decode("utf-8", "replace")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if state["is_file"]:
+            if overflow:
+                return
+            try:
+                upload.write(data[start:end])
+            except LaminaError as exc:
+                overflow.append(exc)
+        elif len(state["value"]) < 65536:  # form fields are small; a huge one is not ours to keep
+            state["value"] += data[start:end]
+
+    def on_part_end() -> None:
+        if not state["is_file"] and state["name"]:
+            fields[state["name"]] = state["value"].decode("utf-8", "replace")
+
+    parser = MultipartParser(
+        params[b"boundary"],
+        callbacks={
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if overflow and received > DRAIN_FACTOR * provider.max_upload_bytes:
+                break  # stop draining a client that sends far too much; it gets its 413 now
+            if chunk:
+                parser.write(chunk)
+        parser.finalize()
+    except LaminaError:
+        upload.abort()
+        raise
+    except Exception as exc:  # malformed multipart
+        upload.abort()
+        raise bad_request(f"malformed multipart body: {exc}", code="invalid_multipart") from None
+    if overflow:
+        upload.abort()
+        raise overflow[0]
+    if filename is None:
+        upload.abort()
+        raise bad_request("the multipart body has no `file` part", param="file", code="missing_required_parameter")
+    return upload, filename, fields
+
+
+def _expires_at(fields: dict[str, str], now: int) -> int | None:
+    anchor = fields.get("expires_after[anchor]")
+    seconds = fields.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return None
+    try:
+        parsed = ExpiresAfter.model_validate({"anchor": anchor or "created_at", "seconds": seconds})
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    return now + parsed.seconds
+
+
+async def upload_file(request: Request) -> Response:
+    """Upload a file (multipart/form-data: `file`, `purpose`, optional `expires_after[anchor|seconds]`)."""
+    provider = _files(request).provider
+    upload, filename, fields = await receive_multipart(request, provider)
+    try:
+        purpose = fields.get("purpose")
+        if not purpose:
+            raise bad_request("`purpose` is required", param="purpose", code="missing_required_parameter")
+        if purpose not in PURPOSES:
+            raise bad_request(f"unknown purpose '{purpose}'; one of: {', '.join(PURPOSES)}", param="purpose")
+        expires_at = _expires_at(fields, int(time.time()))
+        # Only the last path component is kept, and only as a label: storage is by id.
+        filename = filename.replace("\\", "/").rsplit("/", 1)[-1] or "upload"
+    except LaminaError:
+        upload.abort()
+        raise
+    return json_response(await provider.finish_upload(upload, filename=filename, purpose=purpose, expires_at=expires_at))
+
+
+def _query(request: Request, model: type[BaseModel]) -> Any:
+    try:
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+async def list_files(request: Request) -> Response:
+    """List files, newest first by default (cursor pagination with `after`)."""
+    return json_response(await _files(request).list_files(_query(request, ListQuery)))
+
+
+async def get_file(request: Request) -> Response:
+    """Retrieve a file's metadata."""
+    return json_response(await _files(request).get_file(request.path_params["file_id"]))
+
+
+async def get_file_content(request: Request) -> Response:
+    """Download a file's bytes."""
+    router = _files(request)
+    file = await router.get_file(request.path_params["file_id"])
+    path = await router.file_path(file.id)
+    if not path.exists():
+        raise not_found(f"file '{file.id}' has no content", param="file_id")
+    return FileResponse(path, media_type="application/octet-stream", filename=file.filename)
+
+
+async def delete_file(request: Request) -> Response:
+    """Delete a file."""
+    file_id = request.path_params["file_id"]
+    await _files(request).delete_file(file_id)
+    return json_response(FileDeleted(id=file_id))
+
+
+API = ApiSpec(
+    name="files",
+    description="OpenAI Files: upload, list, retrieve, download and delete files",
+    router=_router,
+    routes=[
+        route("POST", "/files", upload_file, response=FileObject),
+        route("GET", "/files", list_files, response=FileList, query=ListQuery),
+        route("GET", "/files/{file_id}", get_file, response=FileObject),
+        route("GET", "/files/{file_id}/content", get_file_content),
+        route("DELETE", "/files/{file_id}", delete_file, response=FileDeleted),
+    ],
+)

@@ -1,0 +1,87 @@
+"""The library client: Lamina's API in-process, without HTTP.
+
+    async with LibraryClient("starter") as client:           # a distro name, a run.yaml path, or a dict
+        reply = await client.chat.completions.create(model="openai/gpt-4o-mini", messages=[...])
+        async for chunk in await client.chat.completions.create(..., stream=True): ...
+
+Answers are the same JSON dicts the HTTP API sends; errors are raised as `LaminaError` with the same status and
+body. `client.apis[name]` gives every API's router (files, vector stores, safety...) for the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from lamina.apis.inference import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from lamina.apis.models import RegisterModel
+from lamina.config import RunConfig, load, resolve
+from lamina.errors import validation_error
+from lamina.resolver import Stack, start_stack
+
+
+def _validate(model: type[BaseModel], fields: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+class LibraryClient:
+    def __init__(self, config: RunConfig | dict[str, Any] | str | Path) -> None:
+        if isinstance(config, dict):
+            config = resolve(config)
+        elif not isinstance(config, RunConfig):
+            config = load(_run_config_path(str(config)))
+        self.config = config
+        self._exits = AsyncExitStack()
+        self.stack: Stack | None = None
+
+    async def __aenter__(self) -> LibraryClient:
+        self.stack = await self._exits.enter_async_context(start_stack(self.config))
+        inference = self.stack.apis["inference"]
+
+        async def chat(**fields: Any) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+            return await inference.chat_completion(_validate(ChatCompletionRequest, fields))
+
+        async def complete(**fields: Any) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+            return await inference.completion(_validate(CompletionRequest, fields))
+
+        async def embed(**fields: Any) -> dict[str, Any]:
+            return await inference.embeddings(_validate(EmbeddingRequest, fields))
+
+        async def list_models() -> list[dict[str, Any]]:
+            return [model.model_dump() for model in await inference.list_models()]
+
+        async def retrieve_model(model_id: str) -> dict[str, Any]:
+            return (await inference.get_model(model_id)).model_dump()
+
+        async def register_model(**fields: Any) -> dict[str, Any]:
+            return (await inference.register_model(_validate(RegisterModel, fields))).model_dump()
+
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=chat))
+        self.completions = SimpleNamespace(create=complete)
+        self.embeddings = SimpleNamespace(create=embed)
+        self.models = SimpleNamespace(
+            list=list_models, retrieve=retrieve_model, register=register_model, delete=inference.unregister_model
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._exits.aclose()
+
+    @property
+    def apis(self) -> dict[str, Any]:
+        assert self.stack is not None, "use the client inside `async with`"
+        return self.stack.apis
+
+
+def _run_config_path(name_or_path: str) -> Path:
+    from lamina.cli import find_run_config
+
+    return find_run_config(name_or_path)

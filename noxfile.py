@@ -1,0 +1,131 @@
+"""Lamina's sessions. `nox` runs lint, the test suite and the wheel smoke test; `nox -s bench` the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["lint", "tests", "smoke"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PLUGINS = sorted(str(p.parent) for p in ROOT.glob("plugins/*/pyproject.toml"))
+DISTROS = sorted(str(p.parent) for p in ROOT.glob("distros/*/pyproject.toml"))
+TORCH = "torch==2.13.0"  # the CPU build; a looser pin can pull a multi-GB CUDA build
+TEST_MODELS = {"LAMINA_TEST_SMOLLM2": "SmolLM2-135M-Instruct", "LAMINA_TEST_MINILM": "all-MiniLM-L6-v2"}
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """Every package installed from the checkout, the example plugin as a normal package, then pytest."""
+    session.install(TORCH)
+    session.install("-e", "./core", *[f"-e{p}" for p in PLUGINS + DISTROS])
+    session.install("./tests/plugins/lamina-example")
+    session.install(*nox.project.dependency_groups(PYPROJECT, "test", "reference"))
+    env = _test_models(session)
+    session.run("pytest", *(session.posargs or ["-q"]), env=env)
+
+
+def _test_models(session: nox.Session) -> dict[str, str]:
+    """Pull the real test models once into a cache outside the checkout; point the tests at them."""
+    cache = Path(os.environ.get("LAMINA_TEST_HOME", Path.home() / ".cache" / "lamina-test"))
+    env = {"LAMINA_HOME": str(cache)}
+    for variable, name in TEST_MODELS.items():
+        session.run("lamina", "models", "pull", name, env=env)
+        path = session.run(
+            "python", "-c", f"from lamina.pulls import pulled; print(pulled({name!r}).path)", env=env, silent=True
+        )
+        env[variable] = str(path).strip().splitlines()[-1]
+    return {variable: env[variable] for variable in TEST_MODELS}
+
+
+@nox.session(python="3.11")
+def smoke(session: nox.Session) -> None:
+    """Build a wheel of every package, install the starter distro from them, run it, talk to it."""
+    wheels = Path(session.create_tmp()) / "wheels"
+    for old in wheels.glob("*.whl"):
+        old.unlink()
+    session.install("build")
+    for package in ["core", *PLUGINS, *DISTROS]:
+        session.run("python", "-m", "build", "--wheel", "--outdir", str(wheels), package, silent=True)
+    session.install("--find-links", str(wheels), "lamina-distro-starter")
+    installed = session.run("python", "-m", "pip", "list", "--format=freeze", silent=True)
+    heavy = [line for line in str(installed).lower().splitlines() if line.split("==")[0] in {"torch", "numpy"}]
+    if heavy:
+        session.error(f"installing lamina-distro-starter pulled in heavy packages: {heavy}")
+    _smoke_run(session)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, timeout: float = 30) -> bytes:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _smoke_run(session: nox.Session) -> None:
+    python = Path(session.bin) / "python"
+    up_port, port = _free_port(), _free_port()
+    upstream = subprocess.Popen([python, "bench/fake_upstream.py", str(up_port)])
+    env = {**os.environ, "OPENAI_BASE_URL": f"http://127.0.0.1:{up_port}/v1", "LAMINA_HOME": session.create_tmp()}
+    server = subprocess.Popen([Path(session.bin) / "lamina", "run", "starter", "--port", str(port)], env=env)
+    try:
+        base = f"http://127.0.0.1:{port}/v1"
+        session.log(_wait(base + "/health").decode())
+        session.log(_wait(base + "/models").decode())
+        request = urllib.request.Request(
+            base + "/chat/completions",
+            data=b'{"model": "openai/bench", "messages": [{"role": "user", "content": "hi"}]}',
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = response.read().decode()
+        if '"chat.completion"' not in answer:
+            session.error(f"unexpected chat answer: {answer}")
+        session.log(f"chat through the installed starter distro: {answer[:120]}")
+        providers = session.run("lamina", "providers", silent=True)
+        if "remote::openai" not in str(providers):
+            session.error(f"lamina providers does not list remote::openai: {providers}")
+    finally:
+        server.terminate()
+        upstream.terminate()
+        if server.wait(15) != 0:
+            session.error(f"lamina run exited with {server.returncode} on SIGTERM")
+        upstream.wait(15)
+
+
+@nox.session(python="3.11", default=False)
+def bench(session: nox.Session) -> None:
+    """All benchmarks (slow; not part of CI): python bench/<name>.py for each."""
+    session.install(TORCH)
+    session.install("-e", "./core", *[f"-e{p}" for p in PLUGINS + DISTROS])
+    session.install(*nox.project.dependency_groups(PYPROJECT, "test", "reference"), "numpy")
+    env = _test_models(session)
+    for script in sorted(Path("bench").glob("*.py")):
+        if script.name != "fake_upstream.py":
+            session.run("python", str(script), *session.posargs, env=env)

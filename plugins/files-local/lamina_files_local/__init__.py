@@ -1,0 +1,33 @@
+"""inline::localfs — the Files API on local disk: bytes in files named by id, metadata in SQLite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lamina
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LocalFilesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1, description="uploads larger than this get a 413")
+
+
+async def create(config: LocalFilesConfig, deps: lamina.Deps) -> Any:
+    from lamina_files_local.store import LocalFiles
+
+    return await LocalFiles.open(deps.data_dir, config.max_upload_bytes)
+
+
+@lamina.hookimpl
+def register_providers() -> list[lamina.ProviderSpec]:
+    return [
+        lamina.ProviderSpec(
+            api="files",
+            type="inline::localfs",
+            config=LocalFilesConfig,
+            create=create,
+            description="Uploaded files on local disk, metadata in SQLite",
+        )
+    ]

@@ -1,0 +1,224 @@
+"""Continuous batching on a thread of its own.
+
+Each step: drop cancelled sequences, give waiting ones free KV slots, run one prefill chunk for each sequence
+still reading its prompt, then advance every generating sequence by one token in a single batched forward.
+Results go back through each sequence's `emit` callback (the provider makes it hop onto the event loop).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from tokenizers.decoders import DecodeStream
+
+from lamina_inference_torch.model import Decoder
+from lamina_inference_torch.sampling import Sampler, SamplingParams, TokenChoice
+from lamina_inference_torch.tokenizer import TextTokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TextDelta:
+    text: str
+    tokens: list[TokenChoice]  # the tokens that produced this text, with logprobs when asked for
+
+
+@dataclass
+class Finished:
+    reason: str  # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class Failed:
+    error: BaseException
+
+
+Event = TextDelta | Finished | Failed
+
+
+@dataclass(eq=False)
+class Sequence:
+    prompt: list[int]
+    params: SamplingParams
+    max_tokens: int
+    stop: list[str]
+    emit: Callable[[Event], None]
+    slot: int = -1
+    prefilled: int = 0
+    generated: list[int] = field(default_factory=list)
+    cancelled: bool = False
+    done: bool = False
+    pending_text: str = ""  # decoded text held back because it may be the start of a stop sequence
+    unsent: list[TokenChoice] = field(default_factory=list)
+    sampler: Sampler | None = None
+    detokenizer: DecodeStream | None = None
+
+    @property
+    def position(self) -> int:
+        """Where the last generated token goes in the cache."""
+        return len(self.prompt) + len(self.generated) - 1
+
+
+class Engine:
+    def __init__(self, decoder: Decoder, tokenizer: TextTokenizer, *, threads: int, prefill_chunk: int = 256) -> None:
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.threads = threads
+        self.prefill_chunk = prefill_chunk
+        self._waiting: collections.deque[Sequence] = collections.deque()
+        self._slots: list[Sequence | None] = [None] * decoder.max_batch
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="lamina-torch-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def context_length(self) -> int:
+        return self.decoder.context_length
+
+    def submit(self, sequence: Sequence) -> None:
+        with self._wake:
+            if self._stopping:
+                raise RuntimeError("the engine is closed")
+            self._waiting.append(sequence)
+            self._wake.notify()
+
+    def cancel(self, sequence: Sequence) -> None:
+        sequence.cancelled = True
+        with self._wake:
+            self._wake.notify()
+
+    def close(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join()
+
+    # The engine thread
+
+    def _run(self) -> None:
+        torch.set_num_threads(self.threads)
+        while True:
+            with self._wake:
+                while not self._stopping and not self._waiting and not any(self._slots):
+                    self._wake.wait()
+                if self._stopping:
+                    break
+            try:
+                self._step()
+            except Exception as error:  # a bug or OOM must fail the requests, not hang them
+                log.exception("inference step failed")
+                for sequence in self._active():
+                    self._finish_with(sequence, Failed(error))
+        for sequence in [*self._waiting, *self._active()]:
+            self._finish_with(sequence, Failed(RuntimeError("the inference engine shut down")))
+
+    def _active(self) -> list[Sequence]:
+        return [s for s in self._slots if s is not None]
+
+    def _release(self, sequence: Sequence) -> None:
+        sequence.done = True
+        if 0 <= sequence.slot < len(self._slots) and self._slots[sequence.slot] is sequence:
+            self._slots[sequence.slot] = None
+
+    def _finish_with(self, sequence: Sequence, event: Event) -> None:
+        self._release(sequence)
+        sequence.emit(event)
+
+    def _admit(self) -> None:
+        with self._wake:
+            for sequence in list(self._waiting):
+                if sequence.cancelled:
+                    self._waiting.remove(sequence)
+            while self._waiting and None in self._slots:
+                sequence = self._waiting.popleft()
+                sequence.slot = self._slots.index(None)  # lowest free slot keeps the decode batch compact
+                self._slots[sequence.slot] = sequence
+                sequence.sampler = Sampler(sequence.params, self.decoder.vocab_size)
+                sequence.detokenizer = DecodeStream(skip_special_tokens=True)
+
+    def _step(self) -> None:
+        for sequence in self._active():
+            if sequence.cancelled:
+                self._release(sequence)
+        self._admit()
+        for sequence in self._active():
+            if sequence.prefilled < len(sequence.prompt):
+                self._prefill_chunk(sequence)
+        generating = [s for s in self._active() if s.generated and not s.done]
+        if generating:
+            self._decode(generating)
+
+    def _prefill_chunk(self, sequence: Sequence) -> None:
+        start = sequence.prefilled
+        chunk = sequence.prompt[start : start + self.prefill_chunk]
+        logits = self.decoder.prefill(sequence.slot, chunk, start=start)
+        sequence.prefilled += len(chunk)
+        if sequence.prefilled == len(sequence.prompt):
+            self._accept(sequence, sequence.sampler.choose(logits))
+
+    def _decode(self, generating: list[Sequence]) -> None:
+        width = max(s.slot for s in generating) + 1
+        tokens = [0] * width
+        # Rows without a generating sequence still run; point their cache write somewhere harmless: a free
+        # slot's position 0, or the position a prefilling sequence will write next.
+        positions = [s.prefilled if s is not None else 0 for s in self._slots[:width]]
+        for sequence in generating:
+            tokens[sequence.slot] = sequence.generated[-1]
+            positions[sequence.slot] = sequence.position
+        logits = self.decoder.decode(torch.tensor(tokens), torch.tensor(positions))
+        for sequence in generating:
+            self._accept(sequence, sequence.sampler.choose(logits[sequence.slot]))
+
+    def _accept(self, sequence: Sequence, choice: TokenChoice) -> None:
+        token = choice.token
+        sequence.generated.append(token)
+        sequence.sampler.observe(token)
+        sequence.unsent.append(choice)
+        if token in self.tokenizer.stop_token_ids:
+            self._finish(sequence, "stop", sequence.pending_text)
+            return
+        text = sequence.pending_text + (sequence.detokenizer.step(self.tokenizer.tokenizer, token) or "")
+        stop_at = _first_stop(text, sequence.stop)
+        if stop_at is not None:
+            self._finish(sequence, "stop", text[:stop_at])
+            return
+        if len(sequence.generated) >= sequence.max_tokens or sequence.position + 1 >= self.context_length:
+            self._finish(sequence, "length", text)
+            return
+        held = _stop_prefix_length(text, sequence.stop)
+        sequence.pending_text = text[len(text) - held :] if held else ""
+        ready = text[: len(text) - held]
+        if ready:
+            sequence.emit(TextDelta(ready, sequence.unsent))
+            sequence.unsent = []
+
+    def _finish(self, sequence: Sequence, reason: str, text: str) -> None:
+        if text or sequence.unsent:
+            sequence.emit(TextDelta(text, sequence.unsent))
+            sequence.unsent = []
+        self._finish_with(sequence, Finished(reason, len(sequence.prompt), len(sequence.generated)))
+
+
+def _first_stop(text: str, stops: list[str]) -> int | None:
+    found = [index for index in (text.find(stop) for stop in stops) if index >= 0]
+    return min(found) if found else None
+
+
+def _stop_prefix_length(text: str, stops: list[str]) -> int:
+    """Length of the longest tail of `text` that could still grow into a stop sequence."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if stop.startswith(text[-size:]):
+                longest = size
+                break
+    return longest

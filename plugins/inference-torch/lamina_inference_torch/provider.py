@@ -1,0 +1,433 @@
+"""The InferenceProvider: OpenAI requests in, engine sequences out, OpenAI dicts (or chunk streams) back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lamina.apis.inference import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelInfo,
+    chat_choice,
+    chat_chunk,
+    chat_completion,
+    new_id,
+    text_completion,
+    usage,
+)
+from lamina.errors import bad_request, not_found
+from lamina.specs import Deps
+from lamina_inference_torch.config import TorchConfig
+from lamina_inference_torch.engine import Engine, Event, Failed, Finished, Sequence, TextDelta
+from lamina_inference_torch.model import Decoder
+from lamina_inference_torch.sampling import SamplingParams, TokenChoice
+from lamina_inference_torch.tokenizer import TextTokenizer, load_tokenizer
+from lamina_inference_torch.tools import may_open_tool_call, parse_tool_calls
+from lamina_inference_torch.weights import load_model
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class ServedModel:
+    name: str
+    path: Path
+    tokenizer: TextTokenizer
+    engine: Engine
+
+
+def load_served_model(path: Path, config: TorchConfig) -> ServedModel:
+    """Blocking: read weights, build the decoder and start its engine thread."""
+    loaded = load_model(path)
+    tokenizer = load_tokenizer(path, loaded.gguf_metadata)
+    threads = config.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)  # also speeds up the int8 conversion below
+    decoder = Decoder(
+        loaded.config,
+        loaded.weights,
+        dtype=_DTYPES[config.dtype],
+        quantize=config.quantize,
+        max_batch=config.max_batch,
+        context_length=config.context_length,
+    )
+    engine = Engine(decoder, tokenizer, threads=threads, prefill_chunk=config.prefill_chunk)
+    return ServedModel(loaded.name, path, tokenizer, engine)
+
+
+async def resolve_model_path(name_or_path: str) -> Path:
+    try:
+        from lamina.pulls import ensure_model
+    except ImportError:  # integration point: core's model puller; until it exists, entries must be paths
+        path = Path(name_or_path).expanduser()
+        if not path.exists():
+            raise ValueError(f"model {name_or_path!r}: no such file or folder") from None
+        return path
+    return await ensure_model(name_or_path)
+
+
+async def create_provider(config: TorchConfig, deps: Deps | None = None) -> TorchProvider:
+    models: dict[str, ServedModel] = {}
+    try:
+        for entry in config.models:
+            path = await resolve_model_path(entry)
+            served = await asyncio.to_thread(load_served_model, path, config)
+            if served.name in models:
+                served.engine.close()
+                raise ValueError(f"two configured models are both named {served.name!r}")
+            models[served.name] = served
+    except BaseException:
+        for served in models.values():
+            served.engine.close()
+        raise
+    return TorchProvider(models)
+
+
+class TorchProvider:
+    def __init__(self, models: dict[str, ServedModel]) -> None:
+        self.models = models
+
+    async def list_models(self) -> list[ModelInfo]:
+        return [
+            ModelInfo(id=name, metadata={"context_length": m.engine.context_length, "path": str(m.path)})
+            for name, m in self.models.items()
+        ]
+
+    async def embeddings(self, request: EmbeddingRequest) -> dict[str, Any]:
+        raise bad_request(f"model '{request.model}' is a text generation model and does not serve embeddings")
+
+    async def close(self) -> None:
+        for served in self.models.values():
+            await asyncio.to_thread(served.engine.close)
+
+    def _served(self, model: str) -> ServedModel:
+        if model not in self.models:
+            raise not_found(f"model '{model}' is not served by this provider", param="model")
+        return self.models[model]
+
+    # Chat
+
+    async def chat_completion(self, request: ChatCompletionRequest) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+        served = self._served(request.model)
+        params = sampling_params(request, request.top_logprobs or 0 if request.logprobs else None)
+        tools = [t.model_dump(exclude_none=True) for t in request.tools or []]
+        use_tools = bool(tools) and request.tool_choice != "none"
+        try:
+            prompt_text = served.tokenizer.render_chat(
+                [template_message(m.model_dump(exclude_none=True)) for m in request.messages], tools or None
+            )
+        except Exception as error:
+            raise bad_request(f"could not apply the chat template: {error}", param="messages") from error
+        prompt = served.tokenizer.encode(prompt_text)
+        runs = Runs(served, [prompt], request.n or 1, params, request.token_limit, request.stop)
+        known_names = {t["function"]["name"] for t in tools} or None
+        if request.stream:
+            include_usage = bool(request.stream_options and request.stream_options.include_usage)
+            return self._chat_stream(runs, request.model, use_tools, known_names, include_usage)
+        results = await runs.collect()
+        choices = []
+        for index, result in enumerate(results):
+            content, calls = result.text, []
+            if use_tools and may_open_tool_call(result.text):
+                content, calls = parse_tool_calls(result.text, known_names)
+            logprobs = {"content": chat_logprobs(served.tokenizer, result.tokens)} if request.logprobs else None
+            finish = "tool_calls" if calls else result.finish_reason
+            choices.append(chat_choice(index, content, finish, tool_calls=calls or None, logprobs=logprobs))
+        return chat_completion(request.model, choices, runs.usage(results))
+
+    async def _chat_stream(
+        self, runs: Runs, model: str, use_tools: bool, known_names: set[str] | None, include_usage: bool
+    ) -> AsyncIterator[dict[str, Any]]:
+        chunk_id, created = new_id("chatcmpl"), int(time.time())
+        tokenizer = runs.served.tokenizer
+        held = [""] * runs.count  # text held back while it may still be a tool call
+        holding = [use_tools] * runs.count
+        completion_tokens = 0
+
+        def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None):
+            choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
+            return chat_chunk(chunk_id, model, created, [choice])
+
+        async with runs.events() as events:
+            for index in range(runs.count):
+                yield chunk(index, {"role": "assistant", "content": ""})
+            async for index, event in events:
+                if isinstance(event, TextDelta):
+                    logprobs = {"content": chat_logprobs(tokenizer, event.tokens)} if runs.params.top_logprobs is not None else None
+                    if holding[index]:
+                        held[index] += event.text
+                        if may_open_tool_call(held[index]):
+                            continue
+                        holding[index] = False
+                        event.text, held[index] = held[index], ""
+                    if event.text or logprobs:
+                        yield chunk(index, {"content": event.text}, logprobs=logprobs)
+                elif isinstance(event, Finished):
+                    completion_tokens += event.completion_tokens
+                    finish = event.reason
+                    if held[index]:
+                        content, calls = parse_tool_calls(held[index], known_names)
+                        if calls:
+                            deltas = [{"index": i, **call} for i, call in enumerate(calls)]
+                            yield chunk(index, {"tool_calls": deltas})
+                            finish = "tool_calls"
+                        else:
+                            yield chunk(index, {"content": held[index]})
+                    yield chunk(index, {}, finish)
+        if include_usage:
+            yield chat_chunk(chunk_id, model, created, [], usage(runs.prompt_tokens, completion_tokens))
+
+    # Text completions
+
+    async def completion(self, request: CompletionRequest) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+        served = self._served(request.model)
+        if request.suffix:
+            raise bad_request("suffix (fill-in-the-middle) is not supported by inline::torch", param="suffix")
+        params = sampling_params(request, request.logprobs)
+        prompts = completion_prompts(request.prompt, served.tokenizer)
+        runs = Runs(served, prompts, request.n or 1, params, request.max_tokens or 16, request.stop)
+        echoes = [served.tokenizer.decode(p) if request.echo else "" for p in prompts]
+        if request.stream:
+            include_usage = bool(request.stream_options and request.stream_options.include_usage)
+            return self._completion_stream(runs, request.model, echoes, include_usage)
+        results = await runs.collect()
+        choices = []
+        for index, result in enumerate(results):
+            logprobs = None
+            if request.logprobs is not None:
+                logprobs = completion_logprobs(served.tokenizer, result.tokens, len(echoes[index // runs.n]))
+            text = echoes[index // runs.n] + result.text
+            choices.append({"index": index, "text": text, "finish_reason": result.finish_reason, "logprobs": logprobs})
+        return text_completion(request.model, choices, runs.usage(results))
+
+    async def _completion_stream(
+        self, runs: Runs, model: str, echoes: list[str], include_usage: bool
+    ) -> AsyncIterator[dict[str, Any]]:
+        chunk_id, created = new_id("cmpl"), int(time.time())
+        completion_tokens = 0
+
+        def chunk(index: int, text: str, finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+            choice = {"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs}
+            return {"id": chunk_id, "object": "text_completion", "created": created, "model": model,
+                    "choices": [choice], "usage": None}
+
+        async with runs.events() as events:
+            for index in range(runs.count):
+                if echoes[index // runs.n]:
+                    yield chunk(index, echoes[index // runs.n])
+            async for index, event in events:
+                if isinstance(event, TextDelta):
+                    logprobs = None
+                    if runs.params.top_logprobs is not None:
+                        logprobs = completion_logprobs(runs.served.tokenizer, event.tokens, 0)
+                    yield chunk(index, event.text, logprobs=logprobs)
+                elif isinstance(event, Finished):
+                    completion_tokens += event.completion_tokens
+                    yield chunk(index, "", event.reason)
+        if include_usage:
+            yield {"id": chunk_id, "object": "text_completion", "created": created, "model": model, "choices": [],
+                   "usage": usage(runs.prompt_tokens, completion_tokens)}
+
+
+@dataclass
+class RunResult:
+    text: str
+    tokens: list[TokenChoice]
+    finish_reason: str
+    completion_tokens: int
+
+
+class Runs:
+    """The engine sequences behind one request: n per prompt, their events merged onto one asyncio queue."""
+
+    def __init__(
+        self,
+        served: ServedModel,
+        prompts: list[list[int]],
+        n: int,
+        params: SamplingParams,
+        max_tokens: int | None,
+        stop: str | list[str] | None,
+    ) -> None:
+        context = served.engine.context_length
+        for prompt in prompts:
+            if not prompt:
+                raise bad_request("the prompt is empty", param="prompt")
+            if len(prompt) >= context:
+                raise bad_request(
+                    f"the prompt has {len(prompt)} tokens but this model's context is {context} tokens; "
+                    "shorten the prompt",
+                    code="context_length_exceeded",
+                )
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if len(stops) > 4 or any(not s for s in stops):
+            raise bad_request("stop: give at most 4 non-empty stop sequences", param="stop")
+        self.served, self.prompts, self.n, self.params = served, prompts, n, params
+        self.count = len(prompts) * n
+        self.prompt_tokens = sum(len(p) for p in prompts)
+        self.queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        self.sequences = []
+        for index in range(self.count):
+            prompt = prompts[index // n]
+            seed = None if params.seed is None else params.seed + index % n
+            sequence_params = SamplingParams(**{**params.__dict__, "seed": seed})
+            limit = context - len(prompt) if max_tokens is None else min(max_tokens, context - len(prompt))
+            self.sequences.append(
+                Sequence(prompt, sequence_params, limit, stops, emit=self._emitter(loop, index))
+            )
+
+    def _emitter(self, loop: asyncio.AbstractEventLoop, index: int) -> Callable[[Event], None]:
+        def emit(event: Event) -> None:
+            loop.call_soon_threadsafe(self.queue.put_nowait, (index, event))
+
+        return emit
+
+    def usage(self, results: list[RunResult]) -> dict[str, int]:
+        return usage(self.prompt_tokens, sum(r.completion_tokens for r in results))
+
+    def events(self) -> _EventStream:
+        return _EventStream(self)
+
+    async def collect(self) -> list[RunResult]:
+        texts: list[list[str]] = [[] for _ in range(self.count)]
+        tokens: list[list[TokenChoice]] = [[] for _ in range(self.count)]
+        results: list[RunResult | None] = [None] * self.count
+        async with self.events() as events:
+            async for index, event in events:
+                if isinstance(event, TextDelta):
+                    texts[index].append(event.text)
+                    tokens[index].extend(event.tokens)
+                elif isinstance(event, Finished):
+                    text = "".join(texts[index])
+                    results[index] = RunResult(text, tokens[index], event.reason, event.completion_tokens)
+        return results  # type: ignore[return-value]
+
+
+class _EventStream:
+    """Submits the sequences on entry, yields (index, event) until all finish, cancels leftovers on exit."""
+
+    def __init__(self, runs: Runs) -> None:
+        self.runs = runs
+
+    async def __aenter__(self) -> AsyncIterator[tuple[int, Event]]:
+        for sequence in self.runs.sequences:
+            self.runs.served.engine.submit(sequence)
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[tuple[int, Event]]:
+        remaining = self.runs.count
+        while remaining:
+            index, event = await self.runs.queue.get()
+            if isinstance(event, Failed):
+                raise event.error
+            if isinstance(event, Finished):
+                remaining -= 1
+            yield index, event
+
+    async def __aexit__(self, *exc: object) -> None:
+        for sequence in self.runs.sequences:
+            if not sequence.done:
+                self.runs.served.engine.cancel(sequence)
+
+
+# Request translation
+
+
+def sampling_params(request: ChatCompletionRequest | CompletionRequest, top_logprobs: int | None) -> SamplingParams:
+    """OpenAI's sampling fields plus the common extensions top_k, min_p and repetition_penalty."""
+    extra = request.model_extra or {}
+    top_k = extra.get("top_k", 0)
+    min_p = extra.get("min_p", 0.0)
+    repetition_penalty = extra.get("repetition_penalty", 1.0)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0:
+        raise bad_request("top_k must be an integer >= 0 (0 disables it)", param="top_k")
+    if not isinstance(min_p, int | float) or isinstance(min_p, bool) or not 0 <= min_p <= 1:
+        raise bad_request("min_p must be a number between 0 and 1", param="min_p")
+    if not isinstance(repetition_penalty, int | float) or isinstance(repetition_penalty, bool) or not (
+        0 < repetition_penalty <= 10
+    ):
+        raise bad_request("repetition_penalty must be a number in (0, 10]", param="repetition_penalty")
+    bias: dict[int, float] = {}
+    for key, value in (getattr(request, "logit_bias", None) or {}).items():
+        if not key.lstrip("-").isdigit():
+            raise bad_request(f"logit_bias keys must be token ids, got {key!r}", param="logit_bias")
+        bias[int(key)] = max(-100.0, min(100.0, float(value)))
+    return SamplingParams(
+        temperature=1.0 if request.temperature is None else request.temperature,
+        top_p=1.0 if request.top_p is None else request.top_p,
+        top_k=top_k,
+        min_p=float(min_p),
+        repetition_penalty=float(repetition_penalty),
+        frequency_penalty=request.frequency_penalty or 0.0,
+        presence_penalty=request.presence_penalty or 0.0,
+        seed=request.seed,
+        logit_bias=bias,
+        top_logprobs=top_logprobs,
+    )
+
+
+def template_message(message: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI message as chat templates expect it: text content, tool-call arguments as objects."""
+    content = message.get("content")
+    if isinstance(content, list):
+        message["content"] = "".join(p.get("text", "") for p in content if p.get("type") == "text")
+    elif content is None:
+        message["content"] = ""
+    for call in message.get("tool_calls") or []:
+        function = call.get("function", {})
+        try:
+            function["arguments"] = json.loads(function.get("arguments", "{}"))
+        except (json.JSONDecodeError, TypeError):
+            pass
+    return message
+
+
+def completion_prompts(prompt: Any, tokenizer: TextTokenizer) -> list[list[int]]:
+    if isinstance(prompt, str):
+        return [tokenizer.encode_prompt(prompt)]
+    if prompt and all(isinstance(p, int) for p in prompt):
+        return [list(prompt)]
+    prompts = []
+    for item in prompt:
+        prompts.append(tokenizer.encode_prompt(item) if isinstance(item, str) else list(item))
+    if not prompts:
+        raise bad_request("the prompt is empty", param="prompt")
+    return prompts
+
+
+def _token_entry(tokenizer: TextTokenizer, token: int, logprob: float) -> dict[str, Any]:
+    text = tokenizer.decode([token], skip_special=False)
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+
+def chat_logprobs(tokenizer: TextTokenizer, tokens: list[TokenChoice]) -> list[dict[str, Any]]:
+    entries = []
+    for choice in tokens:
+        entry = _token_entry(tokenizer, choice.token, choice.logprob)
+        entry["top_logprobs"] = [_token_entry(tokenizer, t, lp) for t, lp in choice.top or []]
+        entries.append(entry)
+    return entries
+
+
+def completion_logprobs(tokenizer: TextTokenizer, tokens: list[TokenChoice], offset: int) -> dict[str, Any]:
+    texts = [tokenizer.decode([c.token], skip_special=False) for c in tokens]
+    offsets = []
+    for text in texts:
+        offsets.append(offset)
+        offset += len(text)
+    return {
+        "tokens": texts,
+        "token_logprobs": [c.logprob for c in tokens],
+        "top_logprobs": [{tokenizer.decode([t], skip_special=False): lp for t, lp in c.top or []} for c in tokens],
+        "text_offset": offsets,
+    }

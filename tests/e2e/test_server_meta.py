@@ -1,0 +1,119 @@
+"""Model registration (persisted across restarts) and the server's own endpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import requests
+from e2e_helpers import SECRET, assert_healthy, assert_openai_error, gateway_config
+from fake_openai import CHAT_MODEL, FakeOpenAI
+from lamina import __version__
+from lamina.testing import serve
+from openai import OpenAI
+
+ALIAS = "team/default-chat"
+
+
+def test_register_alias_persists_across_restart(fake: FakeOpenAI, tmp_path: Path) -> None:
+    config = gateway_config(fake, storage={"dir": str(tmp_path)})
+    with serve(config) as url:
+        created = requests.post(
+            f"{url}/models", json={"id": ALIAS, "provider_id": "fake", "provider_model_id": CHAT_MODEL}, timeout=10
+        )
+        assert created.status_code == 200, created.text
+        assert created.json()["id"] == ALIAS and created.json()["source"] == "registered"
+        assert_openai_error(
+            requests.post(f"{url}/models", json={"id": ALIAS, "provider_id": "fake"}, timeout=10),
+            409,
+            code="conflict",
+            param="id",
+        )
+        assert_openai_error(
+            requests.post(f"{url}/models", json={"id": "x", "provider_id": "nobody"}, timeout=10),
+            400,
+            param="provider_id",
+        )
+        # Deleting a model its provider reports is refused: only registrations can be deleted.
+        assert_openai_error(requests.delete(f"{url}/models/fake/{CHAT_MODEL}", timeout=10), 400, param="model")
+
+    with serve(config) as url:  # same storage dir: the alias is still there and still routes
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+        assert ALIAS in {m.id for m in client.models.list()}
+        assert client.models.retrieve(ALIAS).model_extra["provider_model_id"] == CHAT_MODEL
+        reply = client.chat.completions.create(model=ALIAS, messages=[{"role": "user", "content": "via alias"}])
+        assert reply.model == ALIAS and reply.choices[0].message.content == "echo: via alias"
+        assert fake.hits("/v1/chat/completions")[-1]["body"]["model"] == CHAT_MODEL
+        deleted = client.models.delete(ALIAS)
+        assert (deleted.id, deleted.deleted) == (ALIAS, True)
+        assert_openai_error(requests.get(f"{url}/models/{ALIAS}", timeout=10), 404, code="model_not_found")
+
+    with serve(config) as url:  # the deletion persisted too
+        assert ALIAS not in {m["id"] for m in requests.get(f"{url}/models", timeout=10).json()["data"]}
+        assert_healthy(url)
+
+
+def test_health_and_version(base_url: str) -> None:
+    assert_healthy(base_url)
+    response = requests.get(f"{base_url}/version", timeout=10)
+    assert response.status_code == 200 and response.json() == {"version": __version__}
+
+
+def test_providers_redact_api_key(base_url: str) -> None:
+    listed = requests.get(f"{base_url}/providers", timeout=10).json()
+    assert listed["object"] == "list"
+    assert [p["provider_id"] for p in listed["data"]] == ["fake", "slow", "down"]
+    one = requests.get(f"{base_url}/providers/fake", timeout=10)
+    assert one.status_code == 200
+    body = one.json()
+    assert (body["api"], body["provider_type"], body["package"]) == (
+        "inference",
+        "remote::openai",
+        "lamina-remote-openai",
+    )
+    assert body["version"] == "0.1.0"
+    assert body["config"]["api_key"] == "********"
+    assert body["config"]["max_retries"] == 2
+    assert SECRET not in one.text and SECRET not in requests.get(f"{base_url}/providers", timeout=10).text
+    assert_openai_error(requests.get(f"{base_url}/providers/nope", timeout=10), 404, param="provider_id")
+
+
+def test_inspect_routes(base_url: str) -> None:
+    routes = requests.get(f"{base_url}/inspect/routes", timeout=10).json()["data"]
+    pairs = {(r["path"], method) for r in routes for method in r["methods"]}
+    expected = {
+        ("/v1/chat/completions", "POST"),
+        ("/v1/completions", "POST"),
+        ("/v1/embeddings", "POST"),
+        ("/v1/models", "GET"),
+        ("/v1/models", "POST"),
+        ("/v1/models/{model_id:path}", "GET"),
+        ("/v1/models/{model_id:path}", "DELETE"),
+        ("/v1/health", "GET"),
+        ("/v1/openapi.json", "GET"),
+    }
+    assert expected <= pairs
+    assert {r["api"] for r in routes if r["path"] == "/v1/chat/completions"} == {"inference"}
+
+
+def test_openapi_lists_every_route(base_url: str) -> None:
+    document = requests.get(f"{base_url}/openapi.json", timeout=10).json()
+    assert document["openapi"].startswith("3.")
+    assert document["info"]["version"] == __version__
+    routes = requests.get(f"{base_url}/inspect/routes", timeout=10).json()["data"]
+    for r in routes:
+        path = r["path"].replace(":path}", "}")
+        for method in set(r["methods"]) - {"HEAD"}:
+            assert path in document["paths"] or r["path"] in document["paths"], path
+            operations = document["paths"].get(path) or document["paths"][r["path"]]
+            assert method.lower() in operations, (path, method)
+    chat = document["paths"]["/v1/chat/completions"]["post"]
+    ref = chat["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    name = ref.rsplit("/", 1)[-1]
+    schema = document["components"]["schemas"][name]
+    assert {"model", "messages"} <= set(schema["required"])
+    # Every $ref points at a schema that exists.
+    text = requests.get(f"{base_url}/openapi.json", timeout=10).text
+    import re
+
+    for target in set(re.findall(r'"#/components/schemas/([^"]+)"', text)):
+        assert target in document["components"]["schemas"], target
