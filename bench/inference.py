@@ -30,7 +30,6 @@ def bench_transformers(gguf: Path, threads: int) -> float:
     """transformers' generate, greedy, on our loader's dequantized weights in float32; decode tok/s."""
     import torch
     import transformers
-
     from lamina_inference_torch.tokenizer import load_tokenizer
     from lamina_inference_torch.weights import load_model
 
@@ -123,9 +122,8 @@ async def stream_once(client, model: str, messages, max_tokens: int, seed: int) 
 
 
 async def bench_http(gguf: Path, dtype: str, quantize: str, threads: int) -> dict[str, float]:
-    from openai import AsyncOpenAI
-
     from lamina.testing import serve
+    from openai import AsyncOpenAI
 
     config = {
         "providers": {
@@ -197,13 +195,19 @@ def main() -> None:
     print(f"inline::torch engine, single stream decode:                     {engine_rate:7.1f} tok/s")
     http = asyncio.run(bench_http(args.gguf, args.dtype, args.quantize, args.threads))
     print(f"inline::torch HTTP, single stream decode:                       {http['single']:7.1f} tok/s")
-    print(f"inline::torch HTTP, 8 concurrent streams, aggregate decode:     {http['aggregate8']:7.1f} tok/s "
-          f"({http['aggregate8_wall']:.1f} tok/s counting prefill and queueing)")
-    print(f"inline::torch HTTP, time to first token, {http['ttft_prompt_tokens']}-token prompt: "
-          f"{http['ttft'] * 1000:7.0f} ms")
+    print(
+        f"inline::torch HTTP, 8 concurrent streams, aggregate decode:     {http['aggregate8']:7.1f} tok/s "
+        f"({http['aggregate8_wall']:.1f} tok/s counting prefill and queueing)"
+    )
+    print(
+        f"inline::torch HTTP, time to first token, {http['ttft_prompt_tokens']}-token prompt: "
+        f"{http['ttft'] * 1000:7.0f} ms"
+    )
     if reference is not None:
         ratio = http["single"] / reference
-        print(f"ratio single stream (HTTP) / transformers: {ratio:.2f}x (target >= 2x) {'OK' if ratio >= 2 else 'MISSED'}")
+        print(
+            f"ratio single stream (HTTP) / transformers: {ratio:.2f}x (target >= 2x) {'OK' if ratio >= 2 else 'MISSED'}"
+        )
         ratio = engine_rate / reference
         print(f"ratio single stream (engine) / transformers: {ratio:.2f}x")
     ratio = http["aggregate8"] / http["single"]

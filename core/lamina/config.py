@@ -63,7 +63,7 @@ class VectorStoresConfig(_Strict):
 
 
 class ShieldConfig(_Strict):
-    id: str = Field(pattern=r"^[^\s]+$")
+    id: str | None = Field(None, pattern=r"^[^\s]+$")  # no id (`${env.X:+id}` with X unset) disables the shield
     provider_id: str
     provider_shield_id: str | None = None
     params: dict[str, Any] = {}
@@ -72,7 +72,7 @@ class ShieldConfig(_Strict):
 class GuardrailConfig(_Strict):
     """A shield applied to every chat completion of the matching models, on their input, output or both."""
 
-    shield: str
+    shield: str | None = None  # no shield (`${env.X:+shield}` with X unset) disables the guardrail
     apply_to: Literal["input", "output", "both"] = "both"
     models: list[str] | None = None  # model ids or shell patterns (`openai/gpt-*`); None: every model
     on_input_violation: Literal["error", "refuse", "redact"] = "error"

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from lamina.errors import LaminaError, bad_request, validation_error
 
@@ -18,7 +19,8 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    # orjson: every answer and every streamed chunk is encoded here, and it is ~15x faster than json.
+    return orjson.dumps(obj)
 
 
 async def parse_body(request: Request, model: type[Model]) -> Model:
@@ -55,32 +57,79 @@ async def sse_response(events: AsyncIterator[Any]) -> Response:
         first = await anext(events)
     except StopAsyncIteration:
         first = None
+    except BaseException:
+        await _close(events)
+        raise
+    return EventStream(first, events)
 
-    async def body() -> AsyncIterator[bytes]:
+
+class EventStream(Response):
+    """A server-sent-events response that sends each event as it comes and stops when the client leaves.
+
+    Lighter than Starlette's StreamingResponse (no task group per request): this is the hot path of every
+    stream. The server only tells us about a disconnect through `receive`, so one small task listens for it
+    and cancels the pump, which closes the event iterator and with it any upstream request.
+    """
+
+    def __init__(self, first: Any, events: AsyncIterator[Any]) -> None:
+        # No super().__init__(): that would declare a Content-Length for an empty body.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        self.first = first
+        self.events = events
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        pump = asyncio.current_task()
+        assert pump is not None
+        disconnected = False
+
+        async def watch() -> None:
+            nonlocal disconnected
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected = True
+            pump.cancel()
+
+        watcher = asyncio.create_task(watch())
         try:
-            if first is not None:
-                yield b"data: " + dumps(first) + b"\n\n"
-                async for event in events:
-                    yield b"data: " + dumps(event) + b"\n\n"
-            yield b"data: [DONE]\n\n"
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            if self.first is not None:
+                await send({"type": "http.response.body", "body": _event(self.first), "more_body": True})
+                async for event in self.events:
+                    await send({"type": "http.response.body", "body": _event(event), "more_body": True})
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+        except asyncio.CancelledError:
+            if not disconnected:
+                raise
+            pump.uncancel()  # the cancellation was ours: the client left, so the stream simply ends
         except LaminaError as exc:
             log.warning("stream ended by error: %s", exc.message)
-            yield b"data: " + dumps(exc.body()) + b"\n\n"
+            await self._finish(send, exc)
         except Exception:
             log.exception("stream failed")
-            yield (
-                b"data: "
-                + dumps(LaminaError("internal error while streaming", status=500, type="server_error").body())
-                + b"\n\n"
-            )
+            await self._finish(send, LaminaError("internal error while streaming", status=500, type="server_error"))
         finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            watcher.cancel()
+            await _close(self.events)
 
-    return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
+    @staticmethod
+    async def _finish(send: Any, exc: LaminaError) -> None:
+        await send({"type": "http.response.body", "body": _event(exc.body()), "more_body": False})
+
+
+def _event(event: Any) -> bytes:
+    return b"data: " + dumps(event) + b"\n\n"
+
+
+async def _close(events: AsyncIterator[Any]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def stack_of(request: Request) -> Any:

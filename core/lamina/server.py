@@ -128,7 +128,8 @@ async def serve(
     async with start_stack(config) as stack:
         hconfig = Config()
         hconfig.bind = [f"{config.server.host}:{config.server.port}"]
-        hconfig.accesslog = "-" if config.server.access_log else None
+        hconfig.accesslog = logging.getLogger("lamina.access") if config.server.access_log else None
+        hconfig.errorlog = logging.getLogger("hypercorn.error")  # through our logging, printed once
         hconfig.keep_alive_timeout = 75
         hconfig.graceful_timeout = 3
         app = create_app(stack)

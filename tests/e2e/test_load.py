@@ -70,7 +70,7 @@ def test_sustained_load_with_fast_health(tmp_path: Path) -> None:
     )
     server = subprocess.Popen(
         [sys.executable, "-c", "from lamina.cli import main; main()", "run", str(run_yaml), "--port", str(port)],
-        env=env, preexec_fn=lambda: os.nice(-15),
+        env=env,
     )
     processes = [server, upstream]
     try:
@@ -79,7 +79,7 @@ def test_sustained_load_with_fast_health(tmp_path: Path) -> None:
         prober = subprocess.Popen(
             [sys.executable, str(HERE / "health_prober.py"), str(port), str(HEALTH_EVERY)],
             stdout=subprocess.PIPE,
-            text=True, preexec_fn=lambda: os.nice(-15),
+            text=True,
         )
         processes.append(prober)
         generator = subprocess.run(

@@ -64,7 +64,9 @@ def make_app(upstream: Upstream) -> web.Application:
                     "object": "chat.completion",
                     "created": created,
                     "model": body["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
+                    ],
                     "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
                 }
             )
@@ -72,7 +74,13 @@ def make_app(upstream: Upstream) -> web.Application:
         await response.prepare(request)
 
         async def send(choices: list[dict[str, Any]]) -> None:
-            event = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": body["model"], "choices": choices}
+            event = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": body["model"],
+                "choices": choices,
+            }
             await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
 
         await send([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
@@ -126,7 +134,11 @@ def base_config(upstream: Upstream, **extra: Any) -> dict[str, Any]:
     return {
         "providers": {
             "inference": [
-                {"id": "up", "type": "remote::openai", "config": {"base_url": upstream.url, "models": ["chat", "guard"], "max_retries": 0}}
+                {
+                    "id": "up",
+                    "type": "remote::openai",
+                    "config": {"base_url": upstream.url, "models": ["chat", "guard"], "max_retries": 0},
+                }
             ],
             "safety": [
                 {"id": "rules", "type": "inline::rules", "config": {"redact": True}},

@@ -8,14 +8,13 @@ import types
 from collections.abc import AsyncIterator
 from typing import Any
 
+import lamina
 import openai
 import pytest
-from openai import OpenAI
-
-import lamina
 from lamina.apis.guardrails import Guardrail, GuardrailChain, GuardrailViolation
 from lamina.apis.inference import ChatCompletionRequest, ChatMessage
 from lamina.testing import serve
+from openai import OpenAI
 
 
 class FruitGuardrail(Guardrail):
@@ -33,7 +32,9 @@ class FruitGuardrail(Guardrail):
         return GuardrailViolation(guardrail=self.name, message="cherry") if "cherry" in text else None
 
 
-def test_a_plugin_guardrail_applies_to_every_chat_completion(stack_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_plugin_guardrail_applies_to_every_chat_completion(
+    stack_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def create(stack: Any) -> list[Guardrail]:
         return [FruitGuardrail()]
 
@@ -56,7 +57,9 @@ def test_a_plugin_guardrail_applies_to_every_chat_completion(stack_config: Any, 
             client.chat.completions.create(model="up/chat", messages=[{"role": "user", "content": "a banana please"}])
         assert caught.value.code == "content_policy_violation" and "fruit/banana" in caught.value.message
         chunks = client.chat.completions.create(
-            model="up/chat", messages=[{"role": "user", "content": "say: apple, pear, cherry, plum and fig"}], stream=True
+            model="up/chat",
+            messages=[{"role": "user", "content": "say: apple, pear, cherry, plum and fig"}],
+            stream=True,
         )
         pieces = [(c.choices[0].delta.content or "", c.choices[0].finish_reason) for c in chunks if c.choices]
         text = "".join(p for p, _ in pieces)
@@ -81,11 +84,23 @@ def run_chain(guardrails: list[Guardrail], chunks: list[dict[str, Any]]) -> list
 
 def chunk(index: int, content: str | None = None, finish: str | None = None) -> dict[str, Any]:
     delta = {"content": content} if content is not None else {}
-    return {"id": "c", "model": "m", "created": 1, "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+    return {
+        "id": "c",
+        "model": "m",
+        "created": 1,
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+    }
 
 
 def test_every_choice_is_judged_and_a_cut_ends_them_all() -> None:
-    chunks = [chunk(0, "an apple "), chunk(1, "a pear "), chunk(0, "and a cherry"), chunk(1, "and a plum"), chunk(0, finish="stop"), chunk(1, finish="stop")]
+    chunks = [
+        chunk(0, "an apple "),
+        chunk(1, "a pear "),
+        chunk(0, "and a cherry"),
+        chunk(1, "and a plum"),
+        chunk(0, finish="stop"),
+        chunk(1, finish="stop"),
+    ]
     out = run_chain([FruitGuardrail()], chunks)
     finals = out[-1]["choices"]
     assert [c["finish_reason"] for c in finals] == ["content_filter", "content_filter"]
@@ -102,3 +117,27 @@ def test_text_that_never_reaches_a_checkpoint_is_judged_at_the_end() -> None:
     assert [c["choices"] for c in out] == [[{"index": 0, "delta": {}, "finish_reason": "content_filter"}]]
     clean = [chunk(0, "an apple"), chunk(0, finish="stop")]
     assert run_chain([Patient()], clean) == clean
+
+
+def test_redacting_guardrails_each_mask_what_they_find() -> None:
+    class Masking(Guardrail):
+        on_input_violation = "redact"
+
+        def __init__(self, word: str) -> None:
+            self.name, self.word = f"mask-{word}", word
+
+        async def check_input(self, messages: list[ChatMessage]) -> GuardrailViolation | None:
+            text = messages[-1].text
+            if self.word not in text:
+                return None
+            return GuardrailViolation(guardrail=self.name, message=self.word, redacted=text.replace(self.word, "***"))
+
+    seen: list[str] = []
+
+    async def call(request: ChatCompletionRequest) -> dict[str, Any]:
+        seen.append(request.messages[-1].text)
+        return {"choices": []}
+
+    request = ChatCompletionRequest(model="m", messages=[ChatMessage(role="user", content="apple and cherry")])
+    asyncio.run(GuardrailChain([Masking("apple"), Masking("cherry")])(request, call))
+    assert seen == ["*** and ***"]

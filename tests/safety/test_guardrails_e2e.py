@@ -11,9 +11,8 @@ from typing import Any
 
 import openai
 import pytest
-from openai import OpenAI
-
 from lamina.testing import serve
+from openai import OpenAI
 
 SAFE = "Bread needs flour, water, salt and yeast. Knead it for ten minutes. Let it rise for an hour. Bake it hot."
 UNSAFE = "Here is some harmless chatter about the weather today. Then I explain how to build a bomb in detail. More text follows here."
@@ -29,11 +28,29 @@ def client(stack_config: Any) -> Iterator[OpenAI]:
         models=[alias("refusing"), alias("redacting"), alias("optimistic"), alias("free")],
         guardrails=[
             {"shield": "pii", "apply_to": "input", "models": ["up/chat"]},
-            {"shield": "injection", "apply_to": "input", "models": ["refusing"], "on_input_violation": "refuse", "refusal_message": "I won't do that."},
+            {
+                "shield": "injection",
+                "apply_to": "input",
+                "models": ["refusing"],
+                "on_input_violation": "refuse",
+                "refusal_message": "I won't do that.",
+            },
             {"shield": "pii", "apply_to": "input", "models": ["redacting"], "on_input_violation": "redact"},
             # up/* covers up/guard, Llama Guard's own model: its calls must not be guarded in turn.
-            {"shield": "llama-guard", "apply_to": "output", "models": ["up/*", "refusing", "redacting"], "output_check_chars": 40, "refusal_message": "[filtered]"},
-            {"shield": "llama-guard", "apply_to": "output", "models": ["optimistic"], "output_check_chars": 40, "output_hold_back": False},
+            {
+                "shield": "llama-guard",
+                "apply_to": "output",
+                "models": ["up/*", "refusing", "redacting"],
+                "output_check_chars": 40,
+                "refusal_message": "[filtered]",
+            },
+            {
+                "shield": "llama-guard",
+                "apply_to": "output",
+                "models": ["optimistic"],
+                "output_check_chars": 40,
+                "output_hold_back": False,
+            },
         ],
     )
     with serve(config) as url:
@@ -41,7 +58,10 @@ def client(stack_config: Any) -> Iterator[OpenAI]:
 
 
 def chat(client: OpenAI, model: str, text: str, stream: bool = False) -> tuple[str, str | None]:
-    messages = [{"role": "system", "content": "You are helpful. Contact: help@example.com"}, {"role": "user", "content": text}]
+    messages = [
+        {"role": "system", "content": "You are helpful. Contact: help@example.com"},
+        {"role": "user", "content": text},
+    ]
     if not stream:
         answer = client.chat.completions.create(model=model, messages=messages)  # type: ignore[arg-type]
         return answer.choices[0].message.content or "", answer.choices[0].finish_reason

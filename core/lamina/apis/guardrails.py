@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from lamina.apis.inference import ChatCompletionRequest, ChatMessage, chat_chunk, chat_choice, chat_completion, new_id
+from lamina.apis.inference import ChatCompletionRequest, ChatMessage, chat_choice, chat_chunk, chat_completion, new_id
 from lamina.errors import LaminaError
 from lamina.specs import GuardrailSpec
 
@@ -83,7 +83,9 @@ class GuardrailChain:
     def __init__(self, guardrails: list[Guardrail]) -> None:
         self.guardrails = guardrails
 
-    async def __call__(self, request: ChatCompletionRequest, call: Callable[[ChatCompletionRequest], Awaitable[Result]]) -> Result:
+    async def __call__(
+        self, request: ChatCompletionRequest, call: Callable[[ChatCompletionRequest], Awaitable[Result]]
+    ) -> Result:
         active = [g for g in self.guardrails if g.applies_to(request.model)]
         if not active or _checking.get():
             return await call(request)
@@ -94,13 +96,19 @@ class GuardrailChain:
                 verdicts = await asyncio.gather(*(g.check_input(context) for g in active))
             finally:
                 _checking.reset(token)
+            redacted = False
             for guardrail, violation in zip(active, verdicts, strict=True):
+                if violation is not None and redacted and guardrail.on_input_violation == "redact":
+                    violation = await _judge_input(guardrail, context)  # judge the text an earlier one masked
                 if violation is None:
                     continue
-                log.info("guardrail %s blocked the input of a chat completion: %s", guardrail.name, violation.categories)
+                log.info(
+                    "guardrail %s blocked the input of a chat completion: %s", guardrail.name, violation.categories
+                )
                 if guardrail.on_input_violation == "redact" and violation.redacted is not None:
                     request = _redact_last(request, violation.redacted)
                     context = [*context[:-1], context[-1].model_copy(update={"content": violation.redacted})]
+                    redacted = True
                 elif guardrail.on_input_violation == "refuse":
                     return _refusal(request, guardrail.refusal_message)
                 else:
@@ -140,9 +148,19 @@ def _refusal(request: ChatCompletionRequest, message: str) -> Result:
         chunk_id, created = new_id("chatcmpl"), int(time.time())
         delta = {"role": "assistant", "content": message}
         yield chat_chunk(chunk_id, request.model, created, [{"index": 0, "delta": delta, "finish_reason": None}])
-        yield chat_chunk(chunk_id, request.model, created, [{"index": 0, "delta": {}, "finish_reason": "content_filter"}])
+        yield chat_chunk(
+            chunk_id, request.model, created, [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]
+        )
 
     return chunks()
+
+
+async def _judge_input(guardrail: Guardrail, context: list[ChatMessage]) -> GuardrailViolation | None:
+    token = _checking.set(True)
+    try:
+        return await guardrail.check_input(context)
+    finally:
+        _checking.reset(token)
 
 
 async def _judge(guardrail: Guardrail, context: list[ChatMessage], text: str) -> GuardrailViolation | None:
@@ -267,7 +285,7 @@ class ShieldGuardrail(Guardrail):
 
 
 async def _shield_guardrails(stack: Stack) -> list[Guardrail]:
-    return [ShieldGuardrail(config, stack.apis["safety"]) for config in stack.config.guardrails]
+    return [ShieldGuardrail(config, stack.apis["safety"]) for config in stack.config.guardrails if config.shield]
 
 
 SHIELD_GUARDRAILS = GuardrailSpec(

@@ -113,8 +113,9 @@ class ModerationRequest(BaseModel):
 
 
 class SafetyProvider(Protocol):
-    async def run_shield(self, shield: Shield, messages: list[ChatMessage], params: dict[str, Any]) -> Violation | None:
-        ...
+    async def run_shield(
+        self, shield: Shield, messages: list[ChatMessage], params: dict[str, Any]
+    ) -> Violation | None: ...
 
 
 class SafetyRouter:
@@ -137,7 +138,9 @@ class SafetyRouter:
         shield = self.shields.get(shield_id)
         if shield is None:
             known = ", ".join(self.shields) or "none"
-            raise not_found(f"shield '{shield_id}' not found; known shields: {known}", param="shield_id", code="shield_not_found")
+            raise not_found(
+                f"shield '{shield_id}' not found; known shields: {known}", param="shield_id", code="shield_not_found"
+            )
         return shield
 
     async def register_shield(self, request: RegisterShield) -> Shield:
@@ -161,7 +164,9 @@ class SafetyRouter:
     async def unregister_shield(self, shield_id: str) -> None:
         shield = await self.get_shield(shield_id)
         if shield.source != "registered":
-            raise bad_request(f"shield '{shield_id}' comes from the run config; it cannot be deleted", param="shield_id")
+            raise bad_request(
+                f"shield '{shield_id}' comes from the run config; it cannot be deleted", param="shield_id"
+            )
         if shield_id in self.guarded:
             raise conflict(f"shield '{shield_id}' is used by a guardrail of the run config", param="shield_id")
         await self.kvstore.delete(SHIELDS + shield_id)
@@ -179,7 +184,9 @@ class SafetyRouter:
         return await provider.run_shield(shield, messages, {**shield.params, **(params or {})})
 
     async def moderate(self, request: ModerationRequest) -> dict[str, Any]:
-        shield_id = request.model or self.default_shield or (next(iter(self.shields)) if len(self.shields) == 1 else None)
+        shield_id = (
+            request.model or self.default_shield or (next(iter(self.shields)) if len(self.shields) == 1 else None)
+        )
         if shield_id is None:
             raise bad_request("model is required: name a shield (GET /v1/shields lists them)", param="model")
         shield = await self.get_shield(shield_id)
@@ -235,6 +242,9 @@ async def _router(providers: dict[str, Any], stack: Stack) -> SafetyRouter:
     source = stack.config.source
     configured = []
     for entry in stack.config.shields:
+        if entry.id is None:
+            log.info("shields: a shield of provider %s has no id; it is disabled", entry.provider_id)
+            continue
         if entry.provider_id not in providers:
             raise ConfigError(f"{source}: shields: '{entry.id}' names unknown safety provider '{entry.provider_id}'")
         configured.append(
@@ -248,6 +258,8 @@ async def _router(providers: dict[str, Any], stack: Stack) -> SafetyRouter:
         )
     await router.start(configured)
     for guardrail in stack.config.guardrails:
+        if guardrail.shield is None:
+            continue
         if guardrail.shield not in router.shields:
             raise ConfigError(f"{source}: guardrails: unknown shield '{guardrail.shield}'; declare it under shields:")
         router.guarded.add(guardrail.shield)

@@ -48,10 +48,12 @@ class Int8Linear:
         return out.view(*x.shape[:-1], -1)
 
 
-def make_linear(weight: torch.Tensor, dtype: torch.dtype, quantize: str) -> DenseLinear | Int8Linear:
-    if quantize == "int8":
-        return Int8Linear(weight, dtype)
-    return DenseLinear(weight, dtype)
+Linear = DenseLinear | Int8Linear
+QUANTIZERS = {"none": DenseLinear, "int8": Int8Linear}
+
+
+def make_linear(weight: torch.Tensor, dtype: torch.dtype, quantize: str) -> Linear:
+    return QUANTIZERS[quantize](weight, dtype)
 
 
 def rope_inverse_frequencies(config: ModelConfig) -> torch.Tensor:
@@ -81,11 +83,11 @@ def rope_inverse_frequencies(config: ModelConfig) -> torch.Tensor:
 @dataclass
 class Layer:
     attn_norm: torch.Tensor
-    qkv: DenseLinear | Int8Linear
-    o: DenseLinear | Int8Linear
+    qkv: Linear
+    o: Linear
     mlp_norm: torch.Tensor
-    gate_up: DenseLinear | Int8Linear
-    down: DenseLinear | Int8Linear
+    gate_up: Linear
+    down: Linear
     cache_k: torch.Tensor  # [slots, kv_heads, context, head_dim]
     cache_v: torch.Tensor
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -12,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from lamina.apis.inference import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -27,6 +27,7 @@ from lamina.apis.inference import (
 )
 from lamina.errors import bad_request, not_found
 from lamina.specs import Deps
+
 from lamina_inference_torch.config import TorchConfig
 from lamina_inference_torch.engine import Engine, Event, Failed, Finished, Sequence, TextDelta
 from lamina_inference_torch.model import Decoder
@@ -137,7 +138,7 @@ class TorchProvider:
         choices = []
         for index, result in enumerate(results):
             content, calls = result.text, []
-            if use_tools and may_open_tool_call(result.text):
+            if use_tools:
                 content, calls = parse_tool_calls(result.text, known_names)
             logprobs = {"content": chat_logprobs(served.tokenizer, result.tokens)} if request.logprobs else None
             finish = "tool_calls" if calls else result.finish_reason
@@ -162,7 +163,11 @@ class TorchProvider:
                 yield chunk(index, {"role": "assistant", "content": ""})
             async for index, event in events:
                 if isinstance(event, TextDelta):
-                    logprobs = {"content": chat_logprobs(tokenizer, event.tokens)} if runs.params.top_logprobs is not None else None
+                    logprobs = (
+                        {"content": chat_logprobs(tokenizer, event.tokens)}
+                        if runs.params.top_logprobs is not None
+                        else None
+                    )
                     if holding[index]:
                         held[index] += event.text
                         if may_open_tool_call(held[index]):
@@ -177,6 +182,8 @@ class TorchProvider:
                     if held[index]:
                         content, calls = parse_tool_calls(held[index], known_names)
                         if calls:
+                            if content:  # text a Hermes-style model wrote before its <tool_call> tags
+                                yield chunk(index, {"content": content})
                             deltas = [{"index": i, **call} for i, call in enumerate(calls)]
                             yield chunk(index, {"tool_calls": deltas})
                             finish = "tool_calls"
@@ -217,8 +224,14 @@ class TorchProvider:
 
         def chunk(index: int, text: str, finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
             choice = {"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs}
-            return {"id": chunk_id, "object": "text_completion", "created": created, "model": model,
-                    "choices": [choice], "usage": None}
+            return {
+                "id": chunk_id,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [choice],
+                "usage": None,
+            }
 
         async with runs.events() as events:
             for index in range(runs.count):
@@ -234,8 +247,14 @@ class TorchProvider:
                     completion_tokens += event.completion_tokens
                     yield chunk(index, "", event.reason)
         if include_usage:
-            yield {"id": chunk_id, "object": "text_completion", "created": created, "model": model, "choices": [],
-                   "usage": usage(runs.prompt_tokens, completion_tokens)}
+            yield {
+                "id": chunk_id,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": usage(runs.prompt_tokens, completion_tokens),
+            }
 
 
 @dataclass
@@ -282,9 +301,7 @@ class Runs:
             seed = None if params.seed is None else params.seed + index % n
             sequence_params = SamplingParams(**{**params.__dict__, "seed": seed})
             limit = context - len(prompt) if max_tokens is None else min(max_tokens, context - len(prompt))
-            self.sequences.append(
-                Sequence(prompt, sequence_params, limit, stops, emit=self._emitter(loop, index))
-            )
+            self.sequences.append(Sequence(prompt, sequence_params, limit, stops, emit=self._emitter(loop, index)))
 
     def _emitter(self, loop: asyncio.AbstractEventLoop, index: int) -> Callable[[Event], None]:
         def emit(event: Event) -> None:
@@ -353,8 +370,10 @@ def sampling_params(request: ChatCompletionRequest | CompletionRequest, top_logp
         raise bad_request("top_k must be an integer >= 0 (0 disables it)", param="top_k")
     if not isinstance(min_p, int | float) or isinstance(min_p, bool) or not 0 <= min_p <= 1:
         raise bad_request("min_p must be a number between 0 and 1", param="min_p")
-    if not isinstance(repetition_penalty, int | float) or isinstance(repetition_penalty, bool) or not (
-        0 < repetition_penalty <= 10
+    if (
+        not isinstance(repetition_penalty, int | float)
+        or isinstance(repetition_penalty, bool)
+        or not (0 < repetition_penalty <= 10)
     ):
         raise bad_request("repetition_penalty must be a number in (0, 10]", param="repetition_penalty")
     bias: dict[int, float] = {}
@@ -385,10 +404,8 @@ def template_message(message: dict[str, Any]) -> dict[str, Any]:
         message["content"] = ""
     for call in message.get("tool_calls") or []:
         function = call.get("function", {})
-        try:
+        with contextlib.suppress(json.JSONDecodeError, TypeError):
             function["arguments"] = json.loads(function.get("arguments", "{}"))
-        except (json.JSONDecodeError, TypeError):
-            pass
     return message
 
 

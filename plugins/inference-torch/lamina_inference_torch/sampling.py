@@ -55,10 +55,7 @@ class Sampler:
         """Pick the next token from a float32 [V] row of raw logits."""
         p = self.params
         logits = self._penalized(logits)
-        if p.greedy:
-            token = int(logits.argmax())
-        else:
-            token = self._draw(logits)
+        token = int(logits.argmax()) if p.greedy else self._draw(logits)
         if p.top_logprobs is None:
             return TokenChoice(token)
         # Logprobs are reported from the model's distribution after penalties, before temperature/truncation.

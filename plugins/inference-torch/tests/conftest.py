@@ -47,7 +47,6 @@ def _train_tokenizer(folder: Path):
 
 def _write_gguf(path: Path, model, tokenizer_json: dict, rope_scaling: dict | None) -> None:
     import gguf
-
     from lamina_inference_torch.weights import permute_qk
 
     cfg = model.config

@@ -86,7 +86,9 @@ def run_engine(engine: Engine, prompts: list[list[int]], params: list[SamplingPa
 
         return emit
 
-    sequences = [Sequence(p, sp, max_tokens, [], emitter(i)) for i, (p, sp) in enumerate(zip(prompts, params, strict=True))]
+    sequences = [
+        Sequence(p, sp, max_tokens, [], emitter(i)) for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
+    ]
     for sequence in sequences:
         engine.submit(sequence)
     import time

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 from lamina import LaminaError, UpstreamError
 from lamina.apis.inference import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelInfo
 from pydantic import BaseModel
@@ -33,7 +34,6 @@ class OpenAIAdapter:
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
             ),
-            json_serialize=lambda obj: json.dumps(obj, separators=(",", ":")),
         )
 
     async def close(self) -> None:
@@ -43,7 +43,7 @@ class OpenAIAdapter:
         ids = self.config.models
         if ids is None:
             async with await self._send("GET", "/models", None) as response:
-                ids = [item["id"] for item in (await response.json())["data"]]
+                ids = [item["id"] for item in orjson.loads(await response.read())["data"]]
         return [ModelInfo(id=model_id, model_type=self._model_type(model_id)) for model_id in ids]
 
     def _model_type(self, model_id: str) -> Any:
@@ -69,8 +69,8 @@ class OpenAIAdapter:
         if not payload.get("stream"):
             async with response:
                 try:
-                    return await response.json(content_type=None)
-                except (json.JSONDecodeError, aiohttp.ContentTypeError):
+                    return orjson.loads(await response.read())
+                except orjson.JSONDecodeError:
                     raise UpstreamError(self.provider_id, f"answered {path} with something that is not JSON") from None
                 except TimeoutError:
                     raise self._timeout(path) from None
@@ -81,10 +81,11 @@ class OpenAIAdapter:
     async def _send(self, method: str, path: str, payload: dict[str, Any] | None) -> aiohttp.ClientResponse:
         """Send, retrying connection errors, 429 and 5xx: safe because nothing has reached the client yet."""
         url = self.base_url + path
+        body = None if payload is None else orjson.dumps(payload)
         for attempt in range(self.config.max_retries + 1):
             last = attempt == self.config.max_retries
             try:
-                response = await self.session.request(method, url, json=payload)
+                response = await self.session.request(method, url, data=body)
             except TimeoutError:
                 if last:
                     raise self._timeout(path) from None
@@ -166,8 +167,8 @@ class OpenAIAdapter:
                     continue
                 data = line[5:].strip()
                 if data == b"[DONE]":
-                    break
-                event = json.loads(data)
+                    continue  # read on to the end of the response, so the connection goes back to the pool
+                event = orjson.loads(data)
                 if "error" in event and "choices" not in event:
                     error = event["error"]
                     message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
@@ -178,7 +179,7 @@ class OpenAIAdapter:
             raise self._timeout(path) from None
         except aiohttp.ClientError as exc:
             raise UpstreamError(self.provider_id, f"stream broke: {exc.__class__.__name__}") from None
-        except json.JSONDecodeError:
+        except orjson.JSONDecodeError:
             raise UpstreamError(self.provider_id, "sent a stream event that is not JSON") from None
         finally:
             if finished:

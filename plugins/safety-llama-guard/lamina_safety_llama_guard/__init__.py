@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 import lamina
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class LlamaGuardConfig(BaseModel):

@@ -8,6 +8,7 @@ from typing import Any
 from lamina.apis.inference import ChatCompletionRequest, ChatMessage
 from lamina.apis.safety import Shield, Violation
 from lamina.errors import LaminaError, UpstreamError, bad_request
+
 from lamina_safety_llama_guard import LlamaGuardConfig
 
 # The MLCommons AI Safety hazard taxonomy, as Llama Guard 3 was trained on it.

@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from lamina.apis.inference import ChatCompletionRequest, ChatMessage
 from lamina.apis.safety import Shield
 from lamina.errors import UpstreamError, not_found
@@ -97,7 +96,9 @@ def test_excluded_categories_are_dropped() -> None:
 def test_garbage_and_upstream_failures_are_502_naming_shield_and_model() -> None:
     with pytest.raises(UpstreamError) as caught:
         judge("Sure! Here is a poem.")
-    assert caught.value.status == 502 and "shield 'guard'" in caught.value.message and "up/guard" in caught.value.message
+    assert (
+        caught.value.status == 502 and "shield 'guard'" in caught.value.message and "up/guard" in caught.value.message
+    )
     with pytest.raises(UpstreamError) as caught:
         judge(not_found("model 'up/guard' not found"))
     assert caught.value.status == 502 and "could not ask model 'up/guard'" in caught.value.message

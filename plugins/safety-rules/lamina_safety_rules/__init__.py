@@ -5,16 +5,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 import lamina
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class RulesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     categories: list[str] | None = Field(
-        None, description="check only these categories or families (`pii`, `secret/aws`, `prompt_injection`); default all"
+        None,
+        description="check only these categories or families (`pii`, `secret/aws`, `prompt_injection`); default all",
     )
     blocklist: list[str] = Field([], description="words or phrases to flag (category `blocklist`), case-insensitive")
     patterns: dict[str, str] = Field({}, description="name -> regex; a match is flagged as category `custom/<name>`")

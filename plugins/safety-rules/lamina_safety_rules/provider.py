@@ -7,11 +7,12 @@ Shield params (set at registration or per request) override the provider's confi
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 from lamina.apis.inference import ChatMessage
 from lamina.apis.safety import Shield, Violation
 from lamina.errors import bad_request
+
 from lamina_safety_rules import RulesConfig
 from lamina_safety_rules.scanner import Finding, Scanner, redact
 
@@ -20,7 +21,7 @@ FAMILIES = {"pii": "personal data", "secret": "secrets", "prompt_injection": "a 
 
 
 class RulesProvider:
-    moderation_categories: dict[str, list[str]] = {}  # nothing here corresponds to OpenAI's categories
+    moderation_categories: ClassVar[dict[str, list[str]]] = {}  # nothing here corresponds to OpenAI's categories
 
     def __init__(self, config: RulesConfig, provider_id: str) -> None:
         self.config = config

@@ -35,6 +35,7 @@ class Detector:
     # engine from skipping ahead to the pattern's literal prefix, which is ten times slower).
     not_after: frozenset[str] = frozenset()
     lowercase: bool = False  # run on the lowercased text (faster than re.IGNORECASE)
+    in_numbers: bool = False  # search only the runs of digits, spaces, dots and dashes (NUMBER_RUN)
 
 
 class Anchored:
@@ -54,7 +55,9 @@ class Anchored:
         back, size = self.back, len(text)
         position = text.find(self.anchor)
         while position != -1:
-            if (not position or text[position - 1] not in back) and (position + 1 >= size or text[position + 1] not in back):
+            if (not position or text[position - 1] not in back) and (
+                position + 1 >= size or text[position + 1] not in back
+            ):
                 position = text.find(self.anchor, position + 1)  # nothing around it could be part of a match
                 continue
             start, limit = position, max(0, position - self.max_back)
@@ -216,9 +219,9 @@ def _assigned_secret(match: re.Match[str], text: str) -> bool:
 
 # --- detectors -----------------------------------------------------------------------------------------------
 
-# Prompt-injection phrasings, matched on the lowercased text. Each regex starts with a literal word (the regex
-# engine then jumps from one occurrence of it to the next instead of trying every position) and runs only when
-# the text contains its `needs` word and one of its `and_needs` words, so ordinary text costs a few `in` tests.
+# Prompt-injection phrasings, matched on the lowercased text: (its first word, words one of which the text must
+# contain for it to run, regex). Each regex starts with a literal word, so the regex engine jumps from one
+# occurrence of it to the next instead of trying every position; the gate words spare the rest.
 OBJECTS = r"(?:instructions?|prompts?|rules|directives?|guidelines|guardrails|programming|constraints)"
 DETERMINERS = r"(?:all\s+|any\s+|the\s+|your\s+|my\s+|these\s+|those\s+)*"
 ADJECTIVES = r"(?:(?:previous|prior|above|earlier|preceding|initial|original|system|safety|content)\s+)?"
@@ -229,41 +232,64 @@ REVEALED = (
     r"|the\s+(?:(?:full|hidden|secret|original|initial|exact)\s+)*system\s+(?:prompt|message)"
     r"|the\s+(?:hidden|secret|original|initial)\s+(?:instructions|prompt))"
 )
-UNRESTRICTED = r"(?:restriction|rules|filter|limit|guideline|censorship)"
 INJECTIONS: list[tuple[str, tuple[str, ...], str]] = [
     *((verb, (), rf"{verb}\s+{DETERMINERS}{ADJECTIVES}{OBJECTS}") for verb in ("skip", "override", "bypass")),
     *(
-        (verb, (), rf"{verb}\s+(?:{DETERMINERS}{ADJECTIVES}{OBJECTS}|(?:everything|all)\s+"
-         r"(?:you\s+(?:were|have\s+been)\s+told|above|before|previously))")
+        (
+            verb,
+            (),
+            rf"{verb}\s+(?:{DETERMINERS}{ADJECTIVES}{OBJECTS}|(?:everything|all)\s+"
+            r"(?:you\s+(?:were|have\s+been)\s+told|above|before|previously))",
+        )
         for verb in ("ignore", "disregard", "forget")
     ),
     *(
         (verb.split()[0], ("prompt", "instructions", "system message"), verb.replace(" ", r"\s+") + REVEALED)
         for verb in ("reveal", "show", "print", "repeat", "output", "leak", "display", "tell me", "give me")
     ),
-    ("what", ("prompt", "instructions"),
-     r"what\s+(?:is|are|was|were)\s+your\s+(?:system\s+prompt|initial\s+instructions|original\s+instructions)"),
-    ("instructions", (), r"(?:new|updated|real)\s+instructions\s*:"),
-    ("now", ("you",),
-     r"you\s+are\s+now\s+(?:dan\b|in\s+developer\s+mode|an?\s+unrestricted|jailbroken|free\s+from|no\s+longer\s+bound)"),
-    ("developer", (), r"(?:developer\s+mode\s+(?:enabled|activated)|(?:enable|activate)\s+developer\s+mode)"),
+    (
+        "what",
+        ("prompt", "instructions"),
+        r"what\s+(?:is|are|was|were)\s+your\s+(?:system\s+prompt|initial\s+instructions|original\s+instructions)",
+    ),
+    ("instructions", ("instructions",), r"(?:new|updated|real)\s+instructions\s*:"),
+    (
+        "now",
+        (),
+        r"you\s+are\s+now\s+(?:dan\b|in\s+developer\s+mode|an?\s+unrestricted|jailbroken|free\s+from|no\s+longer\s+bound)",
+    ),
+    ("developer", (), r"developer\s+mode\s+(?:enabled|activated)"),
+    ("enable", (), r"enable\s+developer\s+mode"),
+    ("activate", (), r"activate\s+developer\s+mode"),
     ("anything", (), r"do\s+anything\s+now\b"),
     ("jailbr", (), r"jailbr(?:eak(?:ing)?\s*(?::|mode|prompt)|oken\b)"),
-    ("from", ("ignore", "disobey", "without", "follow"),
-     r"from\s+now\s+on,?\s+you\s+(?:will|must|are\s+going\s+to)\s+(?:ignore|disobey|answer\s+without|not\s+follow)"),
+    (
+        "from",
+        (),
+        r"from\s+now\s+on,?\s+you\s+(?:will|must|are\s+going\s+to)\s+(?:ignore|disobey|answer\s+without|not\s+follow)",
+    ),
     *(
-        (verb, tuple(UNRESTRICTED[3:-1].split("|")),
-         rf"{verb}\s+(?:that\s+)?(?:you\s+are|you're|as\s+if\s+you|as|to\s+be)\s+[^.\n]{{0,60}}?"
-         r"(?:without|no|free\s+of|with\s+no)\s+(?:any\s+)?(?:restrictions|rules|filters|limits|limitations|guidelines|censorship)")
+        (
+            verb,
+            (),
+            rf"{verb}\s+(?:that\s+)?(?:you\s+are|you're|as\s+if\s+you|as|to\s+be)\s+[^.\n]{{0,60}}?"
+            r"(?:without|no|free\s+of|with\s+no)\s+(?:any\s+)?(?:restrictions|rules|filters|limits|limitations|guidelines|censorship)",
+        )
         for verb in ("pretend", "act", "behave")
     ),
     *(
-        (verb.split()[0], ("safety", "content"),
-         verb.replace(" ", r"\s+") + r"\s+(?:your\s+|all\s+|the\s+)*(?:safety|content)\s+(?:filters?|guidelines|protocols)")
+        (
+            verb.split()[0],
+            (),
+            verb.replace(" ", r"\s+")
+            + r"\s+(?:your\s+|all\s+|the\s+)*(?:safety|content)\s+(?:filters?|guidelines|protocols)",
+        )
         for verb in ("disable", "turn off", "deactivate")
     ),
 ]
 INJECTION_TOKENS = re.compile(r"<\|im_start\|>|<\|system\|>|\[/?inst\]|<<sys>>")
+NUMBER_RUN = re.compile(r"\d[\d .-]{6,}")  # 7 characters at least: the shortest is an IPv4 address, 1.2.3.4
+
 WORD = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 NUMBER = WORD | frozenset("+-./")  # a number or token continues through these
 
@@ -279,7 +305,7 @@ DETECTORS: list[Detector] = [
         needs=("private key",),
     ),
     Detector(
-        "secret/aws", re.compile(r"A(?:KIA|SIA|BIA|CCA)[0-9A-Z]{16}(?![0-9A-Za-z])"), confirm=_varied, needs=("akia", "asia", "abia", "acca"), not_after=WORD
+        "secret/aws", re.compile(r"A(?:KIA|SIA|BIA|CCA)[0-9A-Z]{16}(?![0-9A-Za-z])"), confirm=_varied, not_after=WORD
     ),
     Detector(
         "secret/aws",
@@ -287,25 +313,27 @@ DETECTORS: list[Detector] = [
         needs=("aws",),
         group=1,
     ),
-    Detector("secret/github", re.compile(r"gh[pousr]_[A-Za-z0-9]{36,251}\b"), needs=("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), not_after=WORD),
-    Detector("secret/github", re.compile(r"github_pat_[A-Za-z0-9_]{60,255}\b"), needs=("github_pat_",), not_after=WORD),
-    Detector("secret/gitlab", re.compile(r"glpat-[A-Za-z0-9_-]{20,}"), needs=("glpat-",), not_after=WORD),
-    Detector("secret/slack", re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}"), needs=("xox",), not_after=WORD),
-    Detector("secret/slack", re.compile(r"https://hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{20,}"), needs=("hooks.slack",)),
-    Detector("secret/anthropic", re.compile(r"sk-ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{80,}"), needs=("sk-ant-",), not_after=WORD),
-    Detector("secret/openai", re.compile(r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"), needs=("sk-",), not_after=WORD),
-    Detector("secret/stripe", re.compile(r"[sr]k_(?:live|test)_[A-Za-z0-9]{20,}"), needs=("k_live_", "k_test_"), not_after=WORD),
-    Detector("secret/google", re.compile(r"AIza[0-9A-Za-z_-]{35}"), needs=("aiza",), not_after=WORD),
-    Detector("secret/google", re.compile(r"ya29\.[0-9A-Za-z_-]{20,}"), needs=("ya29.",), not_after=WORD),
-    Detector("secret/huggingface", re.compile(r"hf_[A-Za-z]{34}\b"), needs=("hf_",), not_after=WORD),
-    Detector("secret/sendgrid", re.compile(r"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}"), needs=("sg.",), not_after=WORD),
-    Detector("secret/jwt", re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), needs=("eyj",), not_after=WORD),
+    Detector("secret/github", re.compile(r"gh[pousr]_[A-Za-z0-9]{36,251}\b"), not_after=WORD),
+    Detector("secret/github", re.compile(r"github_pat_[A-Za-z0-9_]{60,255}\b"), not_after=WORD),
+    Detector("secret/gitlab", re.compile(r"glpat-[A-Za-z0-9_-]{20,}"), not_after=WORD),
+    Detector("secret/slack", re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}"), not_after=WORD),
+    Detector("secret/slack", re.compile(r"https://hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{20,}")),
+    Detector("secret/anthropic", re.compile(r"sk-ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{80,}"), not_after=WORD),
+    Detector("secret/openai", re.compile(r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"), not_after=WORD),
+    Detector("secret/stripe", re.compile(r"sk_(?:live|test)_[A-Za-z0-9]{20,}"), not_after=WORD),
+    Detector("secret/stripe", re.compile(r"rk_(?:live|test)_[A-Za-z0-9]{20,}"), not_after=WORD),
+    Detector("secret/google", re.compile(r"AIza[0-9A-Za-z_-]{35}"), not_after=WORD),
+    Detector("secret/google", re.compile(r"ya29\.[0-9A-Za-z_-]{20,}"), not_after=WORD),
+    Detector("secret/huggingface", re.compile(r"hf_[A-Za-z]{34}\b"), not_after=WORD),
+    Detector("secret/sendgrid", re.compile(r"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}"), not_after=WORD),
+    Detector(
+        "secret/jwt", re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), not_after=WORD
+    ),
     *(
         Detector(
             "secret/password",
             re.compile(name + r"[\"']?\s*[:=]\s*[\"'](?P<value>[^\"'\s]{8,})[\"']"),
             confirm=_assigned_secret,
-            needs=(word,),
             group=1,
             lowercase=True,
         )
@@ -320,13 +348,26 @@ DETECTORS: list[Detector] = [
         ]
     ),
     # PII.
-    Detector("pii/credit_card", re.compile(r"\d(?:[ -]?\d){12,18}(?![\d-])"), confirm=_card, not_after=NUMBER),
-    Detector("pii/iban", re.compile(r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"), confirm=_iban, not_after=NUMBER),
+    # The numeric ones look only inside runs of digits and separators (found once per text), not at every digit.
+    Detector(
+        "pii/credit_card",
+        re.compile(r"\d(?:[ -]?\d){12,18}(?![\d-])"),
+        confirm=_card,
+        not_after=NUMBER,
+        in_numbers=True,
+    ),
+    Detector(
+        "pii/iban",
+        re.compile(r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
+        confirm=_iban,
+        not_after=NUMBER,
+    ),
     Detector(
         "pii/ssn",
-        Anchored("-", string.digits, r"(?<![\w.+/-])\d{3}-\d{2}-\d{4}(?![\d-])", 3),
+        re.compile(r"\d{3}-\d{2}-\d{4}(?![\d-])"),
         confirm=_ssn,
-        needs=("-",),
+        not_after=NUMBER,
+        in_numbers=True,
     ),
     Detector(
         "pii/ssn",
@@ -343,31 +384,44 @@ DETECTORS: list[Detector] = [
         not_after=NUMBER,
     ),
     Detector("pii/phone", re.compile(r"\([2-9]\d{2}\) ?\d{3}[ .-]\d{4}(?![\w-]|\.\d)"), needs=("(",)),
-    Detector("pii/phone", re.compile(r"[2-9]\d{2}([ .-])\d{3}\1\d{4}(?![\w-]|\.\d)"), not_after=NUMBER),
+    Detector(
+        "pii/phone", re.compile(r"[2-9]\d{2}([ .-])\d{3}\1\d{4}(?![\w-]|\.\d)"), not_after=NUMBER, in_numbers=True
+    ),
     Detector(
         "pii/phone",
         re.compile(r"0\d{1,4}(?:[ -]\d{2,8}){1,4}(?![\w-]|\.\d)"),
         confirm=_phone_digits(9, 12),
         not_after=NUMBER,
+        in_numbers=True,
     ),
     *(
         Detector(
             "pii/phone",
             re.compile(word + r"\w{0,6}(?:\s+(?:number|no\.?|#))?\W{0,3}(\(?\d[\d ().-]{5,}\d)"),
             confirm=_phone_digits(7, 15),
-            needs=(word,),
             group=1,
             lowercase=True,
             not_after=WORD,
         )
-        for word in ("phone", "tel", "mobile", "cell", "fax", "whatsapp", "call me at", "call me on", "call at", "call on")
+        for word in (
+            "phone",
+            "tel",
+            "mobile",
+            "cell",
+            "fax",
+            "whatsapp",
+            "call me at",
+            "call me on",
+            "call at",
+            "call on",
+        )
     ),
     Detector(
         "pii/ip_address",
         re.compile(r"\d{1,3}(?:\.\d{1,3}){3}(?![\w]|\.\d)"),
         confirm=_ipv4,
-        needs=(".",),
         not_after=NUMBER,
+        in_numbers=True,
     ),
     Detector(
         "pii/ip_address",
@@ -386,7 +440,7 @@ DETECTORS: list[Detector] = [
         needs=("@",),
     ),
     *(
-        Detector("prompt_injection", re.compile(regex), needs=(word,), and_needs=and_needs, lowercase=True, not_after=WORD)
+        Detector("prompt_injection", re.compile(regex), needs=and_needs, lowercase=True, not_after=WORD)
         for word, and_needs, regex in INJECTIONS
     ),
     Detector("prompt_injection", INJECTION_TOKENS, needs=("<|", "inst]", "<<sys"), lowercase=True),
@@ -398,6 +452,7 @@ DETECTORS: list[Detector] = [
         not_after=NUMBER | frozenset("="),
     ),
 ]
+
 
 class Scanner:
     """Finds what the rules flag in a text. Build once (it compiles the configured extras) and reuse."""
@@ -430,36 +485,56 @@ class Scanner:
         found: list[Finding] = []
         taken: list[tuple[int, int]] = []
         present = {word for word in self.words if word in lowered}
+        numbers: list[tuple[int, int]] | None = None
+        size = len(text)
+        # This loop runs some 80 detectors per text: it is written for speed (no generator per detector).
         for detector, needs, and_needs in self.gates:
-            if needs and needs.isdisjoint(present) or and_needs and and_needs.isdisjoint(present):
+            if (needs and needs.isdisjoint(present)) or (and_needs and and_needs.isdisjoint(present)):
                 continue
             if wanted is not None and not any(_within(detector.category, c) for c in wanted):
                 continue
-            for match in _matches(detector, lowered if detector.lowercase else text):
-                start, end = match.span(detector.group)
-                if detector.confirm is not None and not detector.confirm(match, text):
-                    continue
-                if any(start < e and s < end for s, e in taken):
-                    continue  # an earlier, more specific detector already reported this span
-                taken.append((start, end))
-                found.append(Finding(detector.category, start, end))
+            target = lowered if detector.lowercase else text
+            if detector.in_numbers:
+                if numbers is None:
+                    numbers = [m.span() for m in NUMBER_RUN.finditer(text)]
+                # Two characters past the run, for the patterns' lookaheads.
+                ranges = [(s, min(e + 2, size)) for s, e in numbers]
+            else:
+                ranges = [(0, size)]
+            not_after = detector.not_after
+            search = detector.pattern.search if not isinstance(detector.pattern, Anchored) else None
+            for low, high in ranges:
+                if search is None:
+                    matches: Iterable[re.Match[str]] = detector.pattern.finditer(target)
+                elif not not_after:
+                    matches = detector.pattern.finditer(target, low, high)  # type: ignore[union-attr]
+                else:
+                    matches = ()
+                    position = low
+                    # Matches that start inside a word or number are skipped, and so is the rest of them:
+                    # restarting one character later would find the same run again (quadratic on a long one).
+                    while (match := search(target, position, high)) is not None:
+                        first = match.start()
+                        position = max(match.end(), first + 1)
+                        if first and text[first - 1] in not_after:
+                            continue
+                        self._report(detector, match, text, found, taken)
+                for match in matches:
+                    self._report(detector, match, text, found, taken)
         found.sort(key=lambda f: f.start)
         return found
 
-
-def _matches(detector: Detector, text: str) -> Iterator[re.Match[str]]:
-    if not detector.not_after:
-        yield from detector.pattern.finditer(text)
-        return
-    # Matches that start inside a word or number are skipped, and so is the rest of them: restarting one
-    # character later would find the same run again and again (quadratic on a long one).
-    search, not_after, position = detector.pattern.search, detector.not_after, 0  # type: ignore[union-attr]
-    while (match := search(text, position)) is not None:
-        if match.start() and text[match.start() - 1] in not_after:
-            position = max(match.end(), match.start() + 1)
-            continue
-        yield match
-        position = max(match.end(), match.start() + 1)
+    @staticmethod
+    def _report(
+        detector: Detector, match: re.Match[str], text: str, found: list[Finding], taken: list[tuple[int, int]]
+    ) -> None:
+        start, end = match.span(detector.group)
+        if detector.confirm is not None and not detector.confirm(match, text):
+            return
+        if any(start < e and s < end for s, e in taken):
+            return  # an earlier, more specific detector already reported this span
+        taken.append((start, end))
+        found.append(Finding(detector.category, start, end))
 
 
 def _within(category: str, wanted: str) -> bool:

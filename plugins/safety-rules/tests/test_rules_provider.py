@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from lamina.apis.inference import ChatMessage
 from lamina.apis.safety import Shield
 from lamina_safety_rules import RulesConfig
@@ -54,7 +53,9 @@ def test_categories_param_narrows_and_redaction_masks() -> None:
 
 
 def test_blocklist_and_custom_patterns() -> None:
-    provider = RulesProvider(RulesConfig(blocklist=["Project Falcon", "acme-internal"], patterns={"ticket": r"TKT-\d{6}"}), "r")
+    provider = RulesProvider(
+        RulesConfig(blocklist=["Project Falcon", "acme-internal"], patterns={"ticket": r"TKT-\d{6}"}), "r"
+    )
     violation = run(provider, "Is project falcon related to TKT-123456? See ACME-INTERNAL docs.")
     assert violation.categories == ["blocklist", "custom/ticket"]
     assert len(violation.metadata["findings"]) == 3
