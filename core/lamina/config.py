@@ -58,7 +58,7 @@ class ModelConfig(_Strict):
 
 class VectorStoresConfig(_Strict):
     default_embedding_model: str | None = None  # default: the first embedding model the inference API lists
-    ingestion_concurrency: int = Field(2, ge=1)  # files ingested at once
+    ingestion_concurrency: int = Field(4, ge=1)  # files ingested at once (their embedding calls can merge)
     embedding_batch_size: int = Field(32, ge=1)  # chunks per embeddings call
 
 

@@ -64,8 +64,8 @@ def _pdf_text(path: Path) -> str:
 
 
 class _TextOfHtml(HTMLParser):
-    SKIP = {"script", "style", "head", "noscript"}
-    BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "pre"}
+    SKIP = frozenset({"script", "style", "head", "noscript"})
+    BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "pre"})
 
     def __init__(self) -> None:
         super().__init__()

@@ -69,19 +69,24 @@ def test_sigkill_during_ingestion(minilm: str, tmp_path: Path) -> None:
     run_yaml = tmp_path / "run.yaml"
     config = vector_config(minilm, storage=storage)
     config["vector_stores"]["embedding_batch_size"] = 4  # many small inserts: the kill lands between two of them
+    config["vector_stores"]["ingestion_concurrency"] = 1  # one file after another: a long window to kill in
     run_yaml.write_text(yaml.safe_dump(config))
     log = tmp_path / "server.log"
 
     with lamina_process(run_yaml, log) as (process, base_url):
         client = OpenAI(base_url=base_url, api_key="unused", max_retries=0)
-        corpus_ids = [client.files.create(file=(n, t.encode()), purpose="assistants").id for n, (t, _) in CORPUS.items()]
+        corpus_ids = [
+            client.files.create(file=(n, t.encode()), purpose="assistants").id for n, (t, _) in CORPUS.items()
+        ]
         store = client.vector_stores.create(name="durable")
         done = client.vector_stores.file_batches.create_and_poll(vector_store_id=store.id, file_ids=corpus_ids)
         assert done.file_counts.completed == len(CORPUS)
         big = {f"river{i}.txt": big_text(i) for i in range(3)}
         big_ids = [client.files.create(file=(n, t.encode()), purpose="assistants").id for n, t in big.items()]
         batch = client.vector_stores.file_batches.create(
-            vector_store_id=store.id, file_ids=big_ids, chunking_strategy=STRATEGY  # type: ignore[arg-type]
+            vector_store_id=store.id,
+            file_ids=big_ids,
+            chunking_strategy=STRATEGY,  # type: ignore[arg-type]
         )
         deadline = time.monotonic() + 120
         while True:  # kill once the batch is part-way: one file done, others still being embedded

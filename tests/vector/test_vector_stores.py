@@ -71,17 +71,23 @@ def test_list_of_queries(client: OpenAI, corpus_store: Any) -> None:
         ({"type": "ne", "key": "reviewed", "value": True}, {"chess.html", "planets.csv", "marathon.txt", "guitar.md"}),
         ({"type": "in", "key": "category", "value": ["music", "sport"]}, {"guitar.md", "marathon.txt"}),
         (
-            {"type": "and", "filters": [
-                {"type": "eq", "key": "reviewed", "value": True},
-                {"type": "lt", "key": "year", "value": 2018},
-            ]},
+            {
+                "type": "and",
+                "filters": [
+                    {"type": "eq", "key": "reviewed", "value": True},
+                    {"type": "lt", "key": "year", "value": 2018},
+                ],
+            },
             {"bees.txt", "rome.txt"},
         ),
         (
-            {"type": "or", "filters": [
-                {"type": "eq", "key": "category", "value": "history"},
-                {"type": "gt", "key": "year", "value": 2022},
-            ]},
+            {
+                "type": "or",
+                "filters": [
+                    {"type": "eq", "key": "category", "value": "history"},
+                    {"type": "gt", "key": "year", "value": 2022},
+                ],
+            },
             {"rome.txt", "tax.json"},
         ),
     ],
@@ -118,9 +124,7 @@ def test_bad_filters_are_400(client: OpenAI, corpus_store: Any, filters: dict[st
 def test_score_threshold(client: OpenAI, corpus_store: Any) -> None:
     everything = search(client, corpus_store.id, "Who crossed the Rubicon?", max_num_results=10)
     cut = (everything[0].score + everything[1].score) / 2
-    kept = search(
-        client, corpus_store.id, "Who crossed the Rubicon?", ranking_options={"score_threshold": cut}
-    )
+    kept = search(client, corpus_store.id, "Who crossed the Rubicon?", ranking_options={"score_threshold": cut})
     assert [r.filename for r in kept] == ["rome.txt"]
     assert search(client, corpus_store.id, "Who crossed the Rubicon?", ranking_options={"score_threshold": 1.0}) == []
     with pytest.raises(openai.BadRequestError):
@@ -161,7 +165,9 @@ def test_static_chunking_and_content(client: OpenAI) -> None:
     store = client.vector_stores.create(name="chunks")
     strategy = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 20}}
     done = client.vector_stores.files.create_and_poll(
-        vector_store_id=store.id, file_id=uploaded.id, chunking_strategy=strategy  # type: ignore[arg-type]
+        vector_store_id=store.id,
+        file_id=uploaded.id,
+        chunking_strategy=strategy,  # type: ignore[arg-type]
     )
     assert done.status == "completed"
     assert done.chunking_strategy.static.max_chunk_size_tokens == 100  # type: ignore[union-attr]
@@ -244,7 +250,9 @@ def test_attributes_update_changes_filtering(client: OpenAI) -> None:
 def test_deletes(client: OpenAI) -> None:
     store = client.vector_stores.create(name="deletes")
     keep = client.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=("keep.txt", b"Whales sing."))
-    drop = client.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=("drop.txt", b"Whales breathe air."))
+    drop = client.vector_stores.files.upload_and_poll(
+        vector_store_id=store.id, file=("drop.txt", b"Whales breathe air.")
+    )
     assert {r.filename for r in search(client, store.id, "whales")} == {"keep.txt", "drop.txt"}
     deleted = client.vector_stores.files.delete(file_id=drop.id, vector_store_id=store.id)
     assert deleted.deleted
@@ -341,7 +349,9 @@ def test_vector_io_insert_and_query(base_url: str, client: OpenAI, minilm: str) 
     assert wrong_dim.status_code == 400
     missing = requests.post(f"{base_url}/vector-io/query", json={"vector_store_id": store.id}, timeout=60)
     assert missing.status_code == 400
-    unknown = requests.post(f"{base_url}/vector-io/query", json={"vector_store_id": "vs_nope", "query": "x"}, timeout=60)
+    unknown = requests.post(
+        f"{base_url}/vector-io/query", json={"vector_store_id": "vs_nope", "query": "x"}, timeout=60
+    )
     assert unknown.status_code == 404
 
 
@@ -351,7 +361,9 @@ def test_cancel_batch(client: OpenAI) -> None:
     uploaded = [client.files.create(file=(f"big{i}.txt", text), purpose="assistants") for i in range(4)]
     strategy = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
     batch = client.vector_stores.file_batches.create(
-        vector_store_id=store.id, file_ids=[f.id for f in uploaded], chunking_strategy=strategy  # type: ignore[arg-type]
+        vector_store_id=store.id,
+        file_ids=[f.id for f in uploaded],
+        chunking_strategy=strategy,  # type: ignore[arg-type]
     )
     assert batch.status == "in_progress"
     cancelled = client.vector_stores.file_batches.cancel(batch.id, vector_store_id=store.id)

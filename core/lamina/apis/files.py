@@ -82,7 +82,9 @@ class FilesProvider(Protocol):
 
     async def begin_upload(self) -> Upload: ...
 
-    async def finish_upload(self, upload: Upload, *, filename: str, purpose: str, expires_at: int | None) -> FileObject: ...
+    async def finish_upload(
+        self, upload: Upload, *, filename: str, purpose: str, expires_at: int | None
+    ) -> FileObject: ...
 
     async def list_files(
         self, *, after: str | None, limit: int, order: str, purpose: str | None
@@ -252,7 +254,9 @@ async def upload_file(request: Request) -> Response:
     except LaminaError:
         upload.abort()
         raise
-    return json_response(await provider.finish_upload(upload, filename=filename, purpose=purpose, expires_at=expires_at))
+    return json_response(
+        await provider.finish_upload(upload, filename=filename, purpose=purpose, expires_at=expires_at)
+    )
 
 
 def _query(request: Request, model: type[BaseModel]) -> Any:

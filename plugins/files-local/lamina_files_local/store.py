@@ -53,9 +53,7 @@ class LocalUpload:
 
 
 def _file(row: tuple) -> FileObject:
-    return FileObject(
-        id=row[0], filename=row[1], purpose=row[2], bytes=row[3], created_at=row[4], expires_at=row[5]
-    )
+    return FileObject(id=row[0], filename=row[1], purpose=row[2], bytes=row[3], created_at=row[4], expires_at=row[5])
 
 
 class LocalFiles:
@@ -110,7 +108,12 @@ class LocalFiles:
         )
         await self.db.commit()
         return FileObject(
-            id=file_id, filename=filename, purpose=purpose, bytes=upload.size, created_at=created_at, expires_at=expires_at
+            id=file_id,
+            filename=filename,
+            purpose=purpose,
+            bytes=upload.size,
+            created_at=created_at,
+            expires_at=expires_at,
         )
 
     async def _expire(self) -> None:

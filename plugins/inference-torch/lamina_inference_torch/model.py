@@ -8,6 +8,7 @@ forward, every row at its own position.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +55,76 @@ QUANTIZERS = {"none": DenseLinear, "int8": Int8Linear}
 
 def make_linear(weight: torch.Tensor, dtype: torch.dtype, quantize: str) -> Linear:
     return QUANTIZERS[quantize](weight, dtype)
+
+
+# The decode step is TorchScript: one call runs all layers without returning to Python, so per-op dispatch
+# is cheaper and the GIL is released for the whole step (the asyncio thread serving streams no longer
+# delays the engine between ops). Weights come in as lists; an int8 layer passes its per-channel scale.
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    if scale is None:
+        return torch.nn.functional.linear(x, weight)
+    rows = x.reshape(-1, x.shape[-1])
+    if rows.shape[0] > 16:
+        out = torch.nn.functional.linear(rows, weight.to(x.dtype) * scale.to(x.dtype).unsqueeze(1))
+    else:
+        out = torch.ops.aten._weight_int8pack_mm(rows.to(torch.bfloat16), weight, scale).to(x.dtype)
+    return out.view(x.shape[:-1] + [-1])  # noqa: RUF005 - TorchScript can't size a starred list
+
+
+def _decode_step(
+    h: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    positions: torch.Tensor,
+    mask: torch.Tensor | None,
+    length: int,
+    norms: list[torch.Tensor],
+    weights: list[torch.Tensor],
+    scales: list[torch.Tensor | None],
+    caches: list[torch.Tensor],
+    final_norm: torch.Tensor,
+    eps: float,
+    n_heads: int,
+    n_kv_heads: int,
+    head_dim: int,
+    intermediate: int,
+) -> torch.Tensor:
+    """h: [B, 1, hidden] embeddings of slots 0..B-1; per layer i: norms[2i:2i+2], weights/scales[4i:4i+4]
+    (qkv, o, gate_up, down), caches[2i:2i+2] (k, v); the last weight/scale is the LM head."""
+    batch = h.shape[0]
+    hidden = [h.shape[-1]]
+    rows = torch.arange(batch)
+    group = n_heads // n_kv_heads
+    qk_heads = n_heads + n_kv_heads
+    half = head_dim // 2
+    for i in range(len(caches) // 2):
+        x = torch.rms_norm(h, hidden, norms[2 * i], eps)
+        heads = _linear(x, weights[4 * i], scales[4 * i]).view(batch, 1, qk_heads + n_kv_heads, head_dim)
+        qk = heads[:, :, :qk_heads]
+        qk = qk * cos + qk.roll(half, -1) * sin
+        cache_k, cache_v = caches[2 * i], caches[2 * i + 1]
+        index: list[torch.Tensor | None] = [rows, None, positions]
+        cache_k.index_put_(index, qk[:, 0, n_heads:])
+        cache_v.index_put_(index, heads[:, 0, qk_heads:])
+        # Fold each KV head's query group into the query axis: GQA without repeating keys.
+        grouped = qk[:, 0, :n_heads].reshape(batch, n_kv_heads, group, head_dim)
+        attended = torch.nn.functional.scaled_dot_product_attention(
+            grouped, cache_k[:batch, :, :length], cache_v[:batch, :, :length], attn_mask=mask
+        )
+        h = h + _linear(attended.reshape(batch, 1, n_heads * head_dim), weights[4 * i + 1], scales[4 * i + 1])
+        x = torch.rms_norm(h, hidden, norms[2 * i + 1], eps)
+        gate_up = _linear(x, weights[4 * i + 2], scales[4 * i + 2])
+        activated = torch.nn.functional.silu(gate_up[..., :intermediate]) * gate_up[..., intermediate:]
+        h = h + _linear(activated, weights[4 * i + 3], scales[4 * i + 3])
+    x = torch.rms_norm(h[:, 0], hidden, final_norm, eps)
+    return _linear(x, weights[-1], scales[-1]).float()
+
+
+with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.compile, which needs a compiler
+    warnings.simplefilter("ignore", DeprecationWarning)
+    _scripted_decode = torch.jit.script(_decode_step)
 
 
 def rope_inverse_frequencies(config: ModelConfig) -> torch.Tensor:
@@ -141,6 +212,7 @@ class Decoder:
         self.sin_signed = torch.cat([-angles.sin(), angles.sin()], dim=-1).to(dtype)
         self.half = half
         self.positions = torch.arange(self.context_length)
+        self._scripted = self._scripted_parameters()
 
     @property
     def vocab_size(self) -> int:
@@ -195,28 +267,46 @@ class Decoder:
             h = self._block(h, layer, cos, sin, attend)
         return self._head(h[0] if all_logits else h[0, -1])
 
+    def _scripted_parameters(self) -> tuple[list, list, list, list]:
+        norms, weights, scales, caches = [], [], [], []
+        for layer in [*self.layers, None]:
+            linears = [self.lm_head] if layer is None else [layer.qkv, layer.o, layer.gate_up, layer.down]
+            for linear in linears:
+                weights.append(linear.qweight if isinstance(linear, Int8Linear) else linear.weight)
+                scales.append(linear.scale if isinstance(linear, Int8Linear) else None)
+            if layer is not None:
+                norms += [layer.attn_norm, layer.mlp_norm]
+                caches += [layer.cache_k, layer.cache_v]
+        return norms, weights, scales, caches
+
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """One token for each of slots 0..B-1 (`tokens`, `positions`: [B] int64); returns logits [B, V]."""
         batch = tokens.shape[0]
         length = int(positions.max()) + 1
-        rows = torch.arange(batch)
         cos = self.cos[positions][:, None, None]
         sin = self.sin_signed[positions][:, None, None]
         # Each row sees its own keys 0..position; rows are padded to the longest with masked positions.
         mask = None if batch == 1 else (self.positions[:length][None, :] <= positions[:, None])[:, None, None, :]
         c = self.config
-
-        def attend(layer: Layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            layer.cache_k[rows, :, positions] = k[:, 0]
-            layer.cache_v[rows, :, positions] = v[:, 0]
-            keys, values = layer.cache_k[:batch, :, :length], layer.cache_v[:batch, :, :length]
-            # Fold each KV head's query group into the query axis: GQA without repeating keys.
-            grouped = q.reshape(batch, c.num_kv_heads, self.group, c.head_dim)
-            out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask)
-            return out.reshape(batch, 1, self.q_size)
-
-        h = self.embed[tokens][:, None]
-        for layer in self.layers:
-            h = self._block(h, layer, cos, sin, attend)
-        return self._head(h[:, 0])
+        norms, weights, scales, caches = self._scripted
+        # Plain interpretation: the profiling executor would re-specialize on every new cache length.
+        with torch.jit.optimized_execution(False):
+            return _scripted_decode(
+                self.embed[tokens][:, None],
+                cos,
+                sin,
+                positions,
+                mask,
+                length,
+                norms,
+                weights,
+                scales,
+                caches,
+                self.norm,
+                c.rms_eps,
+                c.num_heads,
+                c.num_kv_heads,
+                c.head_dim,
+                c.intermediate_size,
+            )

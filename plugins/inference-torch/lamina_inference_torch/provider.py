@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -34,7 +35,8 @@ from lamina_inference_torch.model import Decoder
 from lamina_inference_torch.sampling import SamplingParams, TokenChoice
 from lamina_inference_torch.tokenizer import TextTokenizer, load_tokenizer
 from lamina_inference_torch.tools import may_open_tool_call, parse_tool_calls
-from lamina_inference_torch.weights import load_model
+from lamina_inference_torch.weights import load_model, model_name
+from lamina_inference_torch.weights import read_gguf_metadata as gguf_metadata
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -48,21 +50,29 @@ class ServedModel:
 
 
 def load_served_model(path: Path, config: TorchConfig) -> ServedModel:
-    """Blocking: read weights, build the decoder and start its engine thread."""
-    loaded = load_model(path)
-    tokenizer = load_tokenizer(path, loaded.gguf_metadata)
+    """Blocking: start an engine thread that reads the weights and builds the decoder; wait until it has."""
+    name = model_name(path)
+    tokenizer = load_tokenizer(path, gguf_metadata(path) if path.suffix == ".gguf" else None)
+
+    def build() -> Decoder:
+        loaded = load_model(path)
+        return Decoder(
+            loaded.config,
+            loaded.weights,
+            dtype=_DTYPES[config.dtype],
+            quantize=config.quantize,
+            max_batch=config.max_batch,
+            context_length=config.context_length,
+        )
+
     threads = config.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)  # also speeds up the int8 conversion below
-    decoder = Decoder(
-        loaded.config,
-        loaded.weights,
-        dtype=_DTYPES[config.dtype],
-        quantize=config.quantize,
-        max_batch=config.max_batch,
-        context_length=config.context_length,
-    )
-    engine = Engine(decoder, tokenizer, threads=threads, prefill_chunk=config.prefill_chunk)
-    return ServedModel(loaded.name, path, tokenizer, engine)
+    engine = Engine(build, tokenizer, threads=threads, prefill_chunk=config.prefill_chunk)
+    try:
+        engine.wait_ready()
+    except BaseException:
+        engine.close()
+        raise
+    return ServedModel(name, path, tokenizer, engine)
 
 
 async def resolve_model_path(name_or_path: str) -> Path:
@@ -343,10 +353,23 @@ class _EventStream:
 
     async def _iterate(self) -> AsyncIterator[tuple[int, Event]]:
         remaining = self.runs.count
+        pending: collections.deque[tuple[int, Event]] = collections.deque()
+        queue = self.runs.queue
         while remaining:
-            index, event = await self.runs.queue.get()
+            if not pending:
+                pending.append(await queue.get())
+                while not queue.empty():
+                    pending.append(queue.get_nowait())
+            index, event = pending.popleft()
             if isinstance(event, Failed):
                 raise event.error
+            # A consumer that fell behind gets the tokens that piled up as one delta, not one chunk each.
+            while isinstance(event, TextDelta) and pending and pending[0][0] == index:
+                following = pending[0][1]
+                if not isinstance(following, TextDelta):
+                    break
+                pending.popleft()
+                event = TextDelta(event.text + following.text, event.tokens + following.tokens)
             if isinstance(event, Finished):
                 remaining -= 1
             yield index, event

@@ -138,6 +138,12 @@ def gguf_metadata(reader: Any) -> dict[str, Any]:
     return metadata
 
 
+def read_gguf_metadata(path: Path) -> dict[str, Any]:
+    import gguf
+
+    return gguf_metadata(gguf.GGUFReader(str(path)))
+
+
 def unpermute_qk(weight: np.ndarray, n_heads: int) -> np.ndarray:
     """Undo llama.cpp's convert-time permutation of q/k rows (interleaved rope pairs -> HF's split halves)."""
     rows = weight.shape[0]

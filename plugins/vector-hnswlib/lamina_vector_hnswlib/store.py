@@ -141,7 +141,9 @@ class HnswlibVectorIO:
                 log.warning("index of %s is unreadable (%s); rebuilding it from SQLite", store_id, exc)
                 index = None
             if index is not None and index.element_count != recorded[0]:
-                log.warning("index of %s holds %d vectors, %d recorded; rebuilding", store_id, index.element_count, recorded[0])
+                log.warning(
+                    "index of %s holds %d vectors, %d recorded; rebuilding", store_id, index.element_count, recorded[0]
+                )
                 index = None
         elif path.exists() or recorded is not None:
             log.warning("index file of %s is missing or does not match its record; rebuilding it", store_id)
@@ -154,7 +156,7 @@ class HnswlibVectorIO:
         wanted = set(labels.tolist())
         missing = np.array(sorted(wanted - present), dtype=np.int64)
         extra = present - wanted
-        store = StoreIndex(index, dimension, len(wanted))
+        store = StoreIndex(index, dimension, len(wanted) - len(missing))  # `_add` counts the missing ones
         if len(missing):
             log.info("adding %d vectors of %s that the index file lacks", len(missing), store_id)
             for start in range(0, len(missing), 10000):
@@ -296,7 +298,8 @@ class HnswlibVectorIO:
                 ],
             )
             await self.db.executemany(
-                "INSERT INTO chunks_fts (rowid, content) VALUES (?, ?)", [(i, text) for i, (text, _) in zip(ids, chunks, strict=True)]
+                "INSERT INTO chunks_fts (rowid, content) VALUES (?, ?)",
+                [(i, text) for i, (text, _) in zip(ids, chunks, strict=True)],
             )
             await self.db.commit()
             store = self.indexes[store_id]

@@ -53,7 +53,9 @@ async def test_stores_are_separate_and_dimensions_checked(tmp_path: Path) -> Non
     await provider.create_store("vs_b")
     await fill(provider, "vs_a", vectors(10, 1))
     await fill(provider, "vs_b", vectors(10, 2))
-    assert all(hit.content.endswith("file-a") for hit in await provider.query_vector("vs_b", vectors(1, 1)[0].tolist(), 10))
+    assert all(
+        hit.content.endswith("file-a") for hit in await provider.query_vector("vs_b", vectors(1, 1)[0].tolist(), 10)
+    )
     with pytest.raises(LaminaError) as wrong:
         await provider.insert("vs_a", [("x", {})], np.ones((1, DIM + 1)))
     assert wrong.value.status == 400
