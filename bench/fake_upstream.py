@@ -14,7 +14,9 @@ COMPLETION = json.dumps(
         "object": "chat.completion",
         "created": 1,
         "model": "bench",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "word " * CHUNKS}, "finish_reason": "stop"}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "word " * CHUNKS}, "finish_reason": "stop"}
+        ],
         "usage": {"prompt_tokens": 12, "completion_tokens": CHUNKS, "total_tokens": 12 + CHUNKS},
     }
 ).encode()
