@@ -101,7 +101,7 @@ def bench_engine_single(gguf: Path, dtype: str, quantize: str, threads: int) -> 
         served.engine.close()
 
 
-async def stream_once(client, model: str, messages, max_tokens: int, seed: int) -> dict:
+async def stream_once(client, model: str, messages, max_tokens: int, seed: int, bias: dict[str, float]) -> dict:
     start = time.perf_counter()
     stamps: list[float] = []
     tokens = 0
@@ -113,6 +113,7 @@ async def stream_once(client, model: str, messages, max_tokens: int, seed: int) 
         seed=seed,
         stream=True,
         stream_options={"include_usage": True},
+        logit_bias=bias,
     )
     async for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -120,6 +121,13 @@ async def stream_once(client, model: str, messages, max_tokens: int, seed: int) 
         if chunk.usage:
             tokens = chunk.usage.completion_tokens
     return {"start": start, "first": stamps[0], "last": stamps[-1], "tokens": tokens}
+
+
+def stop_token_ids(gguf: Path) -> set[int]:
+    from lamina_inference_torch.tokenizer import load_tokenizer
+    from lamina_inference_torch.weights import read_gguf_metadata
+
+    return load_tokenizer(gguf, read_gguf_metadata(gguf)).stop_token_ids
 
 
 async def bench_http(gguf: Path, dtype: str, quantize: str, threads: int) -> dict[str, float]:
@@ -141,10 +149,14 @@ async def bench_http(gguf: Path, dtype: str, quantize: str, threads: int) -> dic
         client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=600)
         model = (await client.models.list()).data[0].id
         messages = [{"role": "user", "content": QUESTION}]
-        await stream_once(client, model, messages, 8, 0)  # warm-up
-        single = await stream_once(client, model, messages, DECODE_TOKENS, 1)
+        # End-of-turn tokens biased away: every stream decodes max_tokens, so all 8 run for the whole span.
+        bias = dict.fromkeys((str(i) for i in stop_token_ids(gguf)), -100.0)
+        await stream_once(client, model, messages, 8, 0, bias)  # warm-up
+        single = await stream_once(client, model, messages, DECODE_TOKENS, 1, bias)
         single_rate = (single["tokens"] - 1) / (single["last"] - single["first"])
-        runs = await asyncio.gather(*(stream_once(client, model, messages, DECODE_TOKENS, 10 + i) for i in range(8)))
+        runs = await asyncio.gather(
+            *(stream_once(client, model, messages, DECODE_TOKENS, 10 + i, bias) for i in range(8))
+        )
         # Aggregate: every token after each stream's first, over the span when all 8 were decoding or finishing.
         span = max(r["last"] for r in runs) - min(r["first"] for r in runs)
         aggregate = sum(r["tokens"] - 1 for r in runs) / span

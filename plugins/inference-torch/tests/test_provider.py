@@ -160,3 +160,11 @@ async def test_plain_text_with_tools_offered_streams_as_text(tiny):
     chunks = [c async for c in await TorchProvider({MODEL: served}).chat_completion(chat(tools=TOOLS, stream=True))]
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == text
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_more_requests_than_slots_queue_and_all_finish(provider):
+    requests = [chat(max_tokens=6, temperature=0.9, seed=i) for i in range(5)]  # the engine has 2 slots
+    answers = await asyncio.gather(*(provider.chat_completion(r) for r in requests))
+    assert all(a["choices"][0]["finish_reason"] in {"stop", "length"} for a in answers)
+    again = await provider.chat_completion(chat(max_tokens=6, temperature=0.9, seed=3))
+    assert again["choices"][0]["message"]["content"] == answers[3]["choices"][0]["message"]["content"]
