@@ -48,11 +48,15 @@ def openapi_document(routes: list[tuple[str, Any]], version: str) -> dict[str, A
                 operation["responses"]["200"]["content"] = {
                     "application/json": {"schema": keyed[(response, "validation")]}
                 }
-            params = [p for p in r.param_convertors]
-            if params:
-                operation["parameters"] = [
-                    {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params
-                ]
+            parameters = [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in r.param_convertors
+            ]
+            if query := info.get("query"):
+                properties = query.model_json_schema().get("properties", {})
+                parameters += [{"name": name, "in": "query", "schema": schema} for name, schema in properties.items()]
+            if parameters:
+                operation["parameters"] = parameters
             paths.setdefault("/v1" + r.path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",

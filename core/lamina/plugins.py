@@ -31,14 +31,13 @@ def make_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManage
     pm = pluggy.PluginManager("lamina")
     pm.add_hookspecs(hookspecs)
     for name in DEFAULT_PLUGINS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-        pm.register(module, name)
+        pm.register(importlib.import_module(name), name)
     if load_entrypoints:
         _load_entrypoints(pm)
-    pm.check_pending()
+    try:
+        pm.check_pending()  # a misspelt hook name fails here, naming the plugin, instead of being ignored
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(str(exc)) from None
     if os.environ.get("LAMINA_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda message: print(message, end="", file=sys.stderr))
         pm.enable_tracing()
