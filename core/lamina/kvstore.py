@@ -9,17 +9,23 @@ from typing import Any
 import aiosqlite
 
 
+async def connect(path: Path) -> aiosqlite.Connection:
+    """Open a SQLite database the way every store of Lamina's does (providers' own databases included)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = await aiosqlite.connect(path)
+    # WAL + synchronous=NORMAL: a process crash loses no committed write, and readers never block the writer.
+    await db.execute("PRAGMA journal_mode=WAL")
+    await db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
 class KVStore:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
 
     @classmethod
     async def open(cls, path: Path) -> KVStore:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
-        # WAL + synchronous=NORMAL: a crash loses no committed write, and readers never block the writer.
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
+        db = await connect(path)
         await db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         await db.commit()
         return cls(db)

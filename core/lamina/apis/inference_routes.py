@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,7 +20,7 @@ from lamina.apis.inference import (
     encode_base64,
 )
 from lamina.apis.models import Deleted, Model, ModelList, RegisterModel
-from lamina.config import ConfigError
+from lamina.config import ConfigError, ModelConfig
 from lamina.errors import LaminaError, bad_request, conflict, not_found
 from lamina.http import json_response, parse_body, route, sse_response, stack_of
 from lamina.kvstore import KVStore
@@ -100,15 +100,7 @@ class InferenceRouter:
             await self.discovery
         if request.id in self.models:
             raise conflict(f"model '{request.id}' already exists", param="id")
-        model = Model(
-            id=request.id,
-            owned_by=request.provider_id,
-            provider_id=request.provider_id,
-            provider_model_id=request.provider_model_id or request.id,
-            model_type=request.model_type,
-            metadata=request.metadata,
-            source="registered",
-        )
+        model = alias(request, "registered")
         await self.kvstore.set(MODELS + model.id, model.model_dump())
         self.models[model.id] = model
         return model
@@ -173,6 +165,19 @@ class InferenceRouter:
         return result
 
 
+def alias(spec: RegisterModel | ModelConfig, source: Literal["registered", "config"]) -> Model:
+    """A model that points at a provider's model under a name of the user's choosing."""
+    return Model(
+        id=spec.id,
+        owned_by=spec.provider_id,
+        provider_id=spec.provider_id,
+        provider_model_id=spec.provider_model_id or spec.id,
+        model_type=spec.model_type,
+        metadata=spec.metadata,
+        source=source,
+    )
+
+
 def _relabel(
     result: dict[str, Any] | AsyncIterator[dict[str, Any]], model: str
 ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
@@ -192,18 +197,7 @@ def _relabel(
 
 async def _router(providers: dict[str, Any], stack: Stack) -> InferenceRouter:
     router = InferenceRouter(providers, stack.kvstore)
-    configured = [
-        Model(
-            id=m.id,
-            owned_by=m.provider_id,
-            provider_id=m.provider_id,
-            provider_model_id=m.provider_model_id or m.id,
-            model_type=m.model_type,
-            metadata=m.metadata,
-            source="config",
-        )
-        for m in stack.config.models
-    ]
+    configured = [alias(m, "config") for m in stack.config.models]
     for model in configured:
         if model.provider_id not in providers:
             raise ConfigError(

@@ -11,6 +11,7 @@ from pathlib import Path
 import aiosqlite
 from lamina.apis.files import FileObject, too_large
 from lamina.errors import not_found
+from lamina.kvstore import connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -68,9 +69,7 @@ class LocalFiles:
     async def open(cls, root: Path, max_upload_bytes: int) -> LocalFiles:
         (root / "blobs").mkdir(parents=True, exist_ok=True)
         (root / "uploads").mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(root / "files.db")
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
+        db = await connect(root / "files.db")
         await db.executescript(SCHEMA)
         await db.commit()
         files = cls(root, db, max_upload_bytes)

@@ -24,6 +24,7 @@ import hnswlib
 import numpy as np
 from lamina.apis.vector_stores import Hit
 from lamina.errors import bad_request
+from lamina.kvstore import connect
 
 log = logging.getLogger("lamina.vector_hnswlib")
 
@@ -81,9 +82,7 @@ class HnswlibVectorIO:
     @classmethod
     async def open(cls, root: Path, config: Any) -> HnswlibVectorIO:
         (root / "indexes").mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(root / "vectors.db")
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
+        db = await connect(root / "vectors.db")
         await db.executescript(SCHEMA)
         await db.commit()
         provider = cls(root, db, config)
