@@ -46,6 +46,12 @@ def wait_healthy(url: str, timeout: float = 30) -> float:
     raise TimeoutError(url)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used: robust to other load on the machine, unlike wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -138,18 +144,24 @@ def main() -> None:
             "direct": (upstream + "/chat/completions", "bench"),
             "lamina": (f"http://127.0.0.1:{lamina_port}/v1/chat/completions", "openai/bench"),
         }
-        print(f"{'mode':<8}{'stream':<8}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'ttfb ms':>9}{'n':>8}")
+        print(
+            f"{'mode':<8}{'stream':<8}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'ttfb ms':>9}{'n':>8}"
+            f"{'lamina CPU us/req':>19}"
+        )
         results = {}
         for stream in (False, True):
             for concurrency in args.concurrency:
                 for name, (url, model) in targets.items():
                     BODY["model"] = model
                     asyncio.run(load(url, concurrency, stream, 1.0))  # warm connections and caches
+                    cpu_before = cpu_seconds(gateway.pid)
                     r = asyncio.run(load(url, concurrency, stream, args.seconds))
+                    cpu_used = (cpu_seconds(gateway.pid) - cpu_before) * 1e6 / r["n"] if name == "lamina" else 0
                     results[(name, stream, concurrency)] = r
                     print(
                         f"{name:<8}{stream!s:<8}{concurrency:>5}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
-                        f"{r['ttfb']:>9.2f}{r['n']:>8}" + (f"  FAILURES {r['failures']}" if r["failures"] else "")
+                        f"{r['ttfb']:>9.2f}{r['n']:>8}{f'{cpu_used:.0f}' if cpu_used else '':>19}"
+                        + (f"  FAILURES {r['failures']}" if r["failures"] else "")
                     )
         print("\nLamina's overhead (through vs direct)")
         for stream in (False, True):

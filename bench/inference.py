@@ -5,22 +5,43 @@
 Prints: transformers single-stream decode tok/s (same dequantized weights, float32); our single-stream decode
 tok/s straight from the engine and through the HTTP server; aggregate decode tok/s of 8 concurrent streams
 through the HTTP server; time to first token for a 500-token prompt; and the ratios against the targets
-(single >= 2x transformers, 8 streams >= 3x our single stream). Decode rates exclude the prompt: they time
-the tokens after the first one.
+(single >= 2x transformers, 8 streams >= 3x our single stream).
+
+Each measured part runs in a process of its own, one after the other, so torch thread pools and allocator
+state don't carry from one into the next: transformers and our engine each in a subprocess of this script;
+the HTTP server as `lamina run` in a subprocess, with the OpenAI client in this process (no torch here).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
-import threading
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 DEFAULT_GGUF = os.environ.get("LAMINA_TEST_SMOLLM2", "/work/models-dev/SmolLM2-135M-Instruct.Q4_1.gguf")
 QUESTION = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 DECODE_TOKENS = 128
+STREAMS = 8
+METHODOLOGY = f"""\
+methodology: decode-only rates; every figure greedy (temperature 0) with end-of-turn tokens biased away, so each
+  run decodes exactly its token budget; the prompt (chat template + {QUESTION!r}) is not timed.
+  transformers: float32 LlamaForCausalLM on our loader's dequantized weights, generate(); decode tok/s =
+  {DECODE_TOKENS} / (time of {DECODE_TOKENS + 1} new tokens - time of 1 new token), best of 2 for the 1-token run.
+  engine: Engine.submit() in-process, {DECODE_TOKENS + 1} tokens; rate = tokens after the first / time from the
+  first to the last token (second of two runs).
+  HTTP: `lamina run` in its own process, AsyncOpenAI streaming client in the bench process; single stream = the
+  engine rule on the SSE arrival times of {DECODE_TOKENS} tokens; {STREAMS} streams (each its own question
+  suffix) started together: sum of tokens after each stream's first / (last token of any - first token of any).
+  Each part runs in its own process, one after the other."""
 
 
 def chat_prompt_ids(tokenizer) -> list[int]:
@@ -101,16 +122,15 @@ def bench_engine_single(gguf: Path, dtype: str, quantize: str, threads: int) -> 
         served.engine.close()
 
 
-async def stream_once(client, model: str, messages, max_tokens: int, seed: int, bias: dict[str, float]) -> dict:
+async def stream_once(client, model: str, question: str, max_tokens: int, bias: dict[str, float]) -> dict:
     start = time.perf_counter()
     stamps: list[float] = []
     tokens = 0
     stream = await client.chat.completions.create(
         model=model,
-        messages=messages,
+        messages=[{"role": "user", "content": question}],
         max_tokens=max_tokens,
-        temperature=0.8,
-        seed=seed,
+        temperature=0,
         stream=True,
         stream_options={"include_usage": True},
         logit_bias=bias,
@@ -123,65 +143,101 @@ async def stream_once(client, model: str, messages, max_tokens: int, seed: int, 
     return {"start": start, "first": stamps[0], "last": stamps[-1], "tokens": tokens}
 
 
-def stop_token_ids(gguf: Path) -> set[int]:
+def stop_token_ids(gguf: Path) -> list[int]:
     from lamina_inference_torch.tokenizer import load_tokenizer
     from lamina_inference_torch.weights import read_gguf_metadata
 
-    return load_tokenizer(gguf, read_gguf_metadata(gguf)).stop_token_ids
+    return sorted(load_tokenizer(gguf, read_gguf_metadata(gguf)).stop_token_ids)
 
 
-async def bench_http(gguf: Path, dtype: str, quantize: str, threads: int) -> dict[str, float]:
-    from lamina.testing import serve
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(run_yaml: Path, port: int, log_path: Path) -> subprocess.Popen:
+    """`lamina run` in a process of its own; returns once /v1/health answers."""
+    command = [sys.executable, "-c", "from lamina.cli import main; main()", "run", str(run_yaml), "--port", str(port)]
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.2)
+    stop_server(server)
+    raise RuntimeError(f"the server did not become healthy in 300 s:\n{log_path.read_text()[-3000:]}")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+async def bench_http(gguf: Path, dtype: str, quantize: str, threads: int, stops: list[int]) -> dict[str, float]:
     from openai import AsyncOpenAI
 
-    config = {
-        "providers": {
-            "inference": [
-                {
-                    "id": "torch",
-                    "type": "inline::torch",
-                    "config": {"models": [str(gguf)], "dtype": dtype, "quantize": quantize, "threads": threads},
-                }
-            ]
+    torch_config = {"models": [str(gguf)], "dtype": dtype, "quantize": quantize, "threads": threads}
+    with tempfile.TemporaryDirectory(prefix="lamina-bench-") as scratch:
+        run_yaml = Path(scratch) / "run.yaml"
+        run_config = {
+            "version": 1,
+            "distro": "bench",
+            "storage": {"dir": str(Path(scratch) / "data")},
+            "providers": {"inference": [{"id": "torch", "type": "inline::torch", "config": torch_config}]},
         }
-    }
-    async with serve(config) as base_url:
-        client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=600)
-        model = (await client.models.list()).data[0].id
-        messages = [{"role": "user", "content": QUESTION}]
-        # End-of-turn tokens biased away: every stream decodes max_tokens, so all 8 run for the whole span.
-        bias = dict.fromkeys((str(i) for i in stop_token_ids(gguf)), -100.0)
-        await stream_once(client, model, messages, 8, 0, bias)  # warm-up
-        single = await stream_once(client, model, messages, DECODE_TOKENS, 1, bias)
-        single_rate = (single["tokens"] - 1) / (single["last"] - single["first"])
-        runs = await asyncio.gather(
-            *(stream_once(client, model, messages, DECODE_TOKENS, 10 + i, bias) for i in range(8))
+        run_yaml.write_text(json.dumps(run_config))  # JSON is YAML
+        port = free_port()
+        server = start_server(run_yaml, port, Path(scratch) / "server.log")
+        try:
+            return await _http_runs(AsyncOpenAI, f"http://127.0.0.1:{port}/v1", stops)
+        finally:
+            stop_server(server)
+
+
+async def _http_runs(client_class, base_url: str, stops: list[int]) -> dict[str, float]:
+    client = client_class(base_url=base_url, api_key="unused", max_retries=0, timeout=600)
+    model = (await client.models.list()).data[0].id
+    # End-of-turn tokens biased away: every stream decodes max_tokens, so all of them run for the whole span.
+    bias = dict.fromkeys((str(i) for i in stops), -100.0)
+    await stream_once(client, model, QUESTION, 8, bias)  # warm-up
+    single = await stream_once(client, model, QUESTION, DECODE_TOKENS, bias)
+    single_rate = (single["tokens"] - 1) / (single["last"] - single["first"])
+    questions = [f"{QUESTION} Story number {i + 1}." for i in range(STREAMS)]
+    runs = await asyncio.gather(*(stream_once(client, model, q, DECODE_TOKENS, bias) for q in questions))
+    span = max(r["last"] for r in runs) - min(r["first"] for r in runs)
+    aggregate = sum(r["tokens"] - 1 for r in runs) / span
+    wall = sum(r["tokens"] for r in runs) / (max(r["last"] for r in runs) - min(r["start"] for r in runs))
+    long_text = " ".join(["The lighthouse stood on the rocky shore, its lamp turning through the night."] * 40)
+    words = long_text.split()
+    ttfts, prompt_tokens = [], 0
+    for _ in range(2):
+        start = time.perf_counter()
+        first = None
+        stream = await client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": " ".join(words[:430]) + "\nSummarize."}],
+            max_tokens=4,
+            stream=True,
+            stream_options={"include_usage": True},
         )
-        # Aggregate: every token after each stream's first, over the span when all 8 were decoding or finishing.
-        span = max(r["last"] for r in runs) - min(r["first"] for r in runs)
-        aggregate = sum(r["tokens"] - 1 for r in runs) / span
-        wall = sum(r["tokens"] for r in runs) / (max(r["last"] for r in runs) - min(r["start"] for r in runs))
-        long_text = " ".join(["The lighthouse stood on the rocky shore, its lamp turning through the night."] * 40)
-        ids_words = long_text.split()
-        # Trim to about 500 prompt tokens as the model counts them (the usage of a 1-token answer says).
-        ttfts, prompt_tokens = [], 0
-        for _ in range(2):
-            start = time.perf_counter()
-            first = None
-            stream = await client.chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": " ".join(ids_words[:430]) + "\nSummarize."}],
-                max_tokens=4,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            async for chunk in stream:
-                if first is None and chunk.choices and chunk.choices[0].delta.content:
-                    first = time.perf_counter() - start
-                if chunk.usage:
-                    prompt_tokens = chunk.usage.prompt_tokens
-            ttfts.append(first)
-        await client.close()
+        async for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - start
+            if chunk.usage:
+                prompt_tokens = chunk.usage.prompt_tokens
+        ttfts.append(first)
+    await client.close()
     return {
         "single": single_rate,
         "aggregate8": aggregate,
@@ -191,32 +247,46 @@ async def bench_http(gguf: Path, dtype: str, quantize: str, threads: int) -> dic
     }
 
 
+def run_part(part: str, args: argparse.Namespace) -> float | list[int]:
+    """Run one measured part in a fresh interpreter; its result comes back as the last line of its stdout."""
+    command = [sys.executable, __file__, "--part", part, "--gguf", str(args.gguf), "--dtype", args.dtype]
+    command += ["--quantize", args.quantize, "--threads", str(args.threads)]
+    done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+PARTS = {
+    "transformers": lambda a: bench_transformers(a.gguf, a.threads),
+    "engine": lambda a: bench_engine_single(a.gguf, a.dtype, a.quantize, a.threads),
+    "stop-tokens": lambda a: stop_token_ids(a.gguf),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gguf", type=Path, default=Path(DEFAULT_GGUF))
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--quantize", default="int8", choices=["none", "int8"])
+    parser.add_argument("--quantize", default="int8", choices=["none", "int8", "int4"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)  # internal: one measured part
     args = parser.parse_args()
+    if args.part:
+        print(json.dumps(PARTS[args.part](args)))
+        return
     print(f"model {args.gguf.name}; ours: dtype={args.dtype} quantize={args.quantize}; threads={args.threads}")
+    print(METHODOLOGY)
 
-    reference = None
-    if not args.skip_transformers:
-        # On a thread that then exits: a live thread holding an OpenMP team would slow our engine thread down.
-        result: list[float] = []
-        worker = threading.Thread(target=lambda: result.append(bench_transformers(args.gguf, args.threads)))
-        worker.start()
-        worker.join()
-        reference = result[0]
+    reference = None if args.skip_transformers else run_part("transformers", args)
     if reference is not None:
         print(f"transformers generate (float32, greedy), single stream decode: {reference:7.1f} tok/s")
-    engine_rate = bench_engine_single(args.gguf, args.dtype, args.quantize, args.threads)
+    engine_rate = run_part("engine", args)
     print(f"inline::torch engine, single stream decode:                     {engine_rate:7.1f} tok/s")
-    http = asyncio.run(bench_http(args.gguf, args.dtype, args.quantize, args.threads))
+    stops = run_part("stop-tokens", args)
+    http = asyncio.run(bench_http(args.gguf, args.dtype, args.quantize, args.threads, stops))
     print(f"inline::torch HTTP, single stream decode:                       {http['single']:7.1f} tok/s")
     print(
-        f"inline::torch HTTP, 8 concurrent streams, aggregate decode:     {http['aggregate8']:7.1f} tok/s "
+        f"inline::torch HTTP, {STREAMS} concurrent streams, aggregate decode:     {http['aggregate8']:7.1f} tok/s "
         f"({http['aggregate8_wall']:.1f} tok/s counting prefill and queueing)"
     )
     print(
@@ -231,7 +301,9 @@ def main() -> None:
         ratio = engine_rate / reference
         print(f"ratio single stream (engine) / transformers: {ratio:.2f}x")
     ratio = http["aggregate8"] / http["single"]
-    print(f"ratio 8-stream aggregate / single stream: {ratio:.2f}x (target >= 3x) {'OK' if ratio >= 3 else 'MISSED'}")
+    print(
+        f"ratio {STREAMS}-stream aggregate / single stream: {ratio:.2f}x (target >= 3x) {'OK' if ratio >= 3 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from lamina_inference_torch.weights import ModelConfig
 
-# Above this many rows a matmul is compute-bound: int8 weights are expanded rather than using the
-# weight-only kernel, which is built for skinny (decode) activations.
+# Above this many rows a matmul is compute-bound: quantized weights are expanded (or their float16 copy used)
+# rather than using the weight-only kernel, which is built for skinny (decode) activations.
 _INT8_KERNEL_MAX_ROWS = 16
 
 
@@ -30,43 +30,103 @@ class DenseLinear:
 
 
 class Int8Linear:
-    """Weight-only int8, symmetric per output channel; activations go through bfloat16 for the CPU kernel."""
+    """Weight-only int8, symmetric per output channel; activations go through bfloat16 for the CPU kernel.
 
-    def __init__(self, weight: torch.Tensor, dtype: torch.dtype) -> None:
+    With `fp16_copy`, also keeps the weights as float16 packed for fbgemm's fp16 GEMM, which reads each weight
+    once for all rows: the int8 kernel's cost grows about linearly past 4 rows, so bigger decode batches
+    (and prefill) are faster on the float16 copy, and closer to float32 as well.
+    """
+
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, fp16_copy: bool = False) -> None:
         weight = weight.float()
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
         self.qweight = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
         self.scale = scale.to(torch.bfloat16)
         self.dtype = dtype
         self.in_features = weight.shape[1]
+        self.packed_fp16 = torch.ops.quantized.linear_prepack_fp16(weight.contiguous(), None) if fp16_copy else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
-        if rows.shape[0] > _INT8_KERNEL_MAX_ROWS:
+        if self.packed_fp16 is not None and rows.shape[0] > _INT8_KERNEL_MAX_ROWS:
+            out = torch.ops.quantized.linear_dynamic_fp16(rows.float(), self.packed_fp16).to(self.dtype)
+        elif rows.shape[0] > _INT8_KERNEL_MAX_ROWS:
             out = F.linear(rows, self.qweight.to(self.dtype) * self.scale.to(self.dtype)[:, None])
         else:
             out = torch.ops.aten._weight_int8pack_mm(rows.to(torch.bfloat16), self.qweight, self.scale).to(self.dtype)
         return out.view(*x.shape[:-1], -1)
 
 
-Linear = DenseLinear | Int8Linear
-QUANTIZERS = {"none": DenseLinear, "int8": Int8Linear}
+class Int4Linear:
+    """Weight-only int4 in groups of 32 inputs with a scale and an offset each (the CPU int4pack kernel).
+
+    A GGUF Q4_1 tensor (32-weight blocks, `d * q + m`) fits this form exactly, up to bfloat16 rounding of `d` and
+    `m`: on such files it reads half the bytes of per-channel int8 and is closer to the file's weights. A float16
+    copy (fbgemm) serves prefill and decode batches above the row threshold, as for int8.
+    """
+
+    GROUP = 32
+
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype) -> None:
+        weight = weight.float()
+        out_features, in_features = weight.shape
+        groups = weight.reshape(out_features, in_features // self.GROUP, self.GROUP)
+        low = groups.amin(-1)
+        step = ((groups.amax(-1) - low) / 15).clamp(min=1e-12)
+        levels = torch.round((groups - low[..., None]) / step[..., None]).clamp(0, 15)
+        levels = levels.reshape(out_features, in_features).to(torch.int32)
+        self.qweight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(levels, 1)
+        # The kernel computes (level - 8) * scale + zero, per group: [in / 32, out, (scale, zero)].
+        self.scale = torch.stack([step, low + 8 * step], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
+        self.packed_fp16 = torch.ops.quantized.linear_prepack_fp16(weight.contiguous(), None)
+        self.dtype = dtype
+        self.in_features = in_features
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        if rows.shape[0] > _INT8_KERNEL_MAX_ROWS:
+            out = torch.ops.quantized.linear_dynamic_fp16(rows.float(), self.packed_fp16).to(self.dtype)
+        else:
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), self.qweight, 32, self.scale)
+            out = out.to(self.dtype)
+        return out.view(*x.shape[:-1], -1)
 
 
-def make_linear(weight: torch.Tensor, dtype: torch.dtype, quantize: str) -> Linear:
-    return QUANTIZERS[quantize](weight, dtype)
+Linear = DenseLinear | Int8Linear | Int4Linear
+
+
+def make_linear(weight: torch.Tensor, dtype: torch.dtype, quantize: str, fp16_copy: bool = False) -> Linear:
+    if quantize == "int4" and weight.shape[1] % Int4Linear.GROUP == 0:
+        return Int4Linear(weight, dtype)
+    if quantize in ("int8", "int4"):
+        return Int8Linear(weight, dtype, fp16_copy)
+    if quantize == "none":
+        return DenseLinear(weight, dtype)
+    raise ValueError(f"unknown quantization {quantize!r}")
 
 
 # The decode step is TorchScript: one call runs all layers without returning to Python, so per-op dispatch
 # is cheaper and the GIL is released for the whole step (the asyncio thread serving streams no longer
-# delays the engine between ops). Weights come in as lists; an int8 layer passes its per-channel scale.
+# delays the engine between ops). Weights come in as lists; an int8 layer passes its per-channel scale, an int4
+# layer its per-group (scale, zero) pairs ([in / 32, out, 2]), and `packed` their float16 copies, if any.
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+def _linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    scale: torch.Tensor | None,
+    packed: list[torch.classes.quantized.LinearPackedParamsBase],
+    index: int,
+    fp16_above_rows: int,
+) -> torch.Tensor:
     if scale is None:
         return torch.nn.functional.linear(x, weight)
     rows = x.reshape(-1, x.shape[-1])
-    if rows.shape[0] > 16:
+    if len(packed) > 0 and rows.shape[0] > fp16_above_rows:
+        out = torch.ops.quantized.linear_dynamic_fp16(rows.float(), packed[index]).to(x.dtype)
+    elif scale.dim() == 3:  # int4: per-group (scale, zero) pairs
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), weight, 32, scale).to(x.dtype)
+    elif rows.shape[0] > 16:
         out = torch.nn.functional.linear(rows, weight.to(x.dtype) * scale.to(x.dtype).unsqueeze(1))
     else:
         rows = rows.to(torch.bfloat16)
@@ -86,6 +146,8 @@ def _decode_step(
     norms: list[torch.Tensor],
     weights: list[torch.Tensor],
     scales: list[torch.Tensor | None],
+    packed: list[torch.classes.quantized.LinearPackedParamsBase],
+    fp16_above_rows: int,
     caches: list[torch.Tensor],
     final_norm: torch.Tensor,
     eps: float,
@@ -95,7 +157,8 @@ def _decode_step(
     intermediate: int,
 ) -> torch.Tensor:
     """h: [B, 1, hidden] embeddings of slots 0..B-1; per layer i: norms[2i:2i+2], weights/scales[4i:4i+4]
-    (qkv, o, gate_up, down), caches[2i:2i+2] (k, v); the last weight/scale is the LM head."""
+    (qkv, o, gate_up, down), caches[2i:2i+2] (k, v); the last weight/scale is the LM head. `packed` is empty or
+    holds the float16 copies of the int8 weights, used when a batch has more than `fp16_above_rows` rows."""
     batch = h.shape[0]
     hidden = [h.shape[-1]]
     rows = torch.arange(batch)
@@ -104,7 +167,9 @@ def _decode_step(
     half = head_dim // 2
     for i in range(len(caches) // 2):
         x = torch.rms_norm(h, hidden, norms[2 * i], eps)
-        heads = _linear(x, weights[4 * i], scales[4 * i]).view(batch, 1, qk_heads + n_kv_heads, head_dim)
+        heads = _linear(x, weights[4 * i], scales[4 * i], packed, 4 * i, fp16_above_rows).view(
+            batch, 1, qk_heads + n_kv_heads, head_dim
+        )
         qk = heads[:, :, :qk_heads]
         qk = qk * cos + qk.roll(half, -1) * sin
         cache_k, cache_v = caches[2 * i], caches[2 * i + 1]
@@ -116,13 +181,14 @@ def _decode_step(
         attended = torch.nn.functional.scaled_dot_product_attention(
             grouped, cache_k[:batch, :, :length], cache_v[:batch, :, :length], attn_mask=mask
         )
-        h = h + _linear(attended.reshape(batch, 1, n_heads * head_dim), weights[4 * i + 1], scales[4 * i + 1])
+        attended = attended.reshape(batch, 1, n_heads * head_dim)
+        h = h + _linear(attended, weights[4 * i + 1], scales[4 * i + 1], packed, 4 * i + 1, fp16_above_rows)
         x = torch.rms_norm(h, hidden, norms[2 * i + 1], eps)
-        gate_up = _linear(x, weights[4 * i + 2], scales[4 * i + 2])
+        gate_up = _linear(x, weights[4 * i + 2], scales[4 * i + 2], packed, 4 * i + 2, fp16_above_rows)
         activated = torch.nn.functional.silu(gate_up[..., :intermediate]) * gate_up[..., intermediate:]
-        h = h + _linear(activated, weights[4 * i + 3], scales[4 * i + 3])
+        h = h + _linear(activated, weights[4 * i + 3], scales[4 * i + 3], packed, 4 * i + 3, fp16_above_rows)
     x = torch.rms_norm(h[:, 0], hidden, final_norm, eps)
-    return _linear(x, weights[-1], scales[-1]).float()
+    return _linear(x, weights[-1], scales[-1], packed, len(weights) - 1, fp16_above_rows).float()
 
 
 with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.compile, which needs a compiler
@@ -176,8 +242,14 @@ class Decoder:
         quantize: str = "none",
         max_batch: int = 8,
         context_length: int | None = None,
+        fp16_above_rows: int | None = None,
     ) -> None:
         self.config = config
+        # Quantized only: decode batches of more than this many rows (and prefill) use float16 copies of the weights.
+        if quantize == "int4":  # int4 layers always keep a float16 copy: prefill runs on it
+            fp16_above_rows = _INT8_KERNEL_MAX_ROWS if fp16_above_rows is None else fp16_above_rows
+        self.fp16_above_rows = fp16_above_rows if quantize in ("int8", "int4") else None
+        fp16_copy = self.fp16_above_rows is not None
         self.dtype = dtype
         self.max_batch = max_batch
         self.context_length = min(context_length or config.max_position, config.max_position)
@@ -193,11 +265,11 @@ class Decoder:
             self.layers.append(
                 Layer(
                     attn_norm=weights.pop(p + "input_layernorm.weight").to(dtype),
-                    qkv=make_linear(qkv, dtype, quantize),
-                    o=make_linear(weights.pop(p + "self_attn.o_proj.weight"), dtype, quantize),
+                    qkv=make_linear(qkv, dtype, quantize, fp16_copy),
+                    o=make_linear(weights.pop(p + "self_attn.o_proj.weight"), dtype, quantize, fp16_copy),
                     mlp_norm=weights.pop(p + "post_attention_layernorm.weight").to(dtype),
-                    gate_up=make_linear(gate_up, dtype, quantize),
-                    down=make_linear(weights.pop(p + "mlp.down_proj.weight"), dtype, quantize),
+                    gate_up=make_linear(gate_up, dtype, quantize, fp16_copy),
+                    down=make_linear(weights.pop(p + "mlp.down_proj.weight"), dtype, quantize, fp16_copy),
                     cache_k=torch.zeros(cache_shape, dtype=dtype),
                     cache_v=torch.zeros(cache_shape, dtype=dtype),
                 )
@@ -205,7 +277,9 @@ class Decoder:
         embed = weights.pop("model.embed_tokens.weight")
         self.embed = embed.to(dtype)
         head = weights.pop("lm_head.weight", None)
-        self.lm_head = make_linear(embed if head is None else head, dtype, quantize)
+        # The LM head stays int8 under int4: it is the most sensitive matrix, and GGUFs usually keep it in 8 bits.
+        head_quantize = "int8" if quantize == "int4" else quantize
+        self.lm_head = make_linear(embed if head is None else head, dtype, head_quantize, fp16_copy)
         self.norm = weights.pop("model.norm.weight").to(dtype)
         positions = torch.arange(self.context_length, dtype=torch.float64)
         angles = torch.outer(positions, rope_inverse_frequencies(c))
@@ -270,17 +344,20 @@ class Decoder:
             h = self._block(h, layer, cos, sin, attend)
         return self._head(h[0] if all_logits else h[0, -1])
 
-    def _scripted_parameters(self) -> tuple[list, list, list, list]:
-        norms, weights, scales, caches = [], [], [], []
+    def _scripted_parameters(self) -> tuple[list, list, list, list, list]:
+        norms, weights, scales, packed, caches = [], [], [], [], []
         for layer in [*self.layers, None]:
             linears = [self.lm_head] if layer is None else [layer.qkv, layer.o, layer.gate_up, layer.down]
             for linear in linears:
-                weights.append(linear.qweight if isinstance(linear, Int8Linear) else linear.weight)
-                scales.append(linear.scale if isinstance(linear, Int8Linear) else None)
+                quantized = isinstance(linear, Int8Linear | Int4Linear)
+                weights.append(linear.qweight if quantized else linear.weight)
+                scales.append(linear.scale if quantized else None)
+                if quantized and linear.packed_fp16 is not None:
+                    packed.append(linear.packed_fp16)
             if layer is not None:
                 norms += [layer.attn_norm, layer.mlp_norm]
                 caches += [layer.cache_k, layer.cache_v]
-        return norms, weights, scales, caches
+        return norms, weights, scales, packed, caches
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -292,7 +369,7 @@ class Decoder:
         # Each row sees its own keys 0..position; rows are padded to the longest with masked positions.
         mask = None if batch == 1 else (self.positions[:length][None, :] <= positions[:, None])[:, None, None, :]
         c = self.config
-        norms, weights, scales, caches = self._scripted
+        norms, weights, scales, packed, caches = self._scripted
         # Plain interpretation: the profiling executor would re-specialize on every new cache length.
         with torch.jit.optimized_execution(False):
             return _scripted_decode(
@@ -305,6 +382,8 @@ class Decoder:
                 norms,
                 weights,
                 scales,
+                packed,
+                -1 if self.fp16_above_rows is None else self.fp16_above_rows,
                 caches,
                 self.norm,
                 c.rms_eps,

@@ -63,6 +63,7 @@ def load_served_model(path: Path, config: TorchConfig) -> ServedModel:
             quantize=config.quantize,
             max_batch=config.max_batch,
             context_length=config.context_length,
+            fp16_above_rows=config.fp16_above_rows,
         )
 
     threads = config.threads or os.cpu_count() or 1
@@ -76,13 +77,8 @@ def load_served_model(path: Path, config: TorchConfig) -> ServedModel:
 
 
 async def resolve_model_path(name_or_path: str) -> Path:
-    try:
-        from lamina.pulls import ensure_model
-    except ImportError:  # integration point: core's model puller; until it exists, entries must be paths
-        path = Path(name_or_path).expanduser()
-        if not path.exists():
-            raise ValueError(f"model {name_or_path!r}: no such file or folder") from None
-        return path
+    from lamina.pulls import ensure_model
+
     return await ensure_model(name_or_path)
 
 
@@ -100,12 +96,13 @@ async def create_provider(config: TorchConfig, deps: Deps | None = None) -> Torc
         for served in models.values():
             served.engine.close()
         raise
-    return TorchProvider(models)
+    return TorchProvider(models, config)
 
 
 class TorchProvider:
-    def __init__(self, models: dict[str, ServedModel]) -> None:
+    def __init__(self, models: dict[str, ServedModel], config: TorchConfig) -> None:
         self.models = models
+        self.config = config
 
     async def list_models(self) -> list[ModelInfo]:
         return [
@@ -129,7 +126,7 @@ class TorchProvider:
 
     async def chat_completion(self, request: ChatCompletionRequest) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
         served = self._served(request.model)
-        params = sampling_params(request, request.top_logprobs or 0 if request.logprobs else None)
+        params = sampling_params(request, request.top_logprobs or 0 if request.logprobs else None, self.config)
         tools = [t.model_dump(exclude_none=True) for t in request.tools or []]
         use_tools = bool(tools) and request.tool_choice != "none"
         try:
@@ -209,7 +206,7 @@ class TorchProvider:
         served = self._served(request.model)
         if request.suffix:
             raise bad_request("suffix (fill-in-the-middle) is not supported by inline::torch", param="suffix")
-        params = sampling_params(request, request.logprobs)
+        params = sampling_params(request, request.logprobs, self.config)
         prompts = completion_prompts(request.prompt, served.tokenizer)
         runs = Runs(served, prompts, request.n or 1, params, request.max_tokens or 16, request.stop)
         echoes = [served.tokenizer.decode(p) if request.echo else "" for p in prompts]
@@ -383,7 +380,9 @@ class _EventStream:
 # Request translation
 
 
-def sampling_params(request: ChatCompletionRequest | CompletionRequest, top_logprobs: int | None) -> SamplingParams:
+def sampling_params(
+    request: ChatCompletionRequest | CompletionRequest, top_logprobs: int | None, config: TorchConfig
+) -> SamplingParams:
     """OpenAI's sampling fields plus the common extensions top_k, min_p and repetition_penalty."""
     extra = request.model_extra or {}
     top_k = extra.get("top_k", 0)
@@ -405,8 +404,8 @@ def sampling_params(request: ChatCompletionRequest | CompletionRequest, top_logp
             raise bad_request(f"logit_bias keys must be token ids, got {key!r}", param="logit_bias")
         bias[int(key)] = max(-100.0, min(100.0, float(value)))
     return SamplingParams(
-        temperature=1.0 if request.temperature is None else request.temperature,
-        top_p=1.0 if request.top_p is None else request.top_p,
+        temperature=config.default_temperature if request.temperature is None else request.temperature,
+        top_p=config.default_top_p if request.top_p is None else request.top_p,
         top_k=top_k,
         min_p=float(min_p),
         repetition_penalty=float(repetition_penalty),

@@ -1,4 +1,4 @@
-"""The provider object on the tiny random model: response shapes, errors, cancellation, int8 weights."""
+"""The provider object on the tiny random model: response shapes, errors, cancellation, quantized weights."""
 
 from __future__ import annotations
 
@@ -83,22 +83,63 @@ async def test_abandoned_stream_frees_its_slot(provider):
     assert not any(engine._slots)
 
 
-def test_int8_weights_stay_close_to_float32(tiny):
+@pytest.mark.parametrize(
+    ("quantize", "fp16_above_rows"),
+    [("int8", None), ("int8", 0), ("int4", None), ("int4", 0)],
+    ids=["int8", "int8-fp16-copy", "int4", "int4-fp16-copy"],
+)
+def test_quantized_weights_stay_close_to_float32(tiny, quantize, fp16_above_rows):
     ids = list(range(5, 40))
-    exact_decoder = Decoder(**_decoder_args(tiny))
-    int8_decoder = Decoder(**_decoder_args(tiny), quantize="int8")
+    # int4 is meant for weights that already are 4-bit in groups of 32 (GGUF Q4_0/Q4_1): give it such weights.
+    prepare = _as_q4_1 if quantize == "int4" else dict
+    exact_decoder = Decoder(**_decoder_args(tiny, prepare))
+    quantized = Decoder(**_decoder_args(tiny, prepare), quantize=quantize, fp16_above_rows=fp16_above_rows)
     exact = exact_decoder.prefill(0, ids, all_logits=True)
-    # Prefill expands the int8 weights; decode goes through the weight-only int8 kernel: check both paths.
-    int8 = int8_decoder.prefill(0, ids[:-1], all_logits=True)
-    last = int8_decoder.decode(torch.tensor([ids[-1]]), torch.tensor([len(ids) - 1]))
-    int8 = torch.cat([int8, last])
-    kl = torch.nn.functional.kl_div(int8.log_softmax(-1), exact.log_softmax(-1), log_target=True, reduction="none")
+    # Prefill expands the int8 weights (or runs on the float16 copy); decode goes through the weight-only kernel,
+    # or through the float16 copy when the batch has more rows than fp16_above_rows (0: always): check both paths.
+    logits = [quantized.prefill(0, ids[:-6], all_logits=True)]
+    for position in range(len(ids) - 6, len(ids)):
+        logits.append(quantized.decode(torch.tensor([ids[position]]), torch.tensor([position])))
+    logits = torch.cat(logits)
+    kl = torch.nn.functional.kl_div(logits.log_softmax(-1), exact.log_softmax(-1), log_target=True, reduction="none")
     assert kl.sum(-1).max() < 0.02
+    # The float16 copy is only as far from float32 as float16 rounding: much closer than int8.
+    if fp16_above_rows == 0:
+        assert kl.sum(-1).max() < 1e-4
 
 
-def _decoder_args(tiny) -> dict:
+def test_fp16_copy_serves_batches_above_the_threshold(tiny):
+    """Rows past the threshold take the float16 path, which must agree with the int8 path on the same prompts."""
+    decoder = Decoder(**{**_decoder_args(tiny), "max_batch": 4}, quantize="int8", fp16_above_rows=2)
+    ids = list(range(5, 20))
+    for slot in range(4):
+        decoder.prefill(slot, ids[:-1])
+    tokens, positions = torch.tensor([ids[-1]] * 4), torch.tensor([len(ids) - 1] * 4)
+    four_rows = decoder.decode(tokens, positions)  # 4 > 2 rows: float16 copy
+    two_rows = decoder.decode(tokens[:2], positions[:2])  # int8 kernel
+    assert not torch.equal(four_rows[:2], two_rows)  # really two different paths
+    kl = torch.nn.functional.kl_div(
+        four_rows[:2].log_softmax(-1), two_rows.log_softmax(-1), log_target=True, reduction="none"
+    )
+    assert kl.sum(-1).max() < 0.02
+    assert torch.equal(four_rows[0], four_rows[3])  # rows stay independent
+
+
+def _decoder_args(tiny, prepare=dict) -> dict:
     loaded = load_model(tiny.hf_folder)
-    return {"config": loaded.config, "weights": loaded.weights, "context_length": 64, "max_batch": 1}
+    return {"config": loaded.config, "weights": prepare(loaded.weights), "context_length": 64, "max_batch": 1}
+
+
+def _as_q4_1(weights: dict) -> dict:
+    """The block weights rounded as GGUF Q4_1 does: 16 levels between each 32-weight group's min and max."""
+    rounded = dict(weights)
+    for name, weight in weights.items():
+        if name.endswith("_proj.weight"):
+            groups = weight.float().reshape(weight.shape[0], -1, 32)
+            low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+            step = (high - low) / 15
+            rounded[name] = (torch.round((groups - low) / step) * step + low).reshape(weight.shape)
+    return rounded
 
 
 class CannedEngine:
@@ -138,7 +179,7 @@ async def test_tool_calls_streamed_and_not(tiny, output):
     from lamina_inference_torch.tokenizer import load_tokenizer
 
     served = ServedModel(MODEL, tiny.hf_folder, load_tokenizer(tiny.hf_folder, None), CannedEngine(output))
-    provider = TorchProvider({MODEL: served})
+    provider = TorchProvider({MODEL: served}, TorchConfig(models=[MODEL]))
     answer = await provider.chat_completion(chat(tools=TOOLS))
     choice = answer["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
@@ -157,7 +198,12 @@ async def test_plain_text_with_tools_offered_streams_as_text(tiny):
 
     text = "It is sunny in Paris."
     served = ServedModel(MODEL, tiny.hf_folder, load_tokenizer(tiny.hf_folder, None), CannedEngine(text))
-    chunks = [c async for c in await TorchProvider({MODEL: served}).chat_completion(chat(tools=TOOLS, stream=True))]
+    chunks = [
+        c
+        async for c in await TorchProvider({MODEL: served}, TorchConfig(models=[MODEL])).chat_completion(
+            chat(tools=TOOLS, stream=True)
+        )
+    ]
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == text
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
