@@ -34,7 +34,6 @@ class _Strict(BaseModel):
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8321, ge=0, le=65535)
-    workers: int = Field(1, ge=1)
     access_log: bool = False
 
 
