@@ -78,12 +78,27 @@ def smoke(session: nox.Session) -> None:
     session.install("build")
     for package in ["core", *PLUGINS, *DISTROS]:
         session.run("python", "-m", "build", "--wheel", "--outdir", str(wheels), package, silent=True)
-    session.install("--find-links", str(wheels), "lamina-distro-starter")
+    # By file path: other projects publish packages named lamina-* on PyPI, and a name plus --find-links
+    # lets pip pick theirs.
+    session.install(*_first_party_wheels(wheels, ROOT / "distros" / "starter"))
     installed = session.run("python", "-m", "pip", "list", "--format=freeze", silent=True)
     heavy = [line for line in str(installed).lower().splitlines() if line.split("==")[0] in {"torch", "numpy"}]
     if heavy:
         session.error(f"installing lamina-distro-starter pulled in heavy packages: {heavy}")
     _smoke_run(session)
+
+
+def _first_party_wheels(wheels: Path, package: Path) -> list[str]:
+    """The wheels of a package and of the first-party packages it depends on, found by name."""
+    project = nox.project.load_toml(package / "pyproject.toml")["project"]
+    names = [project["name"]] + [d.split("=")[0].strip() for d in project["dependencies"] if d.startswith("lamina-")]
+    found = []
+    for name in names:
+        matches = sorted(wheels.glob(name.replace("-", "_") + "-*.whl"))
+        if not matches:
+            raise RuntimeError(f"no wheel of {name} in {wheels}")
+        found.append(str(matches[-1]))
+    return found
 
 
 def _free_port() -> int:
