@@ -46,7 +46,7 @@ async def main() -> None:
         sys.exit("give a sentence-transformers model folder, or set LAMINA_TEST_MINILM")
 
     import torch
-    from lamina.apis.inference import EmbeddingRequest
+    from lamina.apis.inference.types import EmbeddingRequest
     from lamina_inference_sentence_transformers import SentenceTransformersConfig, create
     from sentence_transformers import SentenceTransformer
 

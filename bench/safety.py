@@ -53,8 +53,8 @@ def rates(texts: list[str], run: Any, rounds: int = 3) -> tuple[float, float]:
 
 
 def bench_rules(count: int) -> float:
-    from lamina.apis.inference import ChatMessage
-    from lamina.apis.safety import Shield
+    from lamina.apis.inference.types import ChatMessage
+    from lamina.apis.safety.types import Shield
     from lamina_safety_rules import RulesConfig
     from lamina_safety_rules.provider import RulesProvider
 

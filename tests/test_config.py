@@ -9,7 +9,7 @@ import pytest
 from lamina import ApiSpec, ProviderSpec, hookimpl
 from lamina.config import REDACTED, ConfigError, load, redact, resolve
 from lamina.plugins import make_plugin_manager
-from lamina.resolver import start_stack
+from lamina.resolver import check, start_stack
 from pydantic import BaseModel
 
 
@@ -109,7 +109,6 @@ def test_missing_file_names_file(tmp_path: Path) -> None:
             "providers.inference.0.confg",
         ),
         ("providers:\n  inference:\n    - id: a\n      type: openai\n", "providers.inference.0.type"),
-        ("models:\n  - id: m\n", "models.0.provider_id"),
     ],
 )
 def test_unknown_or_invalid_key_names_key_and_file(tmp_path: Path, text: str, key: str) -> None:
@@ -118,6 +117,32 @@ def test_unknown_or_invalid_key_names_key_and_file(tmp_path: Path, text: str, ke
         load(path)
     assert str(path) in str(info.value)
     assert f"{key}:" in str(info.value), str(info.value)
+
+
+def test_api_config_errors_name_the_key_and_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "apis:\n  inference:\n    models:\n      - id: m\n")
+    with pytest.raises(ConfigError) as info:
+        check(load(path), make_plugin_manager())
+    assert str(path) in str(info.value) and "apis.inference.models.0.provider_id:" in str(info.value)
+    path = write(tmp_path, "apis:\n  inferense: {}\n")
+    with pytest.raises(ConfigError, match=r"apis\.inferense: unknown API"):
+        check(load(path), make_plugin_manager())
+
+
+def test_pre_apis_keys_move_under_apis_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    text = (
+        "models:\n  - {id: m, provider_id: p}\nshields:\n  - {id: s, provider_id: r}\n"
+        "guardrails:\n  - {shield: s}\nvector_stores:\n  ingestion_concurrency: 2\n"
+    )
+    config = load(write(tmp_path, text))
+    assert config.apis == {
+        "inference": {"models": [{"id": "m", "provider_id": "p"}]},
+        "safety": {"shields": [{"id": "s", "provider_id": "r"}], "guardrails": [{"shield": "s"}]},
+        "vector_io": {"ingestion_concurrency": 2},
+    }
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    for old, new in [("models", "apis.inference.models"), ("guardrails", "apis.safety.guardrails")]:
+        assert f"`{old}:` key is deprecated; move it to `{new}`" in warned
 
 
 def test_duplicate_provider_ids(tmp_path: Path) -> None:
@@ -177,7 +202,7 @@ async def _create(config: NoConfig, deps: Any) -> object:
     return object()
 
 
-async def _router(providers: dict[str, Any], stack: Any) -> object:
+async def _router(config: Any, providers: dict[str, Any], deps: Any) -> object:
     return object()
 
 

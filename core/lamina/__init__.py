@@ -6,7 +6,17 @@ from importlib.metadata import PackageNotFoundError, version
 
 from lamina.errors import LaminaError, UpstreamError, bad_request, not_found
 from lamina.hookspecs import hookimpl
-from lamina.specs import ApiSpec, Deps, DistroSpec, GuardrailSpec, ModelSource, ProviderSpec
+from lamina.specs import (
+    ApiSpec,
+    Deps,
+    DistroSpec,
+    GuardrailSpec,
+    ModelSource,
+    ProviderConfig,
+    ProviderSpec,
+    RouterDeps,
+    StorageBackendSpec,
+)
 
 try:
     __version__ = version("lamina-core")
@@ -20,7 +30,10 @@ __all__ = [
     "GuardrailSpec",
     "LaminaError",
     "ModelSource",
+    "ProviderConfig",
     "ProviderSpec",
+    "RouterDeps",
+    "StorageBackendSpec",
     "UpstreamError",
     "__version__",
     "bad_request",

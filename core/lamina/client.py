@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from lamina.apis.inference import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from lamina.apis.models import RegisterModel
+from lamina.apis.inference.router import InferenceRouter
+from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, RegisterModel
 from lamina.config import RunConfig, load, resolve
 from lamina.errors import validation_error
 from lamina.resolver import Stack, start_stack
@@ -44,7 +44,7 @@ class LibraryClient:
 
     async def __aenter__(self) -> LibraryClient:
         self.stack = await self._exits.enter_async_context(start_stack(self.config))
-        inference = self.stack.apis["inference"]
+        inference = self.stack.api(InferenceRouter)
 
         async def chat(**fields: Any) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
             return await inference.chat_completion(_validate(ChatCompletionRequest, fields))

@@ -8,10 +8,11 @@ ${env.VAR:+value}      `value` when VAR is set and non-empty, else empty; used a
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,6 +22,8 @@ from lamina.paths import home
 PLACEHOLDER = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)(?:(:=|:\+)([^}]*))?\}")
 SECRET_KEY = re.compile(r"(api_?key|token|secret|password|authorization|credential)", re.IGNORECASE)
 REDACTED = "********"
+log = logging.getLogger("lamina")
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(Exception):
@@ -38,46 +41,17 @@ class ServerConfig(_Strict):
 
 
 class StorageConfig(_Strict):
-    dir: str | None = None  # default: $LAMINA_HOME/<distro>
-
-
-class ProviderConfig(_Strict):
-    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
-    type: str = Field(pattern=r"^(inline|remote)::[A-Za-z0-9_.\-]+$")
+    dir: str | None = None  # the data directory; default: $LAMINA_HOME/<distro>
+    type: str = "sqlite"  # a storage backend (`register_storage_backends`) for registries and jobs
     config: dict[str, Any] = {}
 
 
-class ModelConfig(_Strict):
-    id: str
-    provider_id: str
-    provider_model_id: str | None = None
-    model_type: Literal["llm", "embedding"] = "llm"
-    metadata: dict[str, Any] = {}
+class ProviderEntry(_Strict):
+    """One provider of the run config: an id of the user's choosing, a provider type, and its config."""
 
-
-class VectorStoresConfig(_Strict):
-    default_embedding_model: str | None = None  # default: the first embedding model the inference API lists
-    ingestion_concurrency: int = Field(4, ge=1)  # files ingested at once (their embedding calls can merge)
-    embedding_batch_size: int = Field(32, ge=1)  # chunks per embeddings call
-
-
-class ShieldConfig(_Strict):
-    id: str | None = Field(None, pattern=r"^[^\s]+$")  # no id (`${env.X:+id}` with X unset) disables the shield
-    provider_id: str
-    provider_shield_id: str | None = None
-    params: dict[str, Any] = {}
-
-
-class GuardrailConfig(_Strict):
-    """A shield applied to every chat completion of the matching models, on their input, output or both."""
-
-    shield: str | None = None  # no shield (`${env.X:+shield}` with X unset) disables the guardrail
-    apply_to: Literal["input", "output", "both"] = "both"
-    models: list[str] | None = None  # model ids or shell patterns (`openai/gpt-*`); None: every model
-    on_input_violation: Literal["error", "refuse", "redact"] = "error"
-    refusal_message: str = "Sorry, I can't help with that."
-    output_check_chars: int = Field(200, ge=1)  # check streamed output at least this often (and at sentence ends)
-    output_hold_back: bool = True  # hold streamed text until checked; false streams first and cuts later
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    type: str = Field(pattern=r"^(inline|remote)::[A-Za-z0-9_.\-]+$")
+    config: dict[str, Any] = {}
 
 
 class RunConfig(_Strict):
@@ -85,15 +59,41 @@ class RunConfig(_Strict):
     distro: str = "custom"
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
-    providers: dict[str, list[ProviderConfig]] = {}
-    models: list[ModelConfig] = []
-    shields: list[ShieldConfig] = []
-    guardrails: list[GuardrailConfig] = []
-    vector_stores: VectorStoresConfig = VectorStoresConfig()
+    providers: dict[str, list[ProviderEntry]] = {}
+    apis: dict[str, dict[str, Any]] = {}  # API name -> that API's config, validated by the API when it starts
     source: str = Field("<dict>", exclude=True)  # where it was read from, for error messages
 
     def data_dir(self) -> Path:
         return Path(self.storage.dir).expanduser() if self.storage.dir else home() / self.distro
+
+
+# Keys that moved under `apis:`: old run configs keep working, with a warning that says where each now goes.
+MOVED_KEYS = {
+    "models": ("inference", "models"),
+    "shields": ("safety", "shields"),
+    "guardrails": ("safety", "guardrails"),
+    "vector_stores": ("vector_io", None),
+}
+
+
+def migrate(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Move the pre-`apis:` top-level keys to where they now live, warning once per key."""
+    raw = dict(raw)
+    apis = {name: dict(section or {}) for name, section in (raw.get("apis") or {}).items()}
+    for key, (api, subkey) in MOVED_KEYS.items():
+        if key not in raw:
+            continue
+        value = raw.pop(key)
+        section = apis.setdefault(api, {})
+        where = f"apis.{api}.{subkey}" if subkey else f"apis.{api}"
+        log.warning("%s: the top-level `%s:` key is deprecated; move it to `%s`", source, key, where)
+        if subkey:
+            section[subkey] = value
+        elif isinstance(value, dict):
+            section.update(value)
+    if apis:
+        raw["apis"] = apis
+    return raw
 
 
 def substitute(value: Any, where: str, missing: list[str]) -> Any:
@@ -128,7 +128,7 @@ def resolve(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
     """Substitute environment variables, drop disabled providers, and validate."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a run config is a YAML mapping, got {type(raw).__name__}")
-    raw = dict(raw)
+    raw = migrate(raw, source)
     providers: dict[str, list[Any]] = {}
     missing: list[str] = []
     for api, entries in (raw.pop("providers", None) or {}).items():
@@ -176,3 +176,13 @@ def redact(value: Any) -> Any:
     if isinstance(value, list):
         return [redact(item) for item in value]
     return value
+
+
+def validate_section(model: type[M], value: Any, source: str, where: str) -> M:
+    """Validate one section of a run config with its model; a ConfigError names the file and the key."""
+    try:
+        return model.model_validate(value if value is not None else {})
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        key = ".".join([where, *(str(part) for part in first["loc"])])
+        raise ConfigError(f"{source}: {key}: {first['msg']}") from None

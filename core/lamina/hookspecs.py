@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import click
 
     from lamina.resolver import Stack
-    from lamina.specs import ApiSpec, DistroSpec, GuardrailSpec, ModelSource, ProviderSpec
+    from lamina.specs import ApiSpec, DistroSpec, GuardrailSpec, ModelSource, ProviderSpec, StorageBackendSpec
 
 hookspec = pluggy.HookspecMarker("lamina")
 hookimpl = pluggy.HookimplMarker("lamina")
@@ -30,6 +30,11 @@ def register_providers() -> list[ProviderSpec]:
 
 
 @hookspec
+def register_storage_backends() -> list[StorageBackendSpec]:
+    """Storage backends (where registries and jobs are kept), chosen by the run config's `storage.type`."""
+
+
+@hookspec
 def register_distros() -> list[DistroSpec]:
     """Distros this package ships: a name and a run-config template."""
 
@@ -41,7 +46,7 @@ def register_model_sources() -> list[ModelSource]:
 
 @hookspec
 def register_guardrails() -> list[GuardrailSpec]:
-    """Guardrails on chat completions: checks of the input before the provider runs and of the output as it streams."""
+    """Guardrails on text generation: checks of the input before the provider runs and of the output as it streams."""
 
 
 @hookspec

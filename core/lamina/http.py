@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -13,9 +13,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lamina.errors import LaminaError, bad_request, validation_error
+from lamina.providers import ProviderFailed
 
 log = logging.getLogger("lamina")
 Model = TypeVar("Model", bound=BaseModel)
+R = TypeVar("R")
+
+if TYPE_CHECKING:
+    from lamina.resolver import Stack
 
 
 def dumps(obj: Any) -> bytes:
@@ -108,10 +113,11 @@ class EventStream(Response):
                 raise
             pump.uncancel()  # the cancellation was ours: the client left, so the stream simply ends
         except LaminaError as exc:
-            log.warning("stream ended by error: %s", exc.message)
+            if not isinstance(exc, ProviderFailed):  # that one was logged, with its traceback, where it was raised
+                log.warning("stream ended by error: %s", exc.message)
             await self._finish(send, exc)
-        except Exception:
-            log.exception("stream failed")
+        except Exception as exc:
+            log.error("stream failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
             await self._finish(send, LaminaError("internal error while streaming", status=500, type="server_error"))
         finally:
             watcher.cancel()
@@ -132,8 +138,13 @@ async def _close(events: AsyncIterator[Any]) -> None:
         await aclose()
 
 
-def stack_of(request: Request) -> Any:
-    return request.app.state.stack
+def stack_of(request: Request) -> Stack:
+    return request.app.state.stack  # type: ignore[no-any-return]
+
+
+def router_of(request: Request, kind: type[R]) -> R:
+    """The router of type `kind` of the stack this request is served by."""
+    return stack_of(request).api(kind)
 
 
 def route(

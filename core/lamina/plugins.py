@@ -16,11 +16,11 @@ from typing import Any
 import pluggy
 
 from lamina import hookspecs
-from lamina.specs import ApiSpec, DistroSpec, GuardrailSpec, ModelSource, ProviderSpec
+from lamina.specs import ApiSpec, DistroSpec, GuardrailSpec, ModelSource, ProviderSpec, StorageBackendSpec
 
 log = logging.getLogger("lamina.plugins")
 
-DEFAULT_PLUGINS = ("lamina.apis", "lamina.sources")
+DEFAULT_PLUGINS = ("lamina.apis", "lamina.sources", "lamina.storage.sqlite")
 
 
 class PluginError(Exception):
@@ -89,6 +89,10 @@ def provider_specs(pm: pluggy.PluginManager) -> dict[str, ProviderSpec]:
 
 def api_specs(pm: pluggy.PluginManager) -> dict[str, ApiSpec]:
     return _collect(pm, "register_apis", "name")
+
+
+def storage_backends(pm: pluggy.PluginManager) -> dict[str, StorageBackendSpec]:
+    return _collect(pm, "register_storage_backends", "type")
 
 
 def distro_specs(pm: pluggy.PluginManager) -> dict[str, DistroSpec]:

@@ -6,28 +6,53 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
-from pydantic import ValidationError
+from pydantic import BaseModel
 
-from lamina.config import ConfigError, RunConfig
-from lamina.kvstore import KVStore
-from lamina.plugins import api_specs, make_plugin_manager, provider_specs
-from lamina.specs import ApiSpec, Deps, ProviderSpec
+from lamina.config import ConfigError, RunConfig, validate_section
+from lamina.guardrails import GuardrailChain
+from lamina.plugins import api_specs, guardrail_specs, make_plugin_manager, provider_specs, storage_backends
+from lamina.providers import proxy
+from lamina.specs import ApiSpec, Deps, ProviderSpec, RouterDeps, Started
+from lamina.storage import Storage
 
 log = logging.getLogger("lamina")
+R = TypeVar("R")
 
 
 @dataclass
 class Stack:
+    """A started stack: what the server and the library client serve."""
+
     config: RunConfig
     pm: pluggy.PluginManager
-    kvstore: KVStore
+    storage: Storage
     api_specs: dict[str, ApiSpec]
-    provider_specs: dict[str, ProviderSpec]  # provider id -> its spec
+    guardrails: GuardrailChain
+    provider_specs: dict[str, ProviderSpec] = field(default_factory=dict)  # provider id -> its spec
+    provider_configs: dict[str, BaseModel] = field(default_factory=dict)  # provider id -> its validated config
     apis: dict[str, Any] = field(default_factory=dict)  # API name -> router
     providers: dict[str, Any] = field(default_factory=dict)  # provider id -> instance
+    _by_type: dict[type, Any] = field(default_factory=dict, repr=False)
+
+    def api(self, kind: type[R]) -> R:
+        """The router of type `kind` (e.g. `stack.api(InferenceRouter)`); route handlers call this per request."""
+        router = self._by_type.get(kind)
+        if router is None:
+            router = self._by_type[kind] = Started(self.apis).api(kind)
+        return router  # type: ignore[no-any-return]
+
+
+@dataclass
+class Plan:
+    """A run config checked against the installed plugins, before anything starts."""
+
+    order: list[str]  # APIs, each after those it needs
+    api_configs: dict[str, BaseModel]
+    provider_configs: dict[str, BaseModel]  # provider id -> validated config
+    storage_config: BaseModel
 
 
 def plan(config: RunConfig, apis: dict[str, ApiSpec], types: dict[str, ProviderSpec]) -> list[str]:
@@ -84,46 +109,93 @@ def plan(config: RunConfig, apis: dict[str, ApiSpec], types: dict[str, ProviderS
     return order
 
 
-@asynccontextmanager
-async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None) -> AsyncIterator[Stack]:
-    """Start every provider and router; on exit close them in reverse order."""
-    pm = pm or make_plugin_manager()
+def check(config: RunConfig, pm: pluggy.PluginManager) -> Plan:
+    """Validate a run config against the installed plugins (API, provider and storage configs included) without
+    starting anything. Raises ConfigError naming the file and the key."""
     apis, types = api_specs(pm), provider_specs(pm)
     order = plan(config, apis, types)
+    for name in config.apis:
+        if name not in apis:
+            raise ConfigError(f"{config.source}: apis.{name}: unknown API; known: {', '.join(sorted(apis))}")
+    api_configs = {
+        name: validate_section(spec.config, config.apis.get(name), config.source, f"apis.{name}")
+        for name, spec in apis.items()
+    }
+    provider_configs = {
+        entry.id: validate_section(
+            types[entry.type].config, entry.config, config.source, f"providers.{api} '{entry.id}' config"
+        )
+        for api, entries in config.providers.items()
+        for entry in entries
+    }
+    backends = storage_backends(pm)
+    backend = backends.get(config.storage.type)
+    if backend is None:
+        raise ConfigError(
+            f"{config.source}: storage.type: no storage backend '{config.storage.type}' is installed; "
+            f"known: {', '.join(sorted(backends)) or 'none'}"
+        )
+    storage_config = validate_section(backend.config, config.storage.config, config.source, "storage.config")
+    return Plan(order, api_configs, provider_configs, storage_config)
+
+
+@asynccontextmanager
+async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None) -> AsyncIterator[Stack]:
+    """Start storage, then every API's providers and router in dependency order, then the guardrails; on exit
+    close everything in reverse order."""
+    pm = pm or make_plugin_manager()
+    checked = check(config, pm)
+    apis, types = api_specs(pm), provider_specs(pm)
     data_dir = config.data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as exits:
-        kvstore = await KVStore.open(data_dir / "kvstore.db")
-        exits.push_async_callback(kvstore.close)
-        stack = Stack(config, pm, kvstore, apis, {})
-        for api in order:
+        storage = await storage_backends(pm)[config.storage.type].create(checked.storage_config, data_dir)
+        exits.push_async_callback(storage.close)
+        stack = Stack(config, pm, storage, apis, GuardrailChain())
+        for api in checked.order:
             providers: dict[str, Any] = {}
             for entry in config.providers.get(api, []):
                 spec = types[entry.type]
-                try:
-                    provider_config = spec.config.model_validate(entry.config)
-                except ValidationError as exc:
-                    first = exc.errors()[0]
-                    key = ".".join(str(part) for part in first["loc"])
-                    raise ConfigError(
-                        f"{config.source}: providers.{api} '{entry.id}' config.{key}: {first['msg']}"
-                    ) from None
                 wanted = {*spec.needs, *spec.optional_needs}
                 deps = Deps(
-                    provider_id=entry.id,
                     apis={name: router for name, router in stack.apis.items() if name in wanted},
+                    provider_id=entry.id,
                     data_dir=data_dir / entry.id,
-                    kvstore=kvstore,
+                    storage=storage,
                 )
                 deps.data_dir.mkdir(parents=True, exist_ok=True)
                 log.info("starting provider %s (%s)", entry.id, entry.type)
-                provider = await spec.create(provider_config, deps)
+                provider = await spec.create(checked.provider_configs[entry.id], deps)
                 _push_close(exits, provider)
-                providers[entry.id] = provider
+                providers[entry.id] = proxy(provider, entry.id, spec)
                 stack.providers[entry.id] = provider
                 stack.provider_specs[entry.id] = spec
-            router = await apis[api].router(providers, stack)
+                stack.provider_configs[entry.id] = checked.provider_configs[entry.id]
+            router_deps = RouterDeps(
+                apis={name: stack.apis[name] for name in apis[api].needs},
+                api_name=api,
+                source=config.source,
+                data_dir=data_dir,
+                storage=storage,
+                guardrails=stack.guardrails,
+            )
+            router = await apis[api].router(checked.api_configs[api], providers, router_deps)
             _push_close(exits, router)
             stack.apis[api] = router
+        # Guardrails judge text with other APIs (a shield through safety, Llama Guard through inference), so they
+        # are made once every API has started, and installed on the chain the text-generating routers hold.
+        final = RouterDeps(
+            apis=dict(stack.apis),
+            api_name="",
+            source=config.source,
+            data_dir=data_dir,
+            storage=storage,
+            guardrails=stack.guardrails,
+        )
+        for guardrail_spec in guardrail_specs(pm).values():
+            stack.guardrails.install(await guardrail_spec.create(final) or [])
+        if stack.guardrails.guardrails:
+            log.info("guardrails on text generation: %s", ", ".join(g.name for g in stack.guardrails.guardrails))
         yield stack
 
 

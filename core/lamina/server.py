@@ -35,14 +35,14 @@ async def version(request: Request) -> Response:
 
 def describe_provider(stack: Stack, provider_id: str) -> dict[str, Any]:
     spec = stack.provider_specs[provider_id]
-    entry = next(p for entries in stack.config.providers.values() for p in entries if p.id == provider_id)
     return {
         "provider_id": provider_id,
         "api": spec.api,
         "provider_type": spec.type,
         "package": spec.package,
         "version": spec.version,
-        "config": redact(entry.config),
+        # The validated config, defaults included, as the provider runs with it; secrets masked.
+        "config": redact(stack.provider_configs[provider_id].model_dump(mode="json")),
     }
 
 
@@ -84,8 +84,44 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    # Logged by `catch_unexpected`, which sees the exception Starlette re-raises after this answer.
     return error_response(LaminaError("internal server error", status=500, type="server_error"))
+
+
+def catch_unexpected(app: Any) -> Any:
+    """Log an exception nothing else handled once, and keep it from the server.
+
+    Starlette answers it (through `unexpected_error`) and then re-raises it for the server to log, which logged
+    every traceback a second time.
+    """
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await app(scope, receive, tracking_send)
+        except Exception as exc:
+            if scope["type"] != "http":
+                raise
+            log.error(
+                "unhandled error on %s %s: %s: %s",
+                scope["method"],
+                scope["path"],
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+            if not started:
+                await error_response(LaminaError("internal server error", status=500, type="server_error"))(
+                    scope, receive, send
+                )
+
+    return guarded
 
 
 def create_app(stack: Stack) -> Any:
@@ -101,12 +137,16 @@ def create_app(stack: Stack) -> Any:
     for name, spec in stack.api_specs.items():
         owners += [(name, r) for r in spec.routes]
     app = Starlette(
-        routes=[Mount("/v1", routes=[r for _, r in owners])],
+        routes=[
+            Mount("/v1", routes=[r for _, r in owners]),
+            # Llama Stack's clients ask for the same information here.
+            Mount("/v1alpha/admin", routes=meta),
+        ],
         exception_handlers={LaminaError: lamina_error, HTTPException: http_error, Exception: unexpected_error},
     )
     app.state.stack = stack
     app.state.route_owners = owners
-    wrapped: Any = app
+    wrapped: Any = catch_unexpected(app)
     for wrapper in stack.pm.hook.asgi_wrapper(stack=stack):
         if wrapper is not None:
             wrapped = wrapper(wrapped)

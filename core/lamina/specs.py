@@ -1,29 +1,66 @@
-"""The declarations plugins hand to core through the hooks in `lamina.hookspecs`."""
+"""The declarations plugins hand to core through the hooks in `lamina.hookspecs`, and what core hands back."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-    from lamina.kvstore import KVStore
-    from lamina.resolver import Stack
+    from lamina.guardrails import GuardrailChain
+    from lamina.storage import Storage
+
+R = TypeVar("R")
+
+
+class ProviderConfig(BaseModel):
+    """Base of every provider's (and API's, and storage backend's) config: a misspelt key is an error, not a
+    silently ignored setting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoConfig(ProviderConfig):
+    """The config of an API that has no settings."""
 
 
 @dataclass(frozen=True)
-class Deps:
+class Started:
+    """The routers of the APIs started so far, by API name; `api(RouterClass)` finds one by type."""
+
+    apis: Mapping[str, Any]
+
+    def api(self, kind: type[R]) -> R:
+        """The started router that is a `kind`, e.g. `deps.api(InferenceRouter)`. Raises LookupError."""
+        for router in self.apis.values():
+            if isinstance(router, kind):
+                return router
+        raise LookupError(f"no started API has a router of type {kind.__name__}; declare the API in `needs`")
+
+
+@dataclass(frozen=True)
+class Deps(Started):
     """What a provider's `create` receives besides its own config."""
 
     provider_id: str
-    apis: Mapping[str, Any]  # API name -> that API's router, for the APIs the provider `needs`
-    data_dir: Path  # a folder of the provider's own, for files and SQLite databases
-    kvstore: KVStore  # the stack's key-value store, shared; namespace keys with the provider id
+    data_dir: Path  # a folder of the provider's own, for files and databases of its own
+    storage: Storage  # the stack's storage, shared; namespace keys by the provider id
+
+
+@dataclass(frozen=True)
+class RouterDeps(Started):
+    """What an API's router factory receives besides its own config and providers."""
+
+    api_name: str
+    source: str  # where the run config came from, for error messages
+    data_dir: Path
+    storage: Storage
+    guardrails: GuardrailChain  # the stack's guardrails, filled once every API has started
 
 
 @dataclass(frozen=True)
@@ -44,18 +81,33 @@ class ProviderSpec:
 
 @dataclass(frozen=True)
 class ApiSpec:
-    """An API: its HTTP routes (mounted under /v1) and the router that dispatches to its providers.
-
-    `router(providers, stack)` builds the object route handlers and other providers call; `providers`
-    maps provider id -> provider instance for every configured provider of this API, and `stack` gives
-    the run config, the key-value store and the routers of the APIs started before.
-    """
+    """An API: its config (the run config's `apis.<name>`), its HTTP routes (mounted under /v1) and the factory of
+    the router that dispatches to its providers: `await router(config, providers, deps)`, where `providers` maps
+    provider id -> provider instance for every configured provider of this API."""
 
     name: str
     routes: list[BaseRoute]
-    router: Callable[[dict[str, Any], Stack], Awaitable[Any]]
+    router: Callable[[Any, dict[str, Any], RouterDeps], Awaitable[Any]]
+    config: type[BaseModel] = NoConfig
     needs: tuple[str, ...] = ()
     description: str = ""
+    package: str = field(default="", compare=False)
+    version: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class StorageBackendSpec:
+    """A storage backend for registries and jobs, chosen by the run config's `storage.type`.
+
+    `create(config, data_dir)` opens it and returns a `lamina.storage.Storage`.
+    """
+
+    type: str
+    config: type[BaseModel]
+    create: Callable[[Any, Path], Awaitable[Storage]]
+    description: str = ""
+    package: str = field(default="", compare=False)
+    version: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -84,15 +136,15 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class GuardrailSpec:
-    """A kind of guardrail on chat completions, installed by the safety API when it starts.
+    """A kind of guardrail on text generation (chat completions, completions), installed when the stack starts.
 
-    `create(stack)` returns the guardrails to install (often none, when the run config asks for none): objects
-    shaped like `lamina.apis.guardrails.Guardrail` (subclass it), which check a request's messages before the
-    provider runs and the answer's text as it is produced.
+    `create(deps)` runs once every API has started (so `deps.api(SafetyRouter)` works) and returns the guardrails
+    to install (often none, when the run config asks for none): `lamina.guardrails.Guardrail` subclasses, which
+    check a request's input before the provider runs and the answer's text as it is produced.
     """
 
     name: str
-    create: Callable[[Stack], Awaitable[list[Any]]]
+    create: Callable[[RouterDeps], Awaitable[list[Any]]]
     description: str = ""
     package: str = field(default="", compare=False)
     version: str = field(default="", compare=False)

@@ -8,7 +8,7 @@ import pytest
 from e2e_helpers import gateway_config
 from fake_openai import CHAT_MODEL, EMBEDDING_MODEL, FakeOpenAI, vector_for
 from lamina import LaminaError
-from lamina.apis.inference import decode_base64
+from lamina.apis.inference.types import decode_base64
 from lamina.client import LibraryClient
 
 MODEL = f"fake/{CHAT_MODEL}"

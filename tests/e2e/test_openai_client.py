@@ -6,7 +6,7 @@ import json
 
 import pytest
 from fake_openai import CHAT_MODEL, EMBEDDING_MODEL, TOOL_ARGUMENTS, FakeOpenAI, vector_for
-from lamina.apis.inference import decode_base64
+from lamina.apis.inference.types import decode_base64
 from openai import AsyncOpenAI, NotFoundError, OpenAI
 
 MODEL = f"fake/{CHAT_MODEL}"

@@ -11,8 +11,8 @@ from typing import Any
 import lamina
 import openai
 import pytest
-from lamina.apis.guardrails import Guardrail, GuardrailChain, GuardrailViolation
-from lamina.apis.inference import ChatCompletionRequest, ChatMessage
+from lamina.apis.inference.types import ChatCompletionRequest, ChatMessage
+from lamina.guardrails import Guardrail, GuardrailChain, GuardrailViolation
 from lamina.testing import serve
 from openai import OpenAI
 
@@ -76,7 +76,7 @@ def run_chain(guardrails: list[Guardrail], chunks: list[dict[str, Any]]) -> list
 
     async def main() -> list[dict[str, Any]]:
         request = ChatCompletionRequest(model="m", messages=[ChatMessage(role="user", content="hi")], stream=True)
-        result = await GuardrailChain(guardrails)(request, call)
+        result = await GuardrailChain(guardrails).chat(request, call)
         return [chunk async for chunk in result]  # type: ignore[union-attr]
 
     return asyncio.run(main())
@@ -139,5 +139,5 @@ def test_redacting_guardrails_each_mask_what_they_find() -> None:
         return {"choices": []}
 
     request = ChatCompletionRequest(model="m", messages=[ChatMessage(role="user", content="apple and cherry")])
-    asyncio.run(GuardrailChain([Masking("apple"), Masking("cherry")])(request, call))
+    asyncio.run(GuardrailChain([Masking("apple"), Masking("cherry")]).chat(request, call))
     assert seen == ["*** and ***"]

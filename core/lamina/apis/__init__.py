@@ -1,4 +1,9 @@
-"""Core's built-in APIs, registered through core's own hook like any plugin's."""
+"""Core's built-in APIs, registered through core's own hook like any plugin's.
+
+Every API is a package of the same shape: `types.py` (wire models and config), `provider.py` (what its
+providers implement), `router.py` (dispatch to providers), `routes.py` (HTTP handlers), and `__init__.py` holding
+its `ApiSpec`.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,13 @@ from lamina.specs import ApiSpec, GuardrailSpec
 
 @hookimpl
 def register_apis() -> list[ApiSpec]:
-    from lamina.apis import files, inference_routes, safety, vector_stores
+    from lamina.apis import files, inference, safety, vector_io
 
-    return [inference_routes.API, files.API, vector_stores.API, safety.API]
+    return [inference.API, files.API, vector_io.API, safety.API]
 
 
 @hookimpl
 def register_guardrails() -> list[GuardrailSpec]:
-    from lamina.apis import guardrails
+    from lamina.apis.safety.guardrails import SHIELD_GUARDRAILS
 
-    return [guardrails.SHIELD_GUARDRAILS]
+    return [SHIELD_GUARDRAILS]

@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import lamina
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 
-class LocalFilesConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LocalFilesConfig(lamina.ProviderConfig):
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1, description="uploads larger than this get a 413")
 
 

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import aiosqlite
-from lamina.apis.files import FileObject, too_large
+from lamina.apis.files.types import FileObject, too_large
 from lamina.errors import not_found
-from lamina.kvstore import connect
+from lamina.storage.sqlite import connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (

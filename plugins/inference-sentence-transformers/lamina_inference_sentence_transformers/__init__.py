@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import lamina
 from lamina.hookspecs import hookimpl
 from lamina.specs import Deps, ProviderSpec
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 
-class SentenceTransformersConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SentenceTransformersConfig(lamina.ProviderConfig):
     models: list[str] = Field(
         min_length=1,
         description="Catalogue names (pulled on first use), pulled model names, `hf:`/`pypi:` references or "

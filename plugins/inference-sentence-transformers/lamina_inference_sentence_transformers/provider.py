@@ -11,13 +11,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from lamina.apis.inference import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-    ModelInfo,
-    embedding_response,
-)
+from lamina.apis.inference.provider import embedding_response
+from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelInfo
 from lamina.errors import LaminaError, bad_request, not_found
 from lamina.pulls import default_name, ensure_model, split_reference
 from sentence_transformers import SentenceTransformer

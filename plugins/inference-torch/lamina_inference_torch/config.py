@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import lamina
+from pydantic import Field
 
 
-class TorchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TorchConfig(lamina.ProviderConfig):
     models: list[str] = Field(
         min_length=1, description="Catalogue names (pulled on first use) or paths to .gguf files / HF model folders"
     )

@@ -14,18 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lamina.apis.inference import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-    ModelInfo,
-    chat_choice,
-    chat_chunk,
-    chat_completion,
-    new_id,
-    text_completion,
-    usage,
-)
+from lamina.apis.inference.provider import chat_choice, chat_chunk, chat_completion, new_id, text_completion, usage
+from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelInfo
 from lamina.errors import bad_request, not_found
 from lamina.specs import Deps
 

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lamina.apis.inference import ChatCompletionRequest, CompletionRequest, EmbeddingRequest  # noqa: E402
+from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest  # noqa: E402
 from lamina.errors import LaminaError  # noqa: E402
 from lamina_inference_torch.config import TorchConfig  # noqa: E402
 from lamina_inference_torch.model import Decoder  # noqa: E402
@@ -122,7 +122,9 @@ def test_fp16_copy_serves_batches_above_the_threshold(tiny):
         four_rows[:2].log_softmax(-1), two_rows.log_softmax(-1), log_target=True, reduction="none"
     )
     assert kl.sum(-1).max() < 0.02
-    assert torch.equal(four_rows[0], four_rows[3])  # rows stay independent
+    # Rows stay independent: the same prompt in another row gets the same logits, up to float16 rounding (the
+    # kernel may take another vector path for another row, so bit equality is not promised).
+    assert torch.allclose(four_rows[0], four_rows[3], rtol=0, atol=2e-2), (four_rows[0] - four_rows[3]).abs().max()
 
 
 def _decoder_args(tiny, prepare=dict) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import lamina
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 PRESETS = {
     "openai": "https://api.openai.com/v1",
@@ -18,9 +18,7 @@ PRESETS = {
 }
 
 
-class OpenAIConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class OpenAIConfig(lamina.ProviderConfig):
     preset: Literal["openai", "vllm", "llamacpp", "ollama", "lmstudio", "together", "groq"] | None = None
     base_url: str | None = Field(None, description="e.g. http://localhost:8000/v1; defaults to the preset's")
     api_key: SecretStr | None = None
@@ -29,7 +27,7 @@ class OpenAIConfig(BaseModel):
     max_retries: int = Field(2, ge=0, description="retries on connection errors, 429 and 5xx before any byte")
     retry_backoff: float = Field(0.5, ge=0, description="first retry delay in seconds; doubles each retry")
     max_connections: int = Field(256, ge=1)
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = Field(default_factory=dict)
     models: list[str] | None = Field(None, description="serve these instead of asking the upstream's /models")
     embedding_models: list[str] = Field([], description="model ids to list as embedding models")
 

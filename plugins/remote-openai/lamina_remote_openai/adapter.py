@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import orjson
 from lamina import LaminaError, UpstreamError
-from lamina.apis.inference import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelInfo
+from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelInfo
 from pydantic import BaseModel
 
 from lamina_remote_openai import OpenAIConfig

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fake_openai import CHAT_MODEL, EMBEDDING_MODEL, FakeOpenAI, vector_for
 from lamina import Deps, LaminaError, UpstreamError
-from lamina.apis.inference import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from lamina.plugins import make_plugin_manager, provider_specs
 from lamina_remote_openai import OpenAIConfig, create
 from pydantic import ValidationError
@@ -24,7 +24,7 @@ async def make_adapter(tmp_path: Path) -> AsyncIterator[Any]:
     made = []
 
     async def make(**config: Any) -> Any:
-        adapter = await create(OpenAIConfig(**config), Deps("up", {}, tmp_path, None))  # type: ignore[arg-type]
+        adapter = await create(OpenAIConfig(**config), Deps(apis={}, provider_id="up", data_dir=tmp_path, storage=None))  # type: ignore[arg-type]
         made.append(adapter)
         return adapter
 

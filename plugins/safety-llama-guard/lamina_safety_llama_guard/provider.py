@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from lamina.apis.inference import ChatCompletionRequest, ChatMessage
-from lamina.apis.safety import Shield, Violation
+from lamina.apis.inference.types import ChatCompletionRequest, ChatMessage
+from lamina.apis.safety.types import Shield, Violation
 from lamina.errors import LaminaError, UpstreamError, bad_request
 
 from lamina_safety_llama_guard import LlamaGuardConfig
@@ -122,7 +122,7 @@ class LlamaGuardProvider:
             stream=False,
         )
         try:
-            answer = await self.inference.chat_completion(request)
+            answer = await self.inference.chat_completion(request, guarded=False)  # a guardrail's own call
             text = answer["choices"][0]["message"]["content"] or ""
         except LaminaError as exc:
             status = exc.status if exc.status in (503, 504) else 502

@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from lamina.apis.inference import ChatCompletionRequest, ChatMessage
-from lamina.apis.safety import Shield
+from lamina.apis.inference.types import ChatCompletionRequest, ChatMessage
+from lamina.apis.safety.types import Shield
 from lamina.errors import UpstreamError, not_found
 from lamina_safety_llama_guard import LlamaGuardConfig
 from lamina_safety_llama_guard.provider import LlamaGuardProvider, VerdictError, build_prompt, parse_verdict
@@ -20,7 +20,9 @@ class FakeInference:
         self.answer = answer
         self.requests: list[ChatCompletionRequest] = []
 
-    async def chat_completion(self, request: ChatCompletionRequest) -> dict[str, Any]:
+    async def chat_completion(self, request: ChatCompletionRequest, *, guarded: bool = True) -> dict[str, Any]:
+        # A guardrail's own call must not be guarded in turn (it would judge itself, forever).
+        assert guarded is False, "Llama Guard must ask its model with guarded=False"
         self.requests.append(request)
         if isinstance(self.answer, Exception):
             raise self.answer

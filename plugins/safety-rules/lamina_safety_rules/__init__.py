@@ -6,12 +6,10 @@ import re
 from typing import Any
 
 import lamina
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 
-class RulesConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RulesConfig(lamina.ProviderConfig):
     categories: list[str] | None = Field(
         None,
         description="check only these categories or families (`pii`, `secret/aws`, `prompt_injection`); default all",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-from lamina.apis.inference import ChatMessage
-from lamina.apis.safety import Shield, Violation
+from lamina.apis.inference.types import ChatMessage
+from lamina.apis.safety.types import Shield, Violation
 from lamina.errors import bad_request
 
 from lamina_safety_rules import RulesConfig

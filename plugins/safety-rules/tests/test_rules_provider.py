@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from lamina.apis.inference import ChatMessage
-from lamina.apis.safety import Shield
+from lamina.apis.inference.types import ChatMessage
+from lamina.apis.safety.types import Shield
 from lamina_safety_rules import RulesConfig
 from lamina_safety_rules.provider import RulesProvider
 from lamina_safety_rules.scanner import Scanner, iban_valid, luhn, redact

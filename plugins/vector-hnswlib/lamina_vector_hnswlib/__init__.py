@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import lamina
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 
-class HnswlibConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class HnswlibConfig(lamina.ProviderConfig):
     M: int = Field(16, ge=2, le=128, description="graph degree: higher is more accurate, bigger and slower to build")
     ef_construction: int = Field(128, ge=8, description="build-time beam width")
     ef_search: int = Field(64, ge=1, description="query-time beam width (raised to k when k is larger)")

@@ -22,9 +22,9 @@ from typing import Any
 import aiosqlite
 import hnswlib
 import numpy as np
-from lamina.apis.vector_stores import Hit
+from lamina.apis.vector_io.provider import Hit
 from lamina.errors import bad_request
-from lamina.kvstore import connect
+from lamina.storage.sqlite import connect
 
 log = logging.getLogger("lamina.vector_hnswlib")
 

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import lamina
-from lamina.apis import inference as oa
-from pydantic import BaseModel
+from lamina.apis.inference import provider as oa
+from lamina.apis.inference import types
 
 
-class EchoConfig(BaseModel):
+class EchoConfig(lamina.ProviderConfig):
     prefix: str = "echo: "
 
 
@@ -19,10 +19,10 @@ class Echo:
     def __init__(self, config: EchoConfig) -> None:
         self.prefix = config.prefix
 
-    async def list_models(self) -> list[oa.ModelInfo]:
-        return [oa.ModelInfo(id="echo-1")]
+    async def list_models(self) -> list[types.ModelInfo]:
+        return [types.ModelInfo(id="echo-1")]
 
-    async def chat_completion(self, request: oa.ChatCompletionRequest) -> dict[str, Any] | AsyncIterator[dict]:
+    async def chat_completion(self, request: types.ChatCompletionRequest) -> dict[str, Any] | AsyncIterator[dict]:
         text = self.prefix + next((m.text for m in reversed(request.messages) if m.role == "user"), "")
         if not request.stream:
             return oa.chat_completion(request.model, [oa.chat_choice(0, text, "stop")], oa.usage(1, len(text.split())))
@@ -35,10 +35,10 @@ class Echo:
             yield oa.chat_chunk(chunk_id, model, created, [{"index": 0, "delta": delta, "finish_reason": None}])
         yield oa.chat_chunk(chunk_id, model, created, [{"index": 0, "delta": {}, "finish_reason": "stop"}])
 
-    async def completion(self, request: oa.CompletionRequest) -> dict[str, Any]:
+    async def completion(self, request: types.CompletionRequest) -> dict[str, Any]:
         raise lamina.bad_request("inline::echo only chats", param="model")
 
-    async def embeddings(self, request: oa.EmbeddingRequest) -> dict[str, Any]:
+    async def embeddings(self, request: types.EmbeddingRequest) -> dict[str, Any]:
         raise lamina.bad_request("inline::echo does not embed", param="model")
 
 

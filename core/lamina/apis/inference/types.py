@@ -1,18 +1,11 @@
-"""The inference API: OpenAI's chat completions, completions and embeddings wire format.
-
-Providers implement `InferenceProvider`. Requests arrive validated, with `model` already rewritten to the
-provider's own model id; providers answer with plain dicts in OpenAI's response shape (or, when the request
-streams, an async iterator of chunk dicts). The builders below help inline providers make those dicts.
-"""
+"""The inference API's wire models (OpenAI's chat completions, completions, embeddings and models) and config."""
 
 from __future__ import annotations
 
 import base64
 import struct
 import time
-import uuid
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -135,89 +128,59 @@ class ModelInfo(BaseModel):
     metadata: dict[str, Any] = {}
 
 
-class InferenceProvider(Protocol):
-    async def list_models(self) -> list[ModelInfo]: ...
+class Model(BaseModel):
+    """A model as `/v1/models` shows it: OpenAI's fields, then where requests for it go."""
 
-    async def chat_completion(
-        self, request: ChatCompletionRequest
-    ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]: ...
-
-    async def completion(self, request: CompletionRequest) -> dict[str, Any] | AsyncIterator[dict[str, Any]]: ...
-
-    async def embeddings(self, request: EmbeddingRequest) -> dict[str, Any]: ...
-
-
-# Builders for providers that make their answers themselves.
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    owned_by: str = ""
+    provider_id: str
+    provider_model_id: str
+    model_type: Literal["llm", "embedding"] = "llm"
+    metadata: dict[str, Any] = {}
+    source: Literal["discovered", "registered", "config", "unlisted"] = "discovered"
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
+class RegisterModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str = Field(min_length=1, pattern=r"^[^\s]+$")
+    provider_id: str
+    provider_model_id: str | None = None
+    model_type: Literal["llm", "embedding"] = "llm"
+    metadata: dict[str, Any] = {}
 
 
-def chat_choice(
-    index: int,
-    content: str | None,
-    finish_reason: str,
-    *,
-    tool_calls: list[dict[str, Any]] | None = None,
-    logprobs: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": content}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return {"index": index, "message": message, "finish_reason": finish_reason, "logprobs": logprobs}
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
 
 
-def chat_completion(model: str, choices: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[str, Any]:
-    return {
-        "id": new_id("chatcmpl"),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": usage,
-    }
+class ModelDeleted(BaseModel):
+    id: str
+    object: str
+    deleted: bool
 
 
-def chat_chunk(
-    id: str, model: str, created: int, choices: list[dict[str, Any]], usage: dict[str, int] | None = None
-) -> dict[str, Any]:
-    return {
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": choices,
-        "usage": usage,
-    }
+class ModelConfig(BaseModel):
+    """A model alias of the run config (`apis.inference.models`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    provider_id: str
+    provider_model_id: str | None = None
+    model_type: Literal["llm", "embedding"] = "llm"
+    metadata: dict[str, Any] = {}
 
 
-def text_completion(model: str, choices: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[str, Any]:
-    return {
-        "id": new_id("cmpl"),
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": usage,
-    }
+class InferenceConfig(BaseModel):
+    """`apis.inference` in the run config."""
 
+    model_config = ConfigDict(extra="forbid")
 
-def embedding_response(model: str, vectors: list[list[float]], prompt_tokens: int) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "model": model,
-        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-    }
+    models: list[ModelConfig] = []
 
 
 def encode_base64(vector: list[float]) -> str:

@@ -1,6 +1,6 @@
 """The vector stores router: OpenAI's store, file and batch objects, ingestion in the background, search.
 
-See `lamina.apis.vector_stores` for the wire models, search modes and routes.
+See `lamina.apis.vector_io` for the search modes.
 """
 
 from __future__ import annotations
@@ -8,58 +8,46 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lamina.apis.inference import EmbeddingRequest
-from lamina.apis.vector_stores import (
-    BATCHES,
-    FILES,
-    STORES,
+from lamina.apis.files.router import FilesRouter
+from lamina.apis.inference.router import InferenceRouter
+from lamina.apis.inference.types import EmbeddingRequest
+from lamina.apis.vector_io.provider import Hit, VectorIOProvider
+from lamina.apis.vector_io.search import fuse, matches, new_id, paginate, public
+from lamina.apis.vector_io.types import (
     AttachFile,
     Attributes,
     ChunkingStrategy,
     CreateBatch,
     CreateStore,
-    Hit,
     InsertRequest,
     PageQuery,
     QueryRequest,
     SearchRequest,
     UpdateStore,
-    VectorIOProvider,
-    fuse,
-    matches,
-    new_id,
-    paginate,
-    public,
+    VectorIOConfig,
 )
 from lamina.errors import LaminaError, bad_request, not_found
-
-if TYPE_CHECKING:
-    from lamina.resolver import Stack
+from lamina.specs import RouterDeps
 
 log = logging.getLogger("lamina")
+STORES, FILES, BATCHES = "vector_stores/", "vector_store_files/", "vector_store_file_batches/"
+POLL_AFTER_MS = "100"  # tells the openai client's *_and_poll helpers how soon to ask again
 
 
 class VectorStoresRouter:
-    def __init__(self, providers: dict[str, VectorIOProvider], stack: Stack) -> None:
+    def __init__(self, config: VectorIOConfig, providers: dict[str, VectorIOProvider], deps: RouterDeps) -> None:
         self.providers = providers
-        self.stack = stack
-        self.kv = stack.kvstore
-        self.settings = stack.config.vector_stores
+        self.kv = deps.storage.kv
+        self.settings = config
+        self.inference = deps.api(InferenceRouter)
+        self.files_api = deps.api(FilesRouter)
         self.stores: dict[str, dict[str, Any]] = {}
         self.files: dict[str, dict[str, dict[str, Any]]] = {}  # store id -> file id -> record
         self.batches: dict[str, dict[str, dict[str, Any]]] = {}
         self.tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.slots = asyncio.Semaphore(self.settings.ingestion_concurrency)
-
-    @property
-    def inference(self) -> Any:
-        return self.stack.apis["inference"]
-
-    @property
-    def files_api(self) -> Any:
-        return self.stack.apis["files"]
 
     async def start(self) -> None:
         for record in await self.kv.values(STORES):

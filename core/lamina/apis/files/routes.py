@@ -1,141 +1,25 @@
-"""The Files API (OpenAI wire format): uploads stream to the files provider, never whole into memory."""
+"""The Files API's HTTP routes: uploads stream to the files provider, never whole into memory."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from lamina.apis.files.provider import FilesProvider, Upload
+from lamina.apis.files.router import FilesRouter
+from lamina.apis.files.types import PURPOSES, ExpiresAfter, FileDeleted, FileList, FileObject, ListQuery
 from lamina.errors import LaminaError, bad_request, not_found, validation_error
-from lamina.http import json_response, route, stack_of
-from lamina.specs import ApiSpec
+from lamina.http import json_response, route, router_of
 
-if TYPE_CHECKING:
-    from lamina.resolver import Stack
-
-PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 DRAIN_FACTOR = 4  # an oversize upload is read (and dropped) up to this many times the limit, then cut off
 
 
-class FileObject(BaseModel):
-    id: str
-    object: Literal["file"] = "file"
-    bytes: int
-    created_at: int
-    filename: str
-    purpose: str
-    status: str = "processed"
-    expires_at: int | None = None
-    status_details: str | None = None
-
-
-class FileList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FileObject]
-    first_id: str | None = None
-    last_id: str | None = None
-    has_more: bool = False
-
-
-class FileDeleted(BaseModel):
-    id: str
-    object: Literal["file"] = "file"
-    deleted: bool = True
-
-
-class ExpiresAfter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    anchor: Literal["created_at"] = "created_at"
-    seconds: int = Field(ge=3600, le=2592000)  # OpenAI: one hour to 30 days
-
-
-class ListQuery(BaseModel):
-    after: str | None = None
-    limit: int = Field(10000, ge=1, le=10000)
-    order: Literal["asc", "desc"] = "desc"
-    purpose: str | None = None
-
-
-def too_large(limit: int) -> LaminaError:
-    return LaminaError(
-        f"file is larger than this server's upload limit of {limit} bytes", status=413, code="file_too_large"
-    )
-
-
-class Upload(Protocol):
-    """A file being received: bytes go straight to the provider's storage."""
-
-    size: int
-
-    def write(self, data: bytes) -> None: ...  # raises the 413 from `too_large` past the limit
-
-    def abort(self) -> None: ...
-
-
-class FilesProvider(Protocol):
-    max_upload_bytes: int
-
-    async def begin_upload(self) -> Upload: ...
-
-    async def finish_upload(
-        self, upload: Upload, *, filename: str, purpose: str, expires_at: int | None
-    ) -> FileObject: ...
-
-    async def list_files(
-        self, *, after: str | None, limit: int, order: str, purpose: str | None
-    ) -> tuple[list[FileObject], bool]: ...
-
-    async def get_file(self, file_id: str) -> FileObject: ...  # raises 404
-
-    async def file_path(self, file_id: str) -> Path: ...
-
-    async def delete_file(self, file_id: str) -> None: ...  # raises 404
-
-
-class FilesRouter:
-    """One files provider serves the API (the first configured)."""
-
-    def __init__(self, providers: dict[str, FilesProvider]) -> None:
-        self.providers = providers
-
-    @property
-    def provider(self) -> FilesProvider:
-        if not self.providers:
-            raise LaminaError("no files provider is configured", status=503, type="server_error")
-        return next(iter(self.providers.values()))
-
-    async def get_file(self, file_id: str) -> FileObject:
-        return await self.provider.get_file(file_id)
-
-    async def file_path(self, file_id: str) -> Path:
-        return await self.provider.file_path(file_id)
-
-    async def list_files(self, query: ListQuery) -> FileList:
-        files, has_more = await self.provider.list_files(
-            after=query.after, limit=query.limit, order=query.order, purpose=query.purpose
-        )
-        return FileList(
-            data=files,
-            first_id=files[0].id if files else None,
-            last_id=files[-1].id if files else None,
-            has_more=has_more,
-        )
-
-    async def delete_file(self, file_id: str) -> None:
-        await self.provider.delete_file(file_id)
-
-
-async def _router(providers: dict[str, Any], stack: Stack) -> FilesRouter:
-    return FilesRouter(providers)
-
-
 def _files(request: Request) -> FilesRouter:
-    return stack_of(request).apis["files"]
+    return router_of(request, FilesRouter)
 
 
 async def receive_multipart(request: Request, provider: FilesProvider) -> tuple[Upload, str, dict[str, str]]:
@@ -293,15 +177,10 @@ async def delete_file(request: Request) -> Response:
     return json_response(FileDeleted(id=file_id))
 
 
-API = ApiSpec(
-    name="files",
-    description="OpenAI Files: upload, list, retrieve, download and delete files",
-    router=_router,
-    routes=[
-        route("POST", "/files", upload_file, response=FileObject),
-        route("GET", "/files", list_files, response=FileList, query=ListQuery),
-        route("GET", "/files/{file_id}", get_file, response=FileObject),
-        route("GET", "/files/{file_id}/content", get_file_content),
-        route("DELETE", "/files/{file_id}", delete_file, response=FileDeleted),
-    ],
-)
+ROUTES = [
+    route("POST", "/files", upload_file, response=FileObject),
+    route("GET", "/files", list_files, response=FileList, query=ListQuery),
+    route("GET", "/files/{file_id}", get_file, response=FileObject),
+    route("GET", "/files/{file_id}/content", get_file_content),
+    route("DELETE", "/files/{file_id}", delete_file, response=FileDeleted),
+]

@@ -1,0 +1,57 @@
+"""The Files API's wire models (OpenAI's)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lamina.errors import LaminaError
+
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str = "processed"
+    expires_at: int | None = None
+    status_details: str | None = None
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool = True
+
+
+class ExpiresAfter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    anchor: Literal["created_at"] = "created_at"
+    seconds: int = Field(ge=3600, le=2592000)  # OpenAI: one hour to 30 days
+
+
+class ListQuery(BaseModel):
+    after: str | None = None
+    limit: int = Field(10000, ge=1, le=10000)
+    order: Literal["asc", "desc"] = "desc"
+    purpose: str | None = None
+
+
+def too_large(limit: int) -> LaminaError:
+    return LaminaError(
+        f"file is larger than this server's upload limit of {limit} bytes", status=413, code="file_too_large"
+    )

@@ -1,0 +1,82 @@
+"""Filters, rank fusion and pagination, shared by the router and by providers that want them."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from lamina.apis.vector_io.provider import Hit
+from lamina.apis.vector_io.types import Comparison, Compound, PageQuery
+from lamina.errors import not_found
+
+RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
+
+
+def matches(condition: Comparison | Compound | None, attributes: dict[str, Any]) -> bool:
+    if condition is None:
+        return True
+    if isinstance(condition, Compound):
+        results = (matches(sub, attributes) for sub in condition.filters)
+        return all(results) if condition.type == "and" else any(results)
+    present = condition.key in attributes
+    actual, wanted, kind = attributes.get(condition.key), condition.value, condition.type
+    if kind == "ne":
+        return not present or actual != wanted
+    if kind == "nin":
+        return not present or actual not in wanted  # type: ignore[operator]
+    if not present:
+        return False
+    if kind == "eq":
+        return actual == wanted
+    if kind == "in":
+        return actual in wanted  # type: ignore[operator]
+    numeric = (int, float)
+    comparable = (isinstance(actual, numeric) and isinstance(wanted, numeric)) or (
+        isinstance(actual, str) and isinstance(wanted, str)
+    )
+    if not comparable or isinstance(actual, bool) or isinstance(wanted, bool):
+        return False
+    return {"gt": actual > wanted, "gte": actual >= wanted, "lt": actual < wanted, "lte": actual <= wanted}[kind]  # type: ignore[operator]
+
+
+def fuse(rankings: list[list[Hit]]) -> list[Hit]:
+    """Reciprocal-rank fusion, normalised so a chunk first in every ranking scores 1.0."""
+    scores: dict[int, float] = {}
+    hits: dict[int, Hit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (RRF_K + rank)
+            hits.setdefault(hit.id, hit)
+    best = len(rankings) / (RRF_K + 1)
+    fused = [hits[i].model_copy(update={"score": score / best}) for i, score in scores.items()]
+    return sorted(fused, key=lambda hit: -hit.score)
+
+
+def new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(12)
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if not key.startswith("_")}
+
+
+def paginate(records: list[dict[str, Any]], query: PageQuery) -> dict[str, Any]:
+    ordered = sorted(records, key=lambda r: r["_order"], reverse=query.order == "desc")
+    ids = [r["id"] for r in ordered]
+    for cursor, name in ((query.after, "after"), (query.before, "before")):
+        if cursor is not None and cursor not in ids:
+            raise not_found(f"'{cursor}' (the `{name}` cursor) not found", param=name)
+    if query.after is not None:
+        ordered = ordered[ids.index(query.after) + 1 :]
+    if query.before is not None:
+        ordered = ordered[: [r["id"] for r in ordered].index(query.before)]
+        ordered = ordered[-query.limit :] if len(ordered) > query.limit else ordered
+    page = ordered[: query.limit]
+    data = [public(r) for r in page]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(ordered) > query.limit,
+    }

@@ -1,0 +1,175 @@
+"""The vector stores API's wire models (OpenAI's vector stores, plus raw vector IO) and config."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class StaticChunking(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_chunk_size_tokens: int = Field(ge=100, le=4096)
+    chunk_overlap_tokens: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _overlap(self) -> StaticChunking:
+        if self.chunk_overlap_tokens > self.max_chunk_size_tokens // 2:
+            raise ValueError("chunk_overlap_tokens must not exceed half of max_chunk_size_tokens")
+        return self
+
+
+class ChunkingStrategy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["auto", "static"] = "auto"
+    static: StaticChunking | None = None
+
+    @model_validator(mode="after")
+    def _static(self) -> ChunkingStrategy:
+        if self.type == "static" and self.static is None:
+            raise ValueError("a static chunking_strategy needs `static`")
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """As OpenAI reports it on a file: always the static sizes used."""
+        static = self.static or StaticChunking(max_chunk_size_tokens=800, chunk_overlap_tokens=400)
+        return {"type": "static", "static": static.model_dump()}
+
+
+class StoreExpiresAfter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    anchor: Literal["last_active_at"] = "last_active_at"
+    days: int = Field(ge=1, le=365)
+
+
+Attributes = dict[str, str | float | bool]
+
+
+class CreateStore(_Open):
+    name: str | None = None
+    description: str | None = None
+    file_ids: list[str] = []
+    chunking_strategy: ChunkingStrategy | None = None
+    expires_after: StoreExpiresAfter | None = None
+    metadata: dict[str, str] | None = None
+    embedding_model: str | None = None  # extension: defaults to vector_stores.default_embedding_model
+    provider_id: str | None = None  # extension: which vector_io provider keeps the chunks
+
+
+class UpdateStore(_Open):
+    name: str | None = None
+    expires_after: StoreExpiresAfter | None = None
+    metadata: dict[str, str] | None = None
+
+
+class AttachFile(_Open):
+    file_id: str
+    attributes: Attributes | None = None
+    chunking_strategy: ChunkingStrategy | None = None
+
+
+class UpdateFile(_Open):
+    attributes: Attributes | None
+
+
+class CreateBatch(_Open):
+    file_ids: list[str] = []
+    files: list[AttachFile] = []
+    attributes: Attributes | None = None
+    chunking_strategy: ChunkingStrategy | None = None
+
+
+class Comparison(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"]
+    key: str
+    value: str | float | bool | list[str | float | bool]
+
+    @model_validator(mode="after")
+    def _value_shape(self) -> Comparison:
+        if (self.type in ("in", "nin")) != isinstance(self.value, list):
+            raise ValueError(f"`{self.type}` takes {'a list' if self.type in ('in', 'nin') else 'a single value'}")
+        return self
+
+
+class Compound(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["and", "or"]
+    filters: list[Comparison | Compound] = Field(min_length=1)
+
+
+class RankingOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ranker: Literal["auto", "default-2024-11-15", "none"] = "auto"
+    score_threshold: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class SearchRequest(_Open):
+    query: str | list[str]
+    max_num_results: int = Field(10, ge=1, le=50)
+    filters: Comparison | Compound | None = None
+    ranking_options: RankingOptions | None = None
+    rewrite_query: bool = False
+    search_mode: Literal["vector", "keyword", "hybrid"] = "vector"  # extension
+
+
+class RawChunk(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    content: str
+    metadata: dict[str, Any] = {}
+    embedding: list[float] | None = None
+
+
+class InsertRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vector_store_id: str
+    chunks: list[RawChunk] = Field(min_length=1)
+
+
+class QueryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vector_store_id: str
+    query: str | None = None
+    embedding: list[float] | None = None
+    k: int = Field(10, ge=1, le=1000)
+    mode: Literal["vector", "keyword", "hybrid"] = "vector"
+    filters: Comparison | Compound | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> QueryRequest:
+        if self.query is None and self.embedding is None:
+            raise ValueError("give `query` (text) or `embedding`")
+        if self.mode != "vector" and self.query is None:
+            raise ValueError(f"mode `{self.mode}` needs a text `query`")
+        return self
+
+
+class PageQuery(BaseModel):
+    limit: int = Field(20, ge=1, le=100)
+    order: Literal["asc", "desc"] = "desc"
+    after: str | None = None
+    before: str | None = None
+    filter: Literal["in_progress", "completed", "failed", "cancelled"] | None = None
+
+
+class VectorIOConfig(BaseModel):
+    """`apis.vector_io` in the run config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_embedding_model: str | None = None  # default: the first embedding model the inference API lists
+    ingestion_concurrency: int = Field(4, ge=1)  # files ingested at once (their embedding calls can merge)
+    embedding_batch_size: int = Field(32, ge=1)  # chunks per embeddings call
