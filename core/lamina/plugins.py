@@ -89,7 +89,7 @@ def _names_from_env(variable: str) -> set[str] | None:
     value = os.environ.get(variable)
     if value is None:
         return None
-    return {_canonical(name) for name in value.split(",") if name.strip()}
+    return {_canonical(name.strip()) for name in value.split(",") if name.strip()}
 
 
 def _load_entrypoints(pm: PluginManager) -> None:
