@@ -193,7 +193,7 @@ def call_each(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[t
     pluggy, so `LAMINA_TRACE_PLUGINS` shows it.
     """
     impls = getattr(pm.hook, hook_name).get_hookimpls()
-    results = []
+    results: list[tuple[str, Any]] = []
     for impl in impls:
         others = [other.plugin for other in impls if other.plugin is not impl.plugin]
         try:
