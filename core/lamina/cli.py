@@ -157,7 +157,7 @@ def plugins(as_json: bool) -> None:
         table.append((row["name"], row["package"], row["version"], row["status"], detail))
     widths = [max(len(line[column]) for line in table) for column in range(4)]
     for line in table:
-        click.echo("  ".join([*(cell.ljust(width) for cell, width in zip(line, widths, strict=False)), line[4]]))
+        click.echo("  ".join([*(cell.ljust(width) for cell, width in zip(line[:4], widths, strict=True)), line[4]]))
 
 
 @cli.command()
