@@ -323,17 +323,21 @@ def test_cli_unknown_name_exits_1_with_the_reason():
 # --- interruption ----------------------------------------------------------------------------------------
 
 SLOW_PULL = """
-import sys, time
-from lamina import pulls
-from lamina.specs import ModelSource
+import sys, time, types
+import lamina
+from lamina.plugins import make_plugin_manager
+from lamina.pulls import models_command
 
 def slow_fetch(reference, destination):
     (destination / "weights.bin").write_bytes(b"x" * 100_000)
     print("fetching", flush=True)
     time.sleep(60)
 
-pulls.default_sources = lambda: {"slow": ModelSource("slow", slow_fetch)}
-pulls.models_command(["pull", "slow:org/big-model"])
+slow = types.ModuleType("slow_source")
+slow.register_model_sources = lamina.hookimpl(lambda: [lamina.ModelSource("slow", slow_fetch)])
+pm = make_plugin_manager()
+pm.register(slow, "slow_source")
+models_command(["pull", "slow:org/big-model"], obj=pm)  # the plugin manager `lamina`'s main would hand down
 """
 
 

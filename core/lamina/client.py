@@ -16,12 +16,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pluggy
 from pydantic import BaseModel, ValidationError
 
 from lamina.apis.inference.router import InferenceRouter
 from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, RegisterModel
 from lamina.config import RunConfig, load, resolve
 from lamina.errors import validation_error
+from lamina.plugins import make_plugin_manager
 from lamina.resolver import Stack, start_stack
 
 
@@ -33,17 +35,26 @@ def _validate(model: type[BaseModel], fields: dict[str, Any]) -> Any:
 
 
 class LibraryClient:
-    def __init__(self, config: RunConfig | dict[str, Any] | str | Path) -> None:
+    """`config`: a distro name, a run.yaml path, a dict or a RunConfig. `pm`: the plugin manager to build the
+    stack from (default: `make_plugin_manager()`, every installed plugin); tests hand in one they registered
+    their own plugins on."""
+
+    def __init__(
+        self, config: RunConfig | dict[str, Any] | str | Path, *, pm: pluggy.PluginManager | None = None
+    ) -> None:
+        self.pm = pm or make_plugin_manager()
         if isinstance(config, dict):
             config = resolve(config)
         elif not isinstance(config, RunConfig):
-            config = load(_run_config_path(str(config)))
+            from lamina.cli import find_run_config
+
+            config = load(find_run_config(str(config), self.pm))
         self.config = config
         self._exits = AsyncExitStack()
         self.stack: Stack | None = None
 
     async def __aenter__(self) -> LibraryClient:
-        self.stack = await self._exits.enter_async_context(start_stack(self.config))
+        self.stack = await self._exits.enter_async_context(start_stack(self.config, self.pm))
         inference = self.stack.api(InferenceRouter)
 
         async def chat(**fields: Any) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
@@ -79,9 +90,3 @@ class LibraryClient:
     def apis(self) -> dict[str, Any]:
         assert self.stack is not None, "use the client inside `async with`"
         return self.stack.apis
-
-
-def _run_config_path(name_or_path: str) -> Path:
-    from lamina.cli import find_run_config
-
-    return find_run_config(name_or_path)

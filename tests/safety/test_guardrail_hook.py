@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import types
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +12,7 @@ import openai
 import pytest
 from lamina.apis.inference.types import ChatCompletionRequest, ChatMessage
 from lamina.guardrails import Guardrail, GuardrailChain, GuardrailViolation
+from lamina.plugins import make_plugin_manager
 from lamina.testing import serve
 from openai import OpenAI
 
@@ -32,26 +32,15 @@ class FruitGuardrail(Guardrail):
         return GuardrailViolation(guardrail=self.name, message="cherry") if "cherry" in text else None
 
 
-def test_a_plugin_guardrail_applies_to_every_chat_completion(
-    stack_config: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_plugin_guardrail_applies_to_every_chat_completion(stack_config: Any) -> None:
     async def create(stack: Any) -> list[Guardrail]:
         return [FruitGuardrail()]
 
     plugin = types.ModuleType("fruit_plugin")
     plugin.register_guardrails = lamina.hookimpl(lambda: [lamina.GuardrailSpec(name="fruit", create=create)])  # type: ignore[attr-defined]
-    from lamina import plugins, resolver
-
-    original = plugins.make_plugin_manager
-
-    def with_plugin(**kwargs: Any) -> Any:
-        pm = original(**kwargs)
-        pm.register(plugin, "fruit_plugin")
-        return pm
-
-    monkeypatch.setattr(resolver, "make_plugin_manager", with_plugin)
-    monkeypatch.setitem(sys.modules, "fruit_plugin", plugin)
-    with serve(stack_config()) as url:
+    pm = make_plugin_manager()
+    pm.register(plugin, "fruit_plugin")
+    with serve(stack_config(), pm=pm) as url:
         client = OpenAI(base_url=url, api_key="unused", max_retries=0)
         with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(model="up/chat", messages=[{"role": "user", "content": "a banana please"}])
