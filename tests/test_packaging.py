@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "core" / "pyproject.toml"
 PLUGINS = sorted(ROOT.glob("plugins/*/pyproject.toml"))
 DISTROS = sorted(ROOT.glob("distros/*/pyproject.toml"))
-CORE_RANGE = "lamina-core>=0.1,<0.2"
+CORE_RANGE = "lamina-stack>=0.1,<0.2"
 
 
 def project(path: Path) -> dict[str, Any]:
@@ -42,14 +42,14 @@ def test_all_versions_in_lockstep() -> None:
 def test_plugin_depends_on_core_range(path: Path) -> None:
     dependencies = [d.replace(" ", "") for d in project(path).get("dependencies", [])]
     assert CORE_RANGE in dependencies, dependencies
-    assert not [d for d in dependencies if first_party(d) == "lamina-core" and d != CORE_RANGE]
+    assert not [d for d in dependencies if first_party(d) == "lamina-stack" and d != CORE_RANGE]
 
 
 @pytest.mark.parametrize("path", DISTROS, ids=lambda p: p.parent.name)
 def test_distro_pins_first_party_exactly(path: Path) -> None:
     version = project(CORE)["version"]
     pinned = [d.replace(" ", "") for d in project(path).get("dependencies", []) if first_party(d)]
-    assert any(first_party(d) == "lamina-core" for d in pinned), pinned
+    assert any(first_party(d) == "lamina-stack" for d in pinned), pinned
     for requirement in pinned:
         assert requirement == f"{first_party(requirement)}=={version}", f"{path}: {requirement} is not pinned with =="
 

@@ -9,7 +9,7 @@ from lamina.hookspecs import hookimpl
 from lamina.specs import ApiSpec, Deps, DistroSpec, GuardrailSpec, ModelSource, ProviderSpec
 
 try:
-    __version__ = version("lamina-core")
+    __version__ = version("lamina-stack")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 

@@ -65,7 +65,7 @@ def _collect(pm: pluggy.PluginManager, hook_name: str, key: str) -> dict[str, An
     collected: dict[str, Any] = {}
     owners: dict[str, str] = {}
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
-        package, version = dists.get(id(impl.plugin), ("lamina-core", _core_version()))
+        package, version = dists.get(id(impl.plugin), ("lamina-stack", _core_version()))
         for item in impl.function() or []:
             name = getattr(item, key)
             if name in collected:
@@ -107,7 +107,7 @@ def list_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
     dists = _distribution_of(pm)
     plugins = []
     for name, plugin in pm.list_name_plugin():
-        package, version = dists.get(id(plugin), ("lamina-core", _core_version()))
+        package, version = dists.get(id(plugin), ("lamina-stack", _core_version()))
         hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
         plugins.append({"name": name, "package": package, "version": version, "hooks": hooks})
     return plugins
