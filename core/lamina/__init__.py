@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from lamina.errors import LaminaError, UpstreamError, bad_request, not_found
 from lamina.hookspecs import hookimpl
-from lamina.specs import ApiSpec, Deps, DistroSpec, GuardrailSpec, ModelSource, ProviderSpec
+from lamina.specs import ApiSpec, CatalogueEntry, Deps, DistroSpec, GuardrailSpec, ModelSource, ProviderSpec
 
 try:
     __version__ = version("lamina-stack")
@@ -15,6 +15,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "ApiSpec",
+    "CatalogueEntry",
     "Deps",
     "DistroSpec",
     "GuardrailSpec",
