@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
+import json
+import os
 import re
+import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -233,3 +237,72 @@ def test_package_imports_its_third_party_dependencies(path: Path) -> None:
     declared = [*metadata.get("dependencies", []), *extras]
     unused = [r for r in declared if not first_party(r) and requirement_name(r) not in imported]
     assert not unused, f"{path}: declared but never imported: {unused}"
+
+
+# --- a third-party plugin installs against our core, never PyPI's lamina-core ---------------------------------
+
+DEPS_CACHE = Path(os.environ.get("LAMINA_TEST_HOME", Path.home() / ".cache" / "lamina-test")) / "wheels-deps"
+
+
+def _run(*command: str | Path, timeout: float = 300) -> str:
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(map(str, command))} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def _third_party_wheels() -> Path:
+    """A folder of wheels of everything core, the example plugin and their builds need that is not ours.
+
+    Filled once with `pip download` (the only step that needs PyPI) and kept outside the checkout; a marker
+    named after the requirement list makes a changed list fetch again."""
+    requirements = sorted(
+        {
+            r
+            for path in (CORE, EXAMPLE)
+            for r in [*project(path)["dependencies"], *tomllib.loads(path.read_text())["build-system"]["requires"]]
+            if not first_party(r)
+        }
+    )
+    key = hashlib.sha256(json.dumps([sys.implementation.cache_tag, *requirements]).encode()).hexdigest()[:16]
+    marker = DEPS_CACHE / f".complete-{key}"
+    if not marker.exists():
+        command = [sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "-d", str(DEPS_CACHE)]
+        result = subprocess.run([*command, *requirements], capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            pytest.skip(
+                f"cannot fill {DEPS_CACHE} with core's dependencies (is PyPI reachable?): {result.stderr[-500:]}"
+            )
+        marker.touch()
+    # A lamina-* wheel in this folder would let the install below pick it instead of ours.
+    assert not list(DEPS_CACHE.glob("lamina*")), f"{DEPS_CACHE} holds lamina wheels; delete them"
+    return DEPS_CACHE
+
+
+@pytest.mark.slow
+def test_a_third_party_plugin_installs_against_our_core(tmp_path: Path) -> None:
+    """Build core's wheel, make a fresh venv, `pip install ./tests/plugins/lamina-example` in it: the example
+    requires core by its distribution name, like any third-party plugin, and must get our core.
+
+    The install runs with `--no-index`: pip sees only our wheel folder and a cache of third-party wheels
+    (`_third_party_wheels`), so it cannot fall back to PyPI (where `lamina-core` is an unrelated project), and after
+    the cache is filled once the test needs no network. A fresh venv rather than `--system-site-packages` so the
+    development install cannot satisfy `lamina-stack` in its place."""
+    deps = _third_party_wheels()
+    ours = tmp_path / "wheels"
+    offline = ("--no-index", "--find-links", ours, "--find-links", deps)
+    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", *offline, "-w", ours, ROOT / "core")
+    venv = tmp_path / "venv"
+    _run(sys.executable, "-m", "venv", venv)
+    python, lamina_command = venv / "bin" / "python", venv / "bin" / "lamina"
+    _run(python, "-m", "pip", "install", "--quiet", *offline, ROOT / "tests" / "plugins" / "lamina-example")
+
+    installed = {p["name"]: p["version"] for p in json.loads(_run(python, "-m", "pip", "list", "--format=json"))}
+    assert installed.get("lamina-stack") == project(CORE)["version"], installed
+    assert installed.get("lamina-example") == project(EXAMPLE)["version"], installed
+    assert "lamina-core" not in installed, installed
+    # The `lamina` package that got imported is the one in our wheel: same source as this checkout.
+    where = _run(python, "-c", "import lamina.hookspecs; print(lamina.hookspecs.__file__)").strip()
+    assert Path(where).is_relative_to(venv), where
+    assert Path(where).read_text() == (ROOT / "core" / "lamina" / "hookspecs.py").read_text()
+    providers = _run(lamina_command, "providers")
+    assert re.search(r"^inference\s+inline::echo\s+lamina-example 0\.1\.0$", providers, re.MULTILINE), providers
