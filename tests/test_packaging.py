@@ -64,6 +64,15 @@ def test_plugin_depends_on_core_range(path: Path) -> None:
     assert not [d for d in dependencies if first_party(d) == "lamina-stack" and d != CORE_RANGE]
 
 
+@pytest.mark.parametrize("path", [CORE, *PLUGINS, *DISTROS, EXAMPLE], ids=lambda p: p.parent.name)
+def test_nothing_requires_pypis_unrelated_lamina_core(path: Path) -> None:
+    metadata = project(path)
+    extras = [r for requirements in metadata.get("optional-dependencies", {}).values() for r in requirements]
+    requirements = [*metadata.get("dependencies", []), *extras]
+    assert "lamina-core" not in {requirement_name(r) for r in requirements}
+    assert metadata["name"] != "lamina-core"
+
+
 @pytest.mark.parametrize("path", DISTROS, ids=lambda p: p.parent.name)
 def test_distro_pins_first_party_exactly(path: Path) -> None:
     version = project(CORE)["version"]
