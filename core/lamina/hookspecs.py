@@ -11,7 +11,15 @@ if TYPE_CHECKING:
     import click
 
     from lamina.resolver import Stack
-    from lamina.specs import ApiSpec, DistroSpec, GuardrailSpec, ModelSource, ProviderSpec, StorageBackendSpec
+    from lamina.specs import (
+        ApiSpec,
+        CatalogueEntry,
+        DistroSpec,
+        GuardrailSpec,
+        ModelSource,
+        ProviderSpec,
+        StorageBackendSpec,
+    )
 
 hookspec = pluggy.HookspecMarker("lamina")
 hookimpl = pluggy.HookimplMarker("lamina")
@@ -42,6 +50,11 @@ def register_distros() -> list[DistroSpec]:
 @hookspec
 def register_model_sources() -> list[ModelSource]:
     """Places `lamina models pull` can fetch models from, one URL-like scheme each."""
+
+
+@hookspec
+def register_model_catalogue() -> list[CatalogueEntry]:
+    """Models `lamina models pull NAME` knows by name, each mapped to a reference one of the model sources fetches."""
 
 
 @hookspec

@@ -51,11 +51,10 @@ def extract_text(path: Path, filename: str) -> str:
 
 
 def _pdf_text(path: Path) -> str:
-    try:
-        from pypdf import PdfReader
-        from pypdf.errors import PyPdfError
-    except ImportError:
-        raise ExtractionError("PDF support needs the pypdf package, which is not installed") from None
+    # Imported here so that only PDF ingestion pays pypdf's import time.
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
     try:
         reader = PdfReader(path)
         return "\n\n".join(page.extract_text() or "" for page in reader.pages)

@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from lamina import hookspecs
-from lamina.specs import ApiSpec, DistroSpec, GuardrailSpec, ModelSource, ProviderSpec, StorageBackendSpec
+from lamina.specs import (
+    ApiSpec,
+    CatalogueEntry,
+    DistroSpec,
+    GuardrailSpec,
+    ModelSource,
+    ProviderSpec,
+    StorageBackendSpec,
+)
 
 if TYPE_CHECKING:
     from lamina.config import RunConfig
@@ -30,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lamina.plugins")
 
 DEFAULT_PLUGINS = ("lamina.apis", "lamina.sources", "lamina.storage.sqlite")
-CORE = "lamina-core"
+CORE = "lamina-stack"
 
 
 class PluginError(Exception):
@@ -241,6 +249,10 @@ def provider_specs(pm: pluggy.PluginManager) -> dict[str, ProviderSpec]:
 
 def api_specs(pm: pluggy.PluginManager) -> dict[str, ApiSpec]:
     return _collect(pm, "register_apis", "name")
+
+
+def model_catalogue(pm: pluggy.PluginManager) -> dict[str, CatalogueEntry]:
+    return _collect(pm, "register_model_catalogue", "name")
 
 
 def storage_backends(pm: pluggy.PluginManager) -> dict[str, StorageBackendSpec]:

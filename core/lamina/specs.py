@@ -135,6 +135,19 @@ class ModelSource:
 
 
 @dataclass(frozen=True)
+class CatalogueEntry:
+    """A model `lamina models pull NAME` (and providers' `ensure_model(NAME)`) knows by name.
+
+    `reference` is what gets pulled, in any scheme a `ModelSource` handles (`pypi:package==1.0/path/in/wheel`);
+    `description` is the line `lamina models list --catalogue` shows.
+    """
+
+    name: str
+    reference: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class GuardrailSpec:
     """A kind of guardrail on text generation (chat completions, completions), installed when the stack starts.
 

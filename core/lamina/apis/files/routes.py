@@ -24,10 +24,7 @@ def _files(request: Request) -> FilesRouter:
 
 async def receive_multipart(request: Request, provider: FilesProvider) -> tuple[Upload, str, dict[str, str]]:
     """Stream a multipart/form-data body: the `file` part into a provider upload, other fields into a dict."""
-    try:
-        from python_multipart.multipart import MultipartParser, parse_options_header
-    except ImportError:  # python-multipart comes with the files provider plugins
-        raise LaminaError("file uploads need the python-multipart package", status=501, type="server_error") from None
+    from python_multipart.multipart import MultipartParser, parse_options_header
 
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
