@@ -68,6 +68,13 @@ def test_config_errors_name_the_file(env: dict[str, str], tmp_path: Path) -> Non
     result = lamina("config", str(bad), env=env, check=False)
     assert result.returncode != 0
     assert str(bad) in result.stderr and "server.prot" in result.stderr
+    bad.write_text("providers:\n  inference:\n    - {id: up, type: remote::openai, config: {max_retries: -1}}\n")
+    result = lamina("config", str(bad), env=env, check=False)
+    assert result.returncode != 0
+    assert str(bad) in result.stderr and "providers.inference 'up' config.max_retries" in result.stderr
+    bad.write_text("apis:\n  inference:\n    models: [{id: m}]\n")
+    result = lamina("config", str(bad), env=env, check=False)
+    assert result.returncode != 0 and "apis.inference.models.0.provider_id" in result.stderr
     result = lamina("run", "no-such-distro", env=env, check=False)
     assert result.returncode != 0 and "no-such-distro" in result.stderr and "starter" in result.stderr
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import requests
 from e2e_helpers import SECRET, assert_healthy, assert_openai_error, gateway_config
 from fake_openai import CHAT_MODEL, FakeOpenAI
@@ -73,8 +74,18 @@ def test_providers_redact_api_key(base_url: str) -> None:
     assert body["version"] == "0.1.0"
     assert body["config"]["api_key"] == "********"
     assert body["config"]["max_retries"] == 2
+    # Validated values, as the provider runs with them: defaults the run config left out are shown too.
+    assert body["config"]["connect_timeout"] == 10.0 and body["config"]["headers"] == {}
     assert SECRET not in one.text and SECRET not in requests.get(f"{base_url}/providers", timeout=10).text
     assert_openai_error(requests.get(f"{base_url}/providers/nope", timeout=10), 404, param="provider_id")
+
+
+@pytest.mark.parametrize("path", ["/health", "/version", "/providers", "/providers/fake", "/inspect/routes"])
+def test_llama_stack_admin_routes_answer_as_the_v1_ones(base_url: str, path: str) -> None:
+    admin = base_url.removesuffix("/v1") + "/v1alpha/admin"
+    response = requests.get(admin + path, timeout=10)
+    assert response.status_code == 200
+    assert response.json() == requests.get(base_url + path, timeout=10).json()
 
 
 def test_inspect_routes(base_url: str) -> None:

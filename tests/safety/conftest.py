@@ -28,11 +28,13 @@ class Upstream:
     url: str
     chat_requests: list[dict[str, Any]] = field(default_factory=list)
     guard_requests: list[str] = field(default_factory=list)
+    completion_requests: list[dict[str, Any]] = field(default_factory=list)
     delay: float = 0.0  # seconds per streamed chunk
 
     def reset(self) -> None:
         self.chat_requests.clear()
         self.guard_requests.clear()
+        self.completion_requests.clear()
 
 
 def verdict_for(prompt: str) -> str:
@@ -92,9 +94,36 @@ def make_app(upstream: Upstream) -> web.Application:
         await response.write(b"data: [DONE]\n\n")
         return response
 
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        upstream.completion_requests.append(body)
+        prompt = body["prompt"]
+        reply = prompt.split("say:", 1)[1].strip() if "say:" in prompt else "once upon a time"
+
+        def answer(text: str, finish_reason: str | None) -> dict[str, Any]:
+            choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
+            return {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [choice],
+            }
+
+        if not body.get("stream"):
+            return web.json_response(answer(reply, "stop"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        pieces = [answer(reply[i : i + CHUNK], None) for i in range(0, len(reply), CHUNK)] + [answer("", "stop")]
+        for piece in pieces:
+            await response.write(b"data: " + json.dumps(piece).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
     app = web.Application()
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/completions", completions)
     return app
 
 
