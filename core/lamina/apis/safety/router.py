@@ -17,6 +17,7 @@ from lamina.apis.safety.types import (
     Violation,
 )
 from lamina.errors import LaminaError, bad_request, conflict, not_found
+from lamina.providers import malformed
 from lamina.storage import Registry
 
 MAX_INPUT_CHARS = 1_000_000  # per request, all inputs together
@@ -87,7 +88,10 @@ class SafetyRouter:
             raise bad_request("the messages have no text to check", param="messages", code="empty_input")
         _check_size(size)
         provider = self.providers[shield.provider_id]
-        return await provider.run_shield(shield, messages, {**shield.params, **(params or {})})
+        verdict = await provider.run_shield(shield, messages, {**shield.params, **(params or {})})
+        if verdict is not None and not isinstance(verdict, Violation):
+            raise malformed(provider, "a verdict that is neither a Violation nor None", verdict)
+        return verdict
 
     async def moderate(self, request: ModerationRequest) -> dict[str, Any]:
         shields = await self.list_shields() if not (request.model or self.default_shield) else []
