@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from lamina import __version__
-from lamina.config import RunConfig, redact
+from lamina.config import ConfigError, RunConfig, redact
 from lamina.errors import LaminaError, not_found
 from lamina.http import error_response, json_response, stack_of
 from lamina.openapi import openapi_document
@@ -173,20 +173,34 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread: the caller owns shutdown
             loop.add_signal_handler(sig, shutdown.set)
-    async with start_stack(config, pm) as stack:
-        hconfig = Config()
-        hconfig.bind = [f"{config.server.host}:{config.server.port}"]
-        hconfig.accesslog = logging.getLogger("lamina.access") if config.server.access_log else None
-        hconfig.errorlog = logging.getLogger("hypercorn.error")  # through our logging, printed once
-        hconfig.keep_alive_timeout = 75
-        hconfig.graceful_timeout = 3
-        app = create_app(stack)
+    hconfig = Config()
+    hconfig.bind = [f"{config.server.host}:{config.server.port}"]
+    hconfig.accesslog = logging.getLogger("lamina.access") if config.server.access_log else None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")  # through our logging, printed once
+    hconfig.keep_alive_timeout = 75
+    hconfig.graceful_timeout = 3
+    # Bind before starting the stack, which may load models for a while: a port in use fails now, in one line.
+    try:
         sockets = hconfig.create_sockets()
-        port = sockets.insecure_sockets[0].getsockname()[1]
-        # Listen now, so whoever `ready` tells about the port can connect at once (hypercorn listens later).
-        sockets.insecure_sockets[0].listen(hconfig.backlog)
-        hconfig.bind = [f"fd://{sockets.insecure_sockets[0].fileno()}"]
-        log.info("Lamina %s serving %s on http://%s:%d/v1", __version__, config.distro, config.server.host, port)
-        if ready:
-            ready(port)
-        await hypercorn_serve(app, hconfig, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}; "
+            "stop what is using it or choose another port (--port N)"
+        ) from None
+    listener = sockets.insecure_sockets[0]
+    handed_over = False  # hypercorn closes the socket it serves; until then it is ours to close
+    try:
+        async with start_stack(config, pm) as stack:
+            app = create_app(stack)
+            port = listener.getsockname()[1]
+            # Listen now, so whoever `ready` tells about the port can connect at once (hypercorn listens later).
+            listener.listen(hconfig.backlog)
+            hconfig.bind = [f"fd://{listener.fileno()}"]
+            log.info("Lamina %s serving %s on http://%s:%d/v1", __version__, config.distro, config.server.host, port)
+            if ready:
+                ready(port)
+            handed_over = True
+            await hypercorn_serve(app, hconfig, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+    finally:
+        if not handed_over:
+            listener.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -127,3 +128,15 @@ def test_run_serves_until_sigterm(env: dict[str, str], tmp_path: Path, fake: Fak
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def test_run_on_a_port_in_use_fails_at_once_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = lamina("run", "starter", "--port", str(port), env={**env, "LAMINA_HOME": str(tmp_path)}, check=False)
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "starter").exists()  # nothing was started, nothing was written
