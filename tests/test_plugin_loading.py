@@ -226,7 +226,7 @@ def test_the_allow_list_applies_before_import(site: Path, env: dict[str, str]) -
     install(site, "lamina-greeting", GREETING)
     result = lamina("plugins", "--json", env={**env, "LAMINA_PLUGINS": "lamina_greeting"})  # any spelling pip accepts
     assert result.stderr == ""  # the broken plugin was never imported, so there is nothing to warn about
-    assert {row["package"] for row in json.loads(result.stdout)} == {"lamina-core", "lamina-greeting"}
+    assert {row["package"] for row in json.loads(result.stdout)} == {"lamina-stack", "lamina-greeting"}
 
     result = lamina("plugins", "--json", env={**env, "LAMINA_PLUGINS": ""})
     assert result.stderr == ""
@@ -257,7 +257,7 @@ def test_unknown_names_in_either_list_are_warned_about(site: Path, env: dict[str
     allowed = only_line_with(result.stderr, "LAMINA_PLUGINS names")
     assert "lamina-nope" in allowed and "lamina-greeting" in allowed.partition("installed:")[2]
     assert "lamina-gone" in only_line_with(result.stderr, "LAMINA_DISABLE_PLUGINS names")
-    assert {row["package"] for row in json.loads(result.stdout)} == {"lamina-core", "lamina-greeting"}
+    assert {row["package"] for row in json.loads(result.stdout)} == {"lamina-stack", "lamina-greeting"}
 
 
 def test_trace_prints_hook_calls(site: Path, env: dict[str, str]) -> None:
@@ -329,7 +329,7 @@ def test_the_manager_records_what_failed_and_keeps_the_rest(
     )
     assert [(b.package, b.version) for b in pm.broken] == [(broken, VERSION)]
     spec = provider_specs(pm)["inline::loading-test"]
-    assert (spec.package, spec.version) == (echo, "2.0")  # attributed to its distribution, not to lamina-core
+    assert (spec.package, spec.version) == (echo, "2.0")  # attributed to its distribution, not to lamina-stack
     rows = {row["package"]: row for row in list_plugins(pm)}
     assert rows[broken]["status"] == "broken" and rows[echo]["status"] == "ok"
 

@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 from lamina import pulls
 from lamina.errors import LaminaError
-from lamina.plugins import make_plugin_manager
+from lamina.plugins import PluginError, make_plugin_manager, model_catalogue
 from lamina.sources import register_model_sources, unpack_wheel
 
 SOURCES = {source.scheme: source for source in register_model_sources()}
@@ -295,8 +295,10 @@ class OtherCatalogue:
 def test_a_catalogue_name_offered_twice_is_an_error():
     pm = make_plugin_manager()
     pm.register(OtherCatalogue(), "other-catalogue")
-    with pytest.raises(LaminaError, match=r"'all-MiniLM-L6-v2' from both distro-local and other-catalogue"):
-        pulls.model_catalogue(pm)
+    with pytest.raises(
+        PluginError, match=r"'all-MiniLM-L6-v2' is declared by both lamina-distro-local and other-catalogue"
+    ):
+        model_catalogue(pm)
 
 
 def test_without_a_catalogue_names_are_unknown_and_references_still_work(home, model_folder):

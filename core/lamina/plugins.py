@@ -217,7 +217,10 @@ def call_each(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[t
 
 def _distribution_of(pm: pluggy.PluginManager, plugin_name: str) -> tuple[str, str]:
     distributions = pm.distributions if isinstance(pm, PluginManager) else {}
-    return distributions.get(plugin_name, (CORE, _core_version()))
+    if plugin_name in distributions:
+        return distributions[plugin_name]
+    # Core's own plugins, or one a test registered by hand (named, but from no distribution).
+    return (CORE, _core_version()) if plugin_name in DEFAULT_PLUGINS else (plugin_name, "")
 
 
 def _collect(pm: pluggy.PluginManager, hook_name: str, key: str) -> dict[str, Any]:

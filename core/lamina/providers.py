@@ -57,9 +57,14 @@ class ProviderProxy:
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self.instance, name)
-        if name.startswith("_") or not inspect.iscoroutinefunction(value):
+        if name.startswith("_"):
             return value
-        wrapped = _attributed(value, self.lamina_label)
+        if inspect.iscoroutinefunction(value):
+            wrapped = _attributed(value, self.lamina_label)
+        elif inspect.isasyncgenfunction(value):
+            wrapped = _attributed_generator(value, self.lamina_label)
+        else:
+            return value
         self.__dict__[name] = wrapped  # later lookups skip __getattr__
         return wrapped
 
@@ -73,6 +78,14 @@ def _attributed(method: Callable[..., Any], label: str) -> Callable[..., Any]:
         except Exception as exc:
             raise failed(label, exc) from exc
         return _attributed_stream(result, label) if hasattr(result, "__anext__") else result
+
+    call.__name__ = getattr(method, "__name__", "call")
+    return call
+
+
+def _attributed_generator(method: Callable[..., Any], label: str) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return _attributed_stream(method(*args, **kwargs), label)
 
     call.__name__ = getattr(method, "__name__", "call")
     return call
