@@ -25,9 +25,11 @@ TEST_MODELS = {"LAMINA_TEST_SMOLLM2": "SmolLM2-135M-Instruct", "LAMINA_TEST_MINI
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    # Core with every extra: mypy checks core against the types its dependencies, optional ones too, declare.
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"), "./core[uvloop,hf,progress]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "--strict", "core/lamina")  # configured in pyproject.toml's [tool.mypy]
 
 
 @nox.session(python="3.11")

@@ -357,6 +357,28 @@ def test_a_plugin_whose_hook_raises_is_dropped_alone(
     assert "Traceback" not in caplog.text
 
 
+def test_a_plugin_whose_hook_answers_with_the_wrong_kind_is_dropped_alone(
+    on_path: Path, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    confused = unique(request, "confused")
+    install(
+        on_path,
+        confused,
+        """
+        import lamina
+
+        @lamina.hookimpl
+        def register_providers():
+            return [{"api": "inference", "type": "inline::a-dict-not-a-spec"}]
+        """,
+    )
+    pm = make_plugin_manager()
+    specs = provider_specs(pm)
+    assert "remote::openai" in specs and "inline::a-dict-not-a-spec" not in specs
+    assert [b.error for b in pm.broken] == ["TypeError: register_providers returned dict, not ProviderSpec"]
+    assert f"plugin {confused} {VERSION} failed to load: TypeError" in caplog.text
+
+
 ASGI_WRAPPER_AND_DISTRO = """
 from pathlib import Path
 

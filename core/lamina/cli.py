@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 import yaml
@@ -27,6 +27,8 @@ from lamina.plugins import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pluggy
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -104,7 +106,7 @@ def run(distro: str, port: int | None, host: str | None, env: tuple[str, ...]) -
         pass
 
 
-def _loop_factory() -> Any:
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop  # an optional speed-up: `pip install uvloop`
     except ImportError:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from lamina.errors import LaminaError, bad_request, validation_error
 from lamina.providers import ProviderFailed
@@ -88,7 +90,7 @@ class EventStream(Response):
         self.first = first
         self.events = events
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         pump = asyncio.current_task()
         assert pump is not None
         disconnected = False
@@ -124,7 +126,7 @@ class EventStream(Response):
             await _close(self.events)
 
     @staticmethod
-    async def _finish(send: Any, exc: LaminaError) -> None:
+    async def _finish(send: Send, exc: LaminaError) -> None:
         await send({"type": "http.response.body", "body": _event(exc.body()), "more_body": False})
 
 
@@ -139,7 +141,8 @@ async def _close(events: AsyncIterator[Any]) -> None:
 
 
 def stack_of(request: Request) -> Stack:
-    return request.app.state.stack  # type: ignore[no-any-return]
+    stack: Stack = request.app.state.stack  # set by `lamina.server.create_app`; Starlette's state is untyped
+    return stack
 
 
 def router_of(request: Request, kind: type[R]) -> R:
@@ -147,18 +150,25 @@ def router_of(request: Request, kind: type[R]) -> R:
     return stack_of(request).api(kind)
 
 
+class ApiRoute(Route):
+    """A Starlette route carrying what `/v1/openapi.json` needs to describe it: the models of its JSON body, its
+    answer and its query string."""
+
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+
+
 def route(
     method: str,
     path: str,
-    endpoint: Any,
+    endpoint: Callable[[Request], Awaitable[Response]],
     *,
     body: type[BaseModel] | None = None,
     response: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
-) -> Any:
-    """A Starlette route carrying what `/v1/openapi.json` needs to describe it."""
-    from starlette.routing import Route
-
-    built = Route(path, endpoint, methods=[method])
-    built.openapi = {"body": body, "response": response, "query": query, "summary": (endpoint.__doc__ or "").strip()}  # type: ignore[attr-defined]
+) -> ApiRoute:
+    """A route for an `ApiSpec`'s `routes`, described in `/v1/openapi.json` with these models."""
+    built = ApiRoute(path, endpoint, methods=[method])
+    built.body, built.response, built.query = body, response, query
     return built

@@ -6,6 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from starlette.routing import BaseRoute, Route
+
+from lamina.http import ApiRoute
 
 ERROR = {
     "type": "object",
@@ -18,33 +21,35 @@ ERROR = {
 }
 
 
-def openapi_document(routes: list[tuple[str, Any]], version: str) -> dict[str, Any]:
+def openapi_document(owned: list[tuple[str, BaseRoute]], version: str) -> dict[str, Any]:
+    """The document of the endpoint routes (API name, route); only `lamina.http.route`s have models."""
+    routes = [(api, r) for api, r in owned if isinstance(r, Route)]
     models: set[type[BaseModel]] = set()
     for _, r in routes:
-        info = getattr(r, "openapi", {})
-        models |= {m for m in (info.get("body"), info.get("response")) if m is not None}
+        if isinstance(r, ApiRoute):
+            models |= {m for m in (r.body, r.response) if m is not None}
     keyed, schema = models_json_schema(
         [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
         ref_template="#/components/schemas/{model}",
     )
     paths: dict[str, Any] = {}
     for api, r in routes:
-        info = getattr(r, "openapi", {})
+        described = r if isinstance(r, ApiRoute) else None
         for method in sorted((r.methods or set()) - {"HEAD"}):
             operation: dict[str, Any] = {
                 "tags": [api],
-                "summary": info.get("summary") or (r.endpoint.__doc__ or r.name).strip(),
+                "summary": (r.endpoint.__doc__ or r.name).strip(),
                 "responses": {
                     "200": {"description": "OK"},
                     "4XX": {"description": "Error", "content": {"application/json": {"schema": ERROR}}},
                 },
             }
-            if body := info.get("body"):
+            if described and (body := described.body):
                 operation["requestBody"] = {
                     "required": True,
                     "content": {"application/json": {"schema": keyed[(body, "validation")]}},
                 }
-            if response := info.get("response"):
+            if described and (response := described.response):
                 operation["responses"]["200"]["content"] = {
                     "application/json": {"schema": keyed[(response, "validation")]}
                 }
@@ -52,7 +57,7 @@ def openapi_document(routes: list[tuple[str, Any]], version: str) -> dict[str, A
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in r.param_convertors
             ]
-            if query := info.get("query"):
+            if described and (query := described.query):
                 properties = query.model_json_schema().get("properties", {})
                 parameters += [{"name": name, "in": "query", "schema": schema} for name, schema in properties.items()]
             if parameters:

@@ -17,7 +17,7 @@ import os
 import re
 import sys
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from lamina.config import RunConfig
 
 log = logging.getLogger("lamina.plugins")
+T = TypeVar("T")
 
 DEFAULT_PLUGINS = ("lamina.apis", "lamina.sources", "lamina.storage.sqlite")
 CORE = "lamina-stack"
@@ -223,14 +224,20 @@ def _distribution_of(pm: pluggy.PluginManager, plugin_name: str) -> tuple[str, s
     return (CORE, _core_version()) if plugin_name in DEFAULT_PLUGINS else (plugin_name, "")
 
 
-def _collect(pm: pluggy.PluginManager, hook_name: str, key: str) -> dict[str, Any]:
-    """Call a `register_*` hook and index its results by `key`, attributing each to its distribution."""
-    collected: dict[str, Any] = {}
+def _collect(pm: pluggy.PluginManager, hook_name: str, kind: type[T], key: str) -> dict[str, T]:
+    """Call a `register_*` hook and index its results (each a `kind`) by `key`, attributing each to its
+    distribution. A plugin that answers with anything else is dropped like one whose hook raised."""
+    collected: dict[str, T] = {}
     owners: dict[str, str] = {}
     for plugin_name, items in call_each(pm, hook_name):
+        items = list(items or [])
+        if wrong := [item for item in items if not isinstance(item, kind)]:
+            kinds = ", ".join(sorted({type(item).__name__ for item in wrong}))
+            _drop(pm, plugin_name, TypeError(f"{hook_name} returned {kinds}, not {kind.__name__}"))
+            continue
         package, version = _distribution_of(pm, plugin_name)
-        for item in items or []:
-            name = getattr(item, key)
+        for item in items:
+            name: str = getattr(item, key)
             if name in collected:
                 raise PluginError(f"{hook_name}: '{name}' is declared by both {owners[name]} and {package}")
             if hasattr(item, "package"):
@@ -247,31 +254,31 @@ def _core_version() -> str:
 
 
 def provider_specs(pm: pluggy.PluginManager) -> dict[str, ProviderSpec]:
-    return _collect(pm, "register_providers", "type")
+    return _collect(pm, "register_providers", ProviderSpec, "type")
 
 
 def api_specs(pm: pluggy.PluginManager) -> dict[str, ApiSpec]:
-    return _collect(pm, "register_apis", "name")
+    return _collect(pm, "register_apis", ApiSpec, "name")
 
 
 def model_catalogue(pm: pluggy.PluginManager) -> dict[str, CatalogueEntry]:
-    return _collect(pm, "register_model_catalogue", "name")
+    return _collect(pm, "register_model_catalogue", CatalogueEntry, "name")
 
 
 def storage_backends(pm: pluggy.PluginManager) -> dict[str, StorageBackendSpec]:
-    return _collect(pm, "register_storage_backends", "type")
+    return _collect(pm, "register_storage_backends", StorageBackendSpec, "type")
 
 
 def distro_specs(pm: pluggy.PluginManager) -> dict[str, DistroSpec]:
-    return _collect(pm, "register_distros", "name")
+    return _collect(pm, "register_distros", DistroSpec, "name")
 
 
 def model_sources(pm: pluggy.PluginManager) -> dict[str, ModelSource]:
-    return _collect(pm, "register_model_sources", "scheme")
+    return _collect(pm, "register_model_sources", ModelSource, "scheme")
 
 
 def guardrail_specs(pm: pluggy.PluginManager) -> dict[str, GuardrailSpec]:
-    return _collect(pm, "register_guardrails", "name")
+    return _collect(pm, "register_guardrails", GuardrailSpec, "name")
 
 
 def list_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:

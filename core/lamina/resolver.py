@@ -40,16 +40,16 @@ class Stack:
     guardrails: GuardrailChain
     provider_specs: dict[str, ProviderSpec] = field(default_factory=dict)  # provider id -> its spec
     provider_configs: dict[str, BaseModel] = field(default_factory=dict)  # provider id -> its validated config
-    apis: dict[str, Any] = field(default_factory=dict)  # API name -> router
-    providers: dict[str, Any] = field(default_factory=dict)  # provider id -> instance
-    _by_type: dict[type, Any] = field(default_factory=dict, repr=False)
+    apis: dict[str, object] = field(default_factory=dict)  # API name -> router
+    providers: dict[str, object] = field(default_factory=dict)  # provider id -> instance
+    _by_type: dict[type, object] = field(default_factory=dict, repr=False)
 
     def api(self, kind: type[R]) -> R:
         """The router of type `kind` (e.g. `stack.api(InferenceRouter)`); route handlers call this per request."""
         router = self._by_type.get(kind)
-        if router is None:
+        if not isinstance(router, kind):  # the first call for this type
             router = self._by_type[kind] = Started(self.apis).api(kind)
-        return router  # type: ignore[no-any-return]
+        return router
 
 
 @dataclass

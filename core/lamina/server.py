@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lamina import __version__
 from lamina.config import ConfigError, RunConfig, redact
@@ -89,17 +90,17 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     return error_response(LaminaError("internal server error", status=500, type="server_error"))
 
 
-def catch_unexpected(app: Any) -> Any:
+def catch_unexpected(app: ASGIApp) -> ASGIApp:
     """Log an exception nothing else handled once, and keep it from the server.
 
     Starlette answers it (through `unexpected_error`) and then re-raises it for the server to log, which logged
     every traceback a second time.
     """
 
-    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
-        async def tracking_send(message: Any) -> None:
+        async def tracking_send(message: Message) -> None:
             nonlocal started
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -125,7 +126,7 @@ def catch_unexpected(app: Any) -> Any:
     return guarded
 
 
-def create_app(stack: Stack) -> Any:
+def create_app(stack: Stack) -> ASGIApp:
     meta: list[BaseRoute] = [
         Route("/health", health),
         Route("/version", version),
@@ -134,7 +135,7 @@ def create_app(stack: Stack) -> Any:
         Route("/inspect/routes", inspect_routes),
         Route("/openapi.json", openapi),
     ]
-    owners: list[tuple[str, Any]] = [("meta", r) for r in meta]
+    owners: list[tuple[str, BaseRoute]] = [("meta", r) for r in meta]
     for name, spec in stack.api_specs.items():
         owners += [(name, r) for r in spec.routes]
     app = Starlette(
@@ -147,8 +148,9 @@ def create_app(stack: Stack) -> Any:
     )
     app.state.stack = stack
     app.state.route_owners = owners
-    wrapped: Any = catch_unexpected(app)
-    for wrapper in stack.pm.hook.asgi_wrapper(stack=stack):
+    wrapped = catch_unexpected(app)
+    wrappers: list[Callable[[ASGIApp], ASGIApp] | None] = stack.pm.hook.asgi_wrapper(stack=stack)
+    for wrapper in wrappers:
         if wrapper is not None:
             wrapped = wrapper(wrapped)
     return wrapped
@@ -200,6 +202,7 @@ async def serve(
             if ready:
                 ready(port)
             handed_over = True
+            # The same ASGI protocol, typed twice: Starlette's messages are MutableMappings, hypercorn's TypedDicts.
             await hypercorn_serve(app, hconfig, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
     finally:
         if not handed_over:

@@ -167,8 +167,8 @@ def _select(members: list[zipfile.ZipInfo], subpath: str, wheel_name: str) -> di
             selected[name] = info
         if not selected:
             raise LaminaError(f"{wheel_name} carries no files besides Python code; name a path inside it")
-        tops = {path.parts[0] for path in selected}
-        if len(tops) == 1 and all(len(path.parts) > 1 for path in selected):
+        roots = {path.parts[0] for path in selected}
+        if len(roots) == 1 and all(len(path.parts) > 1 for path in selected):
             selected = {PurePosixPath(*path.parts[1:]): info for path, info in selected.items()}
     for path in selected:
         if path.is_absolute() or ".." in path.parts:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import builtins
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,7 +34,7 @@ class NoConfig(ProviderConfig):
 class Started:
     """The routers of the APIs started so far, by API name; `api(RouterClass)` finds one by type."""
 
-    apis: Mapping[str, Any]
+    apis: Mapping[str, object]
 
     def api(self, kind: type[R]) -> R:
         """The started router that is a `kind`, e.g. `deps.api(InferenceRouter)`. Raises LookupError."""
@@ -69,7 +70,7 @@ class ProviderSpec:
 
     api: str
     type: str
-    config: type[BaseModel]
+    config: builtins.type[BaseModel]  # `builtins.`: the field `type` above shadows the builtin in this class
     create: Callable[[Any, Deps], Awaitable[Any]]
     needs: tuple[str, ...] = ()
     optional_needs: tuple[str, ...] = ()
@@ -86,7 +87,7 @@ class ApiSpec:
     provider id -> provider instance for every configured provider of this API."""
 
     name: str
-    routes: list[BaseRoute]
+    routes: Sequence[BaseRoute]
     router: Callable[[Any, dict[str, Any], RouterDeps], Awaitable[Any]]
     config: type[BaseModel] = NoConfig
     needs: tuple[str, ...] = ()
@@ -103,7 +104,7 @@ class StorageBackendSpec:
     """
 
     type: str
-    config: type[BaseModel]
+    config: builtins.type[BaseModel]  # `builtins.`: the field `type` above shadows the builtin in this class
     create: Callable[[Any, Path], Awaitable[Storage]]
     description: str = ""
     package: str = field(default="", compare=False)
