@@ -84,9 +84,6 @@ class LocalFiles:
     async def delete(self, file_id: str) -> None:
         (self.blobs / file_id).unlink(missing_ok=True)
 
-    async def stored_ids(self, before: float) -> list[str]:
-        return [blob.name for blob in self.blobs.iterdir() if blob.stat().st_mtime < before]
-
 
 async def import_legacy(root: Path, kv: KVStore) -> None:
     """Hand the metadata of the previous version's `files.db` (this provider's own SQLite database then) to the

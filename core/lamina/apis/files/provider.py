@@ -26,12 +26,8 @@ purpose, and is only ever asked about ids the router made. So a new backend (S3,
         vector stores). Without it the router makes a temporary copy through `read`.
 
     async def delete(self, file_id: str) -> None
-        Delete the bytes of `file_id`; no error when there are none (deletion is retried after crashes).
-
-    async def stored_ids(self, before: float) -> list[str]      (optional)
-        The ids whose bytes were finished before the Unix time `before`. The router's sweep deletes those that no
-        metadata names any more (left by a crash between the bytes and the metadata). Without it, such leftovers
-        stay.
+        Delete the bytes of `file_id`; no error when there are none (the router retries deletions a crash
+        interrupted, and deletes the bytes of uploads a crash left without metadata).
 
 Providers are called from the event loop: `Upload.write` is synchronous and called for every received chunk, so
 it must only append to local storage (spool to a temporary file, say, and ship it to a remote store in

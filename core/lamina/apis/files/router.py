@@ -2,8 +2,11 @@
 
 Metadata is a `FileRecord` per file in a `Registry` over the stack's key-value store, read through on every
 access, so that several servers sharing the storage agree on what exists. Order of writes: bytes, then metadata on
-upload; metadata, then bytes on deletion. A crash can so leave bytes nobody names (the sweep deletes them, when the
-provider can list its ids), never metadata without bytes.
+upload; metadata, then bytes on deletion; so a crash never leaves metadata without bytes. Bytes nobody names are
+what a crash can leave: each upload and deletion is marked pending (`files-pending/<id>`) until it is done, and the
+sweep finishes what a marker older than an hour names (deletes the bytes when no metadata names them). Bytes
+without a marker are never deleted: a provider holding files the storage does not know (storage moved or restored
+from an older backup) loses nothing.
 
 Expiry: a file past its `expires_at` is never listed nor served. Its metadata and bytes are deleted lazily, by the
 first request that meets it (a retrieve, a download, a listing), and by a sweep at start-up and every
@@ -22,13 +25,22 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from lamina.apis.files.provider import FilesProvider, Upload
 from lamina.apis.files.types import FileDeleted, FileList, FileObject, FileRecord, FilesConfig, ListQuery
 from lamina.errors import LaminaError, not_found
 from lamina.storage import KVStore, Registry
 
 log = logging.getLogger("lamina")
-ORPHAN_GRACE_SECONDS = 600  # bytes without metadata younger than this may be an upload finishing right now
+PENDING_GRACE_SECONDS = 3600  # a younger marker may be an upload or deletion still under way, in any server
+
+
+class Pending(BaseModel):
+    """An upload or deletion under way since `since` (Unix time): its bytes may be without metadata."""
+
+    id: str
+    since: float
 
 
 def files_registry(kv: KVStore) -> Registry[FileRecord]:
@@ -61,6 +73,7 @@ class FilesRouter:
         self.config = config
         self.providers = providers
         self.registry = files_registry(kv)
+        self.pending = Registry(kv, "files-pending/", Pending, key=lambda marker: marker.id)
         self._copies: Path | None = None  # temporary copies for file_path, made on first need
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -98,7 +111,12 @@ class FilesRouter:
     async def upload(self, upload: Upload, *, filename: str, purpose: str, expires_after: int | None) -> FileObject:
         """Store a received upload under a new id and register it; `expires_after` is in seconds."""
         file_id = "file-" + secrets.token_hex(12)
-        size = await self.provider.finish_upload(upload, file_id)
+        await self.pending.put(Pending(id=file_id, since=time.time()))
+        try:
+            size = await self.provider.finish_upload(upload, file_id)
+        except BaseException:
+            upload.abort()
+            raise
         now = time.time_ns()
         created_at = now // 1_000_000_000
         file = FileObject(
@@ -109,11 +127,8 @@ class FilesRouter:
             purpose=purpose,
             expires_at=None if expires_after is None else created_at + expires_after,
         )
-        try:
-            await self.registry.put(FileRecord(file=file, order=order_at(now)))
-        except BaseException:
-            await self.provider.delete(file_id)
-            raise
+        await self.registry.put(FileRecord(file=file, order=order_at(now)))
+        await self.pending.delete(file_id)
         return file
 
     async def list_files(self, query: ListQuery) -> FileList:
@@ -188,30 +203,30 @@ class FilesRouter:
         return FileDeleted(id=file_id)
 
     async def _remove(self, file_id: str) -> None:
-        # Metadata first: once it is gone no request finds the file, and a crash before the bytes go leaves only
-        # bytes nobody names, which the sweep deletes.
+        # Metadata first: once it is gone no request finds the file; a crash before the bytes go leaves them with
+        # the pending marker, and the sweep finishes the deletion.
+        await self.pending.put(Pending(id=file_id, since=time.time()))
         await self.registry.delete(file_id)
         if self._copies is not None:
             (self._copies / file_id).unlink(missing_ok=True)
-        if self.providers:
-            await self.provider.delete(file_id)
+        await self.provider.delete(file_id)
+        await self.pending.delete(file_id)
 
     async def sweep(self) -> None:
-        """Delete expired files, and bytes a crash left without metadata (when the provider can list its ids)."""
+        """Delete expired files, and finish uploads and deletions a crash interrupted (see the module's doc)."""
         if not self.providers:
             return
         now = time.time()
-        records = await self.registry.list()
-        for record in records:
+        for record in await self.registry.list():
             if _expired(record.file, now):
                 await self._remove(record.file.id)
-        stored_ids = getattr(self.provider, "stored_ids", None)
-        if stored_ids is not None:
-            known = {record.file.id for record in records}
-            for file_id in await stored_ids(now - ORPHAN_GRACE_SECONDS):
-                if file_id not in known:
-                    log.info("files: deleting bytes of %s, which no metadata names (left by a crash)", file_id)
-                    await self.provider.delete(file_id)
+        for marker in await self.pending.list():
+            if marker.since > now - PENDING_GRACE_SECONDS:
+                continue
+            if await self.registry.get(marker.id) is None:
+                log.info("files: deleting the bytes of %s, left without metadata by a crash", marker.id)
+                await self.provider.delete(marker.id)
+            await self.pending.delete(marker.id)
 
     async def _sweep_forever(self) -> None:
         while True:

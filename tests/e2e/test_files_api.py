@@ -11,7 +11,9 @@ from typing import Any
 import openai
 import pytest
 import requests
-from lamina.apis.files.router import files_registry
+from lamina.apis.files.router import Pending, files_registry
+from lamina.config import ConfigError
+from lamina.storage import Registry
 from lamina.storage.sqlite import SQLiteStorageConfig, open_storage
 from lamina.testing import serve
 from openai import OpenAI
@@ -160,9 +162,9 @@ def test_the_periodic_sweep_deletes_expired_files_nobody_asks_for(tmp_path: Path
 
 
 def test_bad_files_api_settings_stop_start_up(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="sweep_seconds"), serve(config(tmp_path, sweep_seconds=0)):
+    with pytest.raises(ConfigError, match="sweep_seconds"), serve(config(tmp_path, sweep_seconds=0)):
         pass
-    with pytest.raises(Exception, match="sweep_every"), serve(config(tmp_path, sweep_every=5)):
+    with pytest.raises(ConfigError, match="sweep_every"), serve(config(tmp_path, sweep_every=5)):
         pass
 
 
@@ -186,3 +188,45 @@ def test_two_servers_over_one_data_directory_agree_and_restarts_keep_everything(
         assert client.files.retrieve(b.id).model_dump() == b.model_dump()
         assert client.files.content(b.id).read() == b"from the second"
         assert [f.id for f in client.files.list()] == [b.id]
+
+
+def test_the_sweep_finishes_what_a_crash_interrupted_and_nothing_else(tmp_path: Path) -> None:
+    blobs = tmp_path / "files" / "blobs"
+    with serve(config(tmp_path)) as base_url:
+        client = client_of(base_url)
+        kept, half_deleted, unmarked = (
+            client.files.create(file=(f"{name}.txt", name.encode()), purpose="assistants").id
+            for name in ("kept", "half-deleted", "unmarked")
+        )
+    long_ago, now = time.time() - 7200, time.time()
+    (blobs / "file-upload-crashed").write_bytes(b"bytes written, metadata never")
+    (blobs / "file-upload-running").write_bytes(b"another server is finishing this one")
+
+    async def crash_leftovers() -> None:
+        storage = await open_storage(SQLiteStorageConfig(), tmp_path)
+        try:
+            pending = Registry(storage.kv, "files-pending/", Pending, key=lambda marker: marker.id)
+            await pending.put(Pending(id="file-upload-crashed", since=long_ago))
+            await pending.put(Pending(id="file-upload-running", since=now))
+            await pending.put(Pending(id=half_deleted, since=long_ago))  # metadata deleted, then the crash
+            await files_registry(storage.kv).delete(half_deleted)
+            await files_registry(storage.kv).delete(unmarked)  # metadata lost some other way: no marker
+            await pending.put(Pending(id=kept, since=long_ago))  # crashed after the metadata was written
+        finally:
+            await storage.close()
+
+    async def markers() -> list[str]:
+        storage = await open_storage(SQLiteStorageConfig(), tmp_path)
+        try:
+            return [m.id for m in await Registry(storage.kv, "files-pending/", Pending, key=lambda m: m.id).list()]
+        finally:
+            await storage.close()
+
+    asyncio.run(crash_leftovers())
+    with serve(config(tmp_path)) as base_url:
+        client = client_of(base_url)
+        assert [f.id for f in client.files.list()] == [kept]
+        assert client.files.content(kept).read() == b"kept"
+    left = {blob.name for blob in blobs.iterdir()}
+    assert left == {kept, unmarked, "file-upload-running"}
+    assert asyncio.run(markers()) == ["file-upload-running"]
