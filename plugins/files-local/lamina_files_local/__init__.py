@@ -1,4 +1,4 @@
-"""inline::localfs — the Files API on local disk: bytes in files named by id, metadata in SQLite."""
+"""inline::localfs — the bytes of the Files API on local disk, in files named by id (metadata is core's)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class LocalFilesConfig(lamina.ProviderConfig):
 async def create(config: LocalFilesConfig, deps: lamina.Deps) -> Any:
     from lamina_files_local.store import LocalFiles
 
-    return await LocalFiles.open(deps.data_dir, config.max_upload_bytes)
+    return await LocalFiles.open(deps.data_dir, config.max_upload_bytes, deps.storage.kv)
 
 
 @lamina.hookimpl
@@ -26,6 +26,6 @@ def register_providers() -> list[lamina.ProviderSpec]:
             type="inline::localfs",
             config=LocalFilesConfig,
             create=create,
-            description="Uploaded files on local disk, metadata in SQLite",
+            description="Uploaded files' bytes on local disk",
         )
     ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +95,60 @@ def test_streamed_upload_of_a_large_file(tmp_path: Path) -> None:
         uploaded = client.files.create(file=("large.bin", body), purpose="batch")
         assert uploaded.bytes == size
         assert (tmp_path / "files" / "blobs" / uploaded.id).stat().st_size == size
+
+
+# The previous version's metadata database, as its store.py created it.
+LEGACY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    filename TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS files_purpose ON files (purpose, seq);
+"""
+
+
+def test_a_data_directory_of_the_previous_version_keeps_its_files(tmp_path: Path) -> None:
+    root = tmp_path / "files"
+    (root / "blobs").mkdir(parents=True)
+    (root / "uploads").mkdir()
+    created = int(time.time()) - 100
+    legacy = {  # id -> (filename, purpose, bytes, created_at, expires_at), in upload order
+        "file-" + "a" * 24: ("notes.txt", "assistants", b"first file", created, None),
+        "file-" + "0" * 24: ("data.jsonl", "batch", b'{"a": 1}\n', created, created + 7200),
+        "file-" + "5" * 24: ("gone.txt", "user_data", b"expired", created - 7200, created - 3600),
+    }
+    db = sqlite3.connect(root / "files.db")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(LEGACY_SCHEMA)
+    for file_id, (filename, purpose, content, created_at, expires_at) in legacy.items():
+        (root / "blobs" / file_id).write_bytes(content)
+        db.execute(
+            "INSERT INTO files (id, filename, purpose, bytes, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (file_id, filename, purpose, len(content), created_at, expires_at),
+        )
+    db.commit()
+    db.close()
+    first, second, expired = legacy
+    with serve(config(tmp_path)) as base_url:
+        client = OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+        # The old order is kept within one second (ids sort the other way), and the expired file is gone.
+        assert [f.id for f in client.files.list(order="asc")] == [first, second]
+        kept = client.files.retrieve(second)
+        assert (kept.filename, kept.purpose, kept.bytes, kept.expires_at) == ("data.jsonl", "batch", 9, created + 7200)
+        assert client.files.content(first).read() == b"first file"
+        with pytest.raises(openai.NotFoundError):
+            client.files.retrieve(expired)
+        new = client.files.create(file=("new.txt", b"new"), purpose="assistants")
+        assert [f.id for f in client.files.list()] == [new.id, second, first]
+        client.files.delete(first)
+    assert not (root / "files.db").exists() and (root / "files.db.imported").exists()
+    assert not (root / "blobs" / expired).exists() and not (root / "blobs" / first).exists()
+    with serve(config(tmp_path)) as base_url:  # imported once: the deleted file does not come back
+        client = OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+        assert [f.id for f in client.files.list()] == [new.id, second]
+        assert client.files.content(second).read() == b'{"a": 1}\n'

@@ -1,21 +1,57 @@
-"""What a files provider implements: where uploaded bytes and their metadata are kept."""
+"""What a files provider implements: a store of bytes under file ids. Nothing else.
+
+The files router owns everything else about a file: its id (made by the router), its metadata (a `FileObject` in
+the stack's storage), listing, pagination, expiry and existence checks. A provider never sees a filename or a
+purpose, and is only ever asked about ids the router made. So a new backend (S3, a database) is these methods:
+
+    max_upload_bytes: int
+        Uploads larger than this are refused with a 413 (raise `lamina.apis.files.types.too_large(limit)` from
+        `Upload.write`).
+
+    async def begin_upload(self) -> Upload
+        Start receiving a file. The router writes the bytes into the `Upload` as they arrive from the client, then
+        calls `finish_upload` or `Upload.abort`.
+
+    async def finish_upload(self, upload: Upload, file_id: str) -> int
+        Make the upload's bytes durable under `file_id` and return their count. Bytes become readable by id only
+        here, complete: a crash before never leaves half a file under an id.
+
+    async def read(self, file_id: str) -> AsyncIterator[bytes]
+        The bytes of `file_id`, in chunks, as an async generator (`async def` with `yield`): downloads stream
+        from it, and no file is ever read whole into memory. Raise `FileNotFoundError` (before the first chunk)
+        when there are no bytes under `file_id`.
+
+    def local_path(self, file_id: str) -> Path | None          (optional)
+        Where the bytes of `file_id` are on this machine's disk, for readers that need a path (text extraction of
+        vector stores). Without it the router makes a temporary copy through `read`.
+
+    async def delete(self, file_id: str) -> None
+        Delete the bytes of `file_id`; no error when there are none (the router retries deletions a crash
+        interrupted, and deletes the bytes of uploads a crash left without metadata).
+
+Providers are called from the event loop: `Upload.write` is synchronous and called for every received chunk, so
+it must only append to local storage (spool to a temporary file, say, and ship it to a remote store in
+`finish_upload`).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Protocol
-
-from lamina.apis.files.types import FileObject
 
 
 class Upload(Protocol):
-    """A file being received: bytes go straight to the provider's storage."""
+    """A file being received: bytes go to the provider's storage as they arrive, never whole into memory."""
 
-    size: int
+    size: int  # bytes written so far
 
-    def write(self, data: bytes) -> None: ...  # raises the 413 from `too_large` past the limit
+    def write(self, data: bytes) -> None:
+        """Append `data`; raise `too_large(limit)` (a 413) when it would pass `max_upload_bytes`."""
+        ...
 
-    def abort(self) -> None: ...
+    def abort(self) -> None:
+        """Drop everything written: the upload failed or was refused."""
+        ...
 
 
 class FilesProvider(Protocol):
@@ -23,16 +59,8 @@ class FilesProvider(Protocol):
 
     async def begin_upload(self) -> Upload: ...
 
-    async def finish_upload(
-        self, upload: Upload, *, filename: str, purpose: str, expires_at: int | None
-    ) -> FileObject: ...
+    async def finish_upload(self, upload: Upload, file_id: str) -> int: ...
 
-    async def list_files(
-        self, *, after: str | None, limit: int, order: str, purpose: str | None
-    ) -> tuple[list[FileObject], bool]: ...
+    def read(self, file_id: str) -> AsyncIterator[bytes]: ...
 
-    async def get_file(self, file_id: str) -> FileObject: ...  # raises 404
-
-    async def file_path(self, file_id: str) -> Path: ...
-
-    async def delete_file(self, file_id: str) -> None: ...  # raises 404
+    async def delete(self, file_id: str) -> None: ...

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response, StreamingResponse
 
 from lamina.apis.files.provider import FilesProvider, Upload
 from lamina.apis.files.router import FilesRouter
 from lamina.apis.files.types import PURPOSES, ExpiresAfter, FileDeleted, FileList, FileObject, ListQuery
-from lamina.errors import LaminaError, bad_request, not_found, validation_error
+from lamina.errors import LaminaError, bad_request, validation_error
 from lamina.http import json_response, route, router_of
 
 DRAIN_FACTOR = 4  # an oversize upload is read (and dropped) up to this many times the limit, then cut off
@@ -107,7 +107,7 @@ async def receive_multipart(request: Request, provider: FilesProvider) -> tuple[
     return upload, filename, fields
 
 
-def _expires_at(fields: dict[str, str], now: int) -> int | None:
+def _expires_after(fields: dict[str, str]) -> int | None:
     anchor = fields.get("expires_after[anchor]")
     seconds = fields.get("expires_after[seconds]")
     if anchor is None and seconds is None:
@@ -116,28 +116,26 @@ def _expires_at(fields: dict[str, str], now: int) -> int | None:
         parsed = ExpiresAfter.model_validate({"anchor": anchor or "created_at", "seconds": seconds})
     except ValidationError as exc:
         raise validation_error(exc) from None
-    return now + parsed.seconds
+    return parsed.seconds
 
 
 async def upload_file(request: Request) -> Response:
     """Upload a file (multipart/form-data: `file`, `purpose`, optional `expires_after[anchor|seconds]`)."""
-    provider = _files(request).provider
-    upload, filename, fields = await receive_multipart(request, provider)
+    router = _files(request)
+    upload, filename, fields = await receive_multipart(request, router.provider)
     try:
         purpose = fields.get("purpose")
         if not purpose:
             raise bad_request("`purpose` is required", param="purpose", code="missing_required_parameter")
         if purpose not in PURPOSES:
             raise bad_request(f"unknown purpose '{purpose}'; one of: {', '.join(PURPOSES)}", param="purpose")
-        expires_at = _expires_at(fields, int(time.time()))
+        expires_after = _expires_after(fields)
         # Only the last path component is kept, and only as a label: storage is by id.
         filename = filename.replace("\\", "/").rsplit("/", 1)[-1] or "upload"
     except LaminaError:
         upload.abort()
         raise
-    return json_response(
-        await provider.finish_upload(upload, filename=filename, purpose=purpose, expires_at=expires_at)
-    )
+    return json_response(await router.upload(upload, filename=filename, purpose=purpose, expires_after=expires_after))
 
 
 def _query(request: Request, model: type[BaseModel]) -> Any:
@@ -158,20 +156,19 @@ async def get_file(request: Request) -> Response:
 
 
 async def get_file_content(request: Request) -> Response:
-    """Download a file's bytes."""
-    router = _files(request)
-    file = await router.get_file(request.path_params["file_id"])
-    path = await router.file_path(file.id)
-    if not path.exists():
-        raise not_found(f"file '{file.id}' has no content", param="file_id")
-    return FileResponse(path, media_type="application/octet-stream", filename=file.filename)
+    """Download a file's bytes (streamed from the provider)."""
+    file, chunks = await _files(request).content(request.path_params["file_id"])
+    quoted = quote(file.filename)  # RFC 6266: a name needing escapes goes in filename*, as Starlette does
+    disposition = (
+        f"attachment; filename*=utf-8''{quoted}" if quoted != file.filename else f'attachment; filename="{quoted}"'
+    )
+    headers = {"content-length": str(file.bytes), "content-disposition": disposition}
+    return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
 
 
 async def delete_file(request: Request) -> Response:
     """Delete a file."""
-    file_id = request.path_params["file_id"]
-    await _files(request).delete_file(file_id)
-    return json_response(FileDeleted(id=file_id))
+    return json_response(await _files(request).delete_file(request.path_params["file_id"]))
 
 
 ROUTES = [

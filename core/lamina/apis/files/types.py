@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from lamina.errors import LaminaError
+from lamina.specs import ProviderConfig
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 
@@ -21,6 +22,24 @@ class FileObject(BaseModel):
     status: str = "processed"
     expires_at: int | None = None
     status_details: str | None = None
+
+
+class FileRecord(BaseModel):
+    """What the files registry keeps per file: the OpenAI object, and `order`, its place in listings (creation
+    time in nanoseconds, zero-padded, so that files made within one second keep their upload order)."""
+
+    file: FileObject
+    order: str
+
+
+class FilesConfig(ProviderConfig):
+    """`apis.files`: settings of the Files API itself (the bytes' provider has its own)."""
+
+    sweep_seconds: float = Field(
+        600,
+        gt=0,
+        description="how often expired files and bytes a crash left without metadata are deleted",
+    )
 
 
 class FileList(BaseModel):
