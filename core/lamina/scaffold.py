@@ -37,6 +37,16 @@ KINDS = {
         "flags messages that contain one of its words",
         "apis:\n  safety:\n    shields:\n      - {id: $name, provider_id: $name}",
     ),
+    "files": Kind(
+        "lamina.apis.files.provider.FilesProvider",
+        "keeps uploaded files' bytes in a folder, one file per id",
+        "# the files router keeps ids, names and expiry in the stack's storage",
+    ),
+    "vector_io": Kind(
+        "lamina.apis.vector_io.provider.VectorIOProvider",
+        "keeps vector stores' chunks in SQLite and searches them by cosine similarity",
+        "# vector stores need an embedding model: set apis.vector_io.default_embedding_model",
+    ),
 }
 
 
