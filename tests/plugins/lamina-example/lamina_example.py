@@ -8,10 +8,11 @@ from typing import Any
 import lamina
 from lamina.apis.inference.provider import chat_choice, chat_completion, stream_text, usage
 from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelInfo
+from pydantic import Field
 
 
 class EchoConfig(lamina.ProviderConfig):
-    prefix: str = "echo: "
+    prefix: str = Field("echo: ", description="put before every answer")
 
 
 class Echo:
