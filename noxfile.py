@@ -34,10 +34,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    """Every package installed from the checkout, the example plugin as a normal package, then pytest."""
+    """Every package installed from the checkout, the example plugin and API as normal packages, then pytest."""
     session.install(TORCH)
     session.install("-e", "./core", *[f"-e{p}" for p in PLUGINS + DISTROS])
-    session.install("./tests/plugins/lamina-example")
+    session.install("./tests/plugins/lamina-example", "./tests/plugins/lamina-example-api")
     session.install(*nox.project.dependency_groups(PYPROJECT, "test", "reference"))
     env = _test_models(session)
     session.run("pytest", *(session.posargs or ["-q"]), env=env)

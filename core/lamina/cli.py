@@ -175,6 +175,26 @@ def config(distro: str, env: tuple[str, ...]) -> None:
     click.echo(yaml.safe_dump(redact(resolved.model_dump(mode="json")), sort_keys=False), nl=False)
 
 
+@cli.group()
+def plugin() -> None:
+    """Write plugin packages."""
+
+
+@plugin.command("new")
+@click.argument("name")
+@click.option("--api", required=True, type=click.Choice(["inference", "safety", "vector_io", "files"]))
+@click.option("--dir", "parent", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
+def plugin_new(name: str, api: str, parent: Path) -> None:
+    """Write lamina-NAME, a provider package for API with its tests, into DIR."""
+    from lamina.scaffold import new_plugin
+
+    try:
+        folder = new_plugin(name, api, parent)
+    except (ValueError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {folder}; next: pip install -e '{folder}[test]' && pytest {folder / 'tests'}")
+
+
 def configure_logging(default_level: str) -> None:
     """Log records to stderr, one line each; `LAMINA_LOG_LEVEL` overrides the command's default level."""
     logging.basicConfig(format=LOG_FORMAT)

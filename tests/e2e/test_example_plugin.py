@@ -62,7 +62,7 @@ def test_served_from_a_run_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             model="parrot/echo-1", messages=[{"role": "user", "content": "one two three"}], stream=True
         )
         chunks = list(stream)
-        assert len(chunks) == 6
+        assert len(chunks) == 7  # the role, five words, the finish
         assert "".join(c.choices[0].delta.content or "" for c in chunks) == "polly says: one two three"
         assert chunks[-1].choices[0].finish_reason == "stop"
         provider = client.get("/providers/parrot", cast_to=object)
