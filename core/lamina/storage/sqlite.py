@@ -17,7 +17,7 @@ from pydantic import Field
 
 from lamina.hookspecs import hookimpl
 from lamina.specs import ProviderConfig, StorageBackendSpec
-from lamina.storage import Job
+from lamina.storage import Job, JobQueue, KVStore
 
 
 async def connect(path: Path) -> aiosqlite.Connection:
@@ -71,6 +71,15 @@ class SQLiteJobs:
         await self._db.commit()
         return job
 
+    async def ensure(self, kind: str, key: str, payload: dict[str, Any]) -> bool:
+        cursor = await self._db.execute(
+            "INSERT OR IGNORE INTO jobs (kind, key, id, payload, worker, lease_until, attempts) "
+            "VALUES (?, ?, ?, ?, NULL, 0, 0)",
+            (kind, key, uuid.uuid4().hex, json.dumps(payload)),
+        )
+        await self._db.commit()
+        return cursor.rowcount > 0
+
     async def claim(self, kind: str, worker: str, lease_seconds: float) -> Job | None:
         now = time.time()
         # One statement: SQLite runs it under the database's write lock, so two claimers never get one job.
@@ -102,6 +111,15 @@ class SQLiteJobs:
         await self._db.commit()
         return cursor.rowcount > 0
 
+    async def release(self, job: Job, worker: str) -> bool:
+        cursor = await self._db.execute(
+            "UPDATE jobs SET worker = NULL, lease_until = 0, attempts = max(attempts - 1, 0) "
+            "WHERE kind = ? AND key = ? AND id = ? AND worker = ?",
+            (job.kind, job.key, job.id, worker),
+        )
+        await self._db.commit()
+        return cursor.rowcount > 0
+
     async def cancel(self, kind: str, key: str) -> bool:
         cursor = await self._db.execute("DELETE FROM jobs WHERE kind = ? AND key = ?", (kind, key))
         await self._db.commit()
@@ -116,8 +134,8 @@ class SQLiteJobs:
 class SQLiteStorage:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
-        self.kv = SQLiteKV(db)
-        self.jobs = SQLiteJobs(db)
+        self.kv: KVStore = SQLiteKV(db)
+        self.jobs: JobQueue = SQLiteJobs(db)
 
     async def close(self) -> None:
         await self._db.close()
