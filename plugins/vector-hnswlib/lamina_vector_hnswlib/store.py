@@ -143,14 +143,12 @@ class HnswlibVectorIO:
     @staticmethod
     async def _migrate(db: aiosqlite.Connection) -> None:
         """Databases of the previous version: no attributes, no store versions, ids allocated in memory."""
-        async with db.execute("SELECT name FROM pragma_table_info('chunks')") as cursor:
-            columns = {row[0] async for row in cursor}
+        columns = {row[0] for row in await db.execute_fetchall("SELECT name FROM pragma_table_info('chunks')")}
         if "attributes" not in columns:
             await db.execute("ALTER TABLE chunks ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}'")
             # Raw chunks' metadata were their attributes; files' attributes come from the router at start.
             await db.execute("UPDATE chunks SET attributes = metadata WHERE file_id IS NULL")
-        async with db.execute("SELECT name FROM pragma_table_info('stores')") as cursor:
-            columns = {row[0] async for row in cursor}
+        columns = {row[0] for row in await db.execute_fetchall("SELECT name FROM pragma_table_info('stores')")}
         if "version" not in columns:
             await db.execute("ALTER TABLE stores ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
         await db.execute(
@@ -168,8 +166,9 @@ class HnswlibVectorIO:
 
     async def _load(self) -> None:
         started = time.perf_counter()
-        async with self.db.execute("SELECT id FROM stores WHERE dimension IS NOT NULL") as cursor:
-            store_ids = [row[0] async for row in cursor]
+        store_ids = [
+            row[0] for row in await self.db.execute_fetchall("SELECT id FROM stores WHERE dimension IS NOT NULL")
+        ]
         for store_id in store_ids:
             await self._sync(store_id)
         known = {f"{store_id}.bin" for store_id in store_ids}
@@ -181,8 +180,10 @@ class HnswlibVectorIO:
 
     async def _sync(self, store_id: str) -> StoreIndex | None:
         """The store's index, caught up with SQLite if another process (or a crash) left it behind."""
-        async with self.db.execute("SELECT dimension, version FROM stores WHERE id = ?", (store_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = next(
+            iter(await self.db.execute_fetchall("SELECT dimension, version FROM stores WHERE id = ?", (store_id,))),
+            None,
+        )
         if row is None or row[0] is None:
             self.indexes.pop(store_id, None)  # deleted, or still empty, maybe by another process
             return None
@@ -202,10 +203,10 @@ class HnswlibVectorIO:
 
     async def _open_index(self, store_id: str, dimension: int) -> StoreIndex:
         query = "SELECT count, bytes, crc32 FROM index_files WHERE store_id = ?"
-        async with self.db.execute(query, (store_id,)) as cursor:
-            recorded = await cursor.fetchone()
-        async with self.db.execute("SELECT count(*) FROM chunks WHERE store_id = ?", (store_id,)) as cursor:
-            (stored,) = await cursor.fetchone()  # type: ignore[misc]
+        recorded = next(iter(await self.db.execute_fetchall(query, (store_id,))), None)
+        (stored,) = next(
+            iter(await self.db.execute_fetchall("SELECT count(*) FROM chunks WHERE store_id = ?", (store_id,))), None
+        )  # type: ignore[misc]
         path = self._path(store_id)
         index = None
         # hnswlib trusts the sizes written in the file, so a damaged file must be caught before it is loaded.
@@ -237,8 +238,9 @@ class HnswlibVectorIO:
     async def _reconcile(self, store_id: str, store: StoreIndex, version: int) -> None:
         """Add the vectors SQLite has and the index lacks, mark deleted those SQLite no longer has. Holds
         `store.lock`; `version` was read before the chunk ids, so a write after it triggers another pass."""
-        async with self.db.execute("SELECT id FROM chunks WHERE store_id = ?", (store_id,)) as cursor:
-            wanted = {row[0] for row in await cursor.fetchall()}
+        wanted = {
+            row[0] for row in (await self.db.execute_fetchall("SELECT id FROM chunks WHERE store_id = ?", (store_id,)))
+        }
         present = set(store.index.get_ids_list())
         missing = np.array(sorted(wanted - present), dtype=np.int64)
         if len(missing):
@@ -278,10 +280,9 @@ class HnswlibVectorIO:
         for start in range(0, len(labels), 30000):  # SQLite's limit on bound parameters
             part = [int(x) for x in labels[start : start + 30000]]
             placeholders = ",".join("?" * len(part))
-            async with self.db.execute(
-                f"SELECT id, embedding FROM chunks WHERE id IN ({placeholders})", part
-            ) as cursor:
-                rows.update(await cursor.fetchall())  # type: ignore[arg-type]
+            rows.update(
+                await self.db.execute_fetchall(f"SELECT id, embedding FROM chunks WHERE id IN ({placeholders})", part)
+            )  # type: ignore[arg-type]
         return np.stack([np.frombuffer(rows[int(label)], dtype=np.float32) for label in labels]).reshape(-1, dimension)
 
     # -- persistence of index files
@@ -354,10 +355,14 @@ class HnswlibVectorIO:
 
     async def _bump(self, store_id: str) -> None:
         """Count a write of the store (in the open transaction); the local index follows it when it was current."""
-        async with self.db.execute(
-            "UPDATE stores SET version = version + 1 WHERE id = ? RETURNING version", (store_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = next(
+            iter(
+                await self.db.execute_fetchall(
+                    "UPDATE stores SET version = version + 1 WHERE id = ? RETURNING version", (store_id,)
+                )
+            ),
+            None,
+        )
         store = self.indexes.get(store_id)
         if row is not None and store is not None and store.version == row[0] - 1:
             store.version = row[0]
@@ -374,8 +379,9 @@ class HnswlibVectorIO:
             store = await self._sync(store_id)  # before the transaction: it may read for a while
             await self.db.execute("BEGIN IMMEDIATE")
             try:
-                async with self.db.execute("SELECT dimension FROM stores WHERE id = ?", (store_id,)) as cursor:
-                    row = await cursor.fetchone()
+                row = next(
+                    iter(await self.db.execute_fetchall("SELECT dimension FROM stores WHERE id = ?", (store_id,))), None
+                )
                 if row is None:
                     raise bad_request(
                         f"vector store '{store_id}' has no index in this provider", param="vector_store_id"
@@ -386,11 +392,15 @@ class HnswlibVectorIO:
                     )
                 if row[0] is None:
                     await self.db.execute("UPDATE stores SET dimension = ? WHERE id = ?", (dimension, store_id))
-                async with self.db.execute(
-                    "UPDATE counters SET value = value + ? WHERE name = 'next_chunk_id' RETURNING value",
-                    (len(chunks),),
-                ) as cursor:
-                    (end,) = await cursor.fetchone()  # type: ignore[misc]
+                (end,) = next(
+                    iter(
+                        await self.db.execute_fetchall(
+                            "UPDATE counters SET value = value + ? WHERE name = 'next_chunk_id' RETURNING value",
+                            (len(chunks),),
+                        )
+                    ),
+                    None,
+                )  # type: ignore[misc]
                 ids = list(range(end - len(chunks), end))
                 await self.db.executemany(
                     "INSERT INTO chunks (id, store_id, file_id, content, metadata, embedding, attributes) "
@@ -453,8 +463,9 @@ class HnswlibVectorIO:
         async with self.write_lock:
             await self.db.execute("BEGIN IMMEDIATE")
             try:
-                async with self.db.execute(f"SELECT id FROM chunks WHERE {where}", args) as cursor:
-                    labels = [row[0] for row in await cursor.fetchall()]
+                labels = [
+                    row[0] for row in (await self.db.execute_fetchall(f"SELECT id FROM chunks WHERE {where}", args))
+                ]
                 if labels:
                     await self.db.execute(
                         f"DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE {where})", args
@@ -481,8 +492,7 @@ class HnswlibVectorIO:
 
     async def file_chunks(self, store_id: str, file_id: str) -> list[str]:
         query = "SELECT content FROM chunks WHERE store_id = ? AND file_id = ? ORDER BY id"
-        async with self.db.execute(query, (store_id, file_id)) as cursor:
-            return [row[0] for row in await cursor.fetchall()]
+        return [row[0] for row in (await self.db.execute_fetchall(query, (store_id, file_id)))]
 
     async def knn(
         self, store_id: str, queries: Any, k: int, allowed: set[int] | None = None
@@ -538,8 +548,12 @@ class HnswlibVectorIO:
     async def _allowed(self, store_id: str, filters: Comparison | Compound) -> set[int]:
         args: list[Any] = [store_id]
         condition = filter_sql(filters, args)
-        async with self.db.execute(f"SELECT c.id FROM chunks c WHERE c.store_id = ? AND {condition}", args) as cursor:
-            return {row[0] for row in await cursor.fetchall()}
+        return {
+            row[0]
+            for row in (
+                await self.db.execute_fetchall(f"SELECT c.id FROM chunks c WHERE c.store_id = ? AND {condition}", args)
+            )
+        }
 
     async def query(
         self,
@@ -578,8 +592,7 @@ class HnswlibVectorIO:
             "SELECT c.id, bm25(chunks_fts) AS rank FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
             f"WHERE chunks_fts MATCH ? AND c.store_id = ?{condition} ORDER BY rank LIMIT ?"
         )
-        async with self.db.execute(query, args) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self.db.execute_fetchall(query, args)
         # bm25() is negative, lower is better: map b = -bm25 >= 0 to b / (1 + b) in [0, 1).
         return await self._hits([row[0] for row in rows], [(-r) / (1.0 - r) for _, r in rows])
 
@@ -587,10 +600,15 @@ class HnswlibVectorIO:
         if not labels:
             return []
         placeholders = ",".join("?" * len(labels))
-        async with self.db.execute(
-            f"SELECT id, content, file_id, metadata, attributes FROM chunks WHERE id IN ({placeholders})", labels
-        ) as cursor:
-            rows = {row[0]: row for row in await cursor.fetchall()}
+        rows = {
+            row[0]: row
+            for row in (
+                await self.db.execute_fetchall(
+                    f"SELECT id, content, file_id, metadata, attributes FROM chunks WHERE id IN ({placeholders})",
+                    labels,
+                )
+            )
+        }
         return [
             Hit(
                 id=str(label),
