@@ -18,6 +18,7 @@ query with exactly those embeddings.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     attributes TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS chunks_by_file ON chunks (store_id, file_id);
+CREATE INDEX IF NOT EXISTS chunks_by_attributes ON chunks (store_id, attributes);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(content, tokenize = 'porter unicode61');
 CREATE TABLE IF NOT EXISTS index_files (
     store_id TEXT PRIMARY KEY, count INTEGER NOT NULL, bytes INTEGER NOT NULL, crc32 INTEGER NOT NULL
@@ -77,10 +79,10 @@ def _equal(value: Any) -> str:
     return "(type IN ('integer', 'real', 'true', 'false') AND value = ?)"  # True == 1, as in Python
 
 
-def filter_sql(condition: Comparison | Compound, args: list[Any], table: str = "c") -> str:
-    """An SQL condition on `<table>.attributes` true exactly where `search.matches(condition, attributes)` is."""
+def filter_sql(condition: Comparison | Compound, args: list[Any], column: str = "c.attributes") -> str:
+    """An SQL condition on `column` (a JSON object) true exactly where `search.matches(condition, attributes)` is."""
     if isinstance(condition, Compound):
-        parts = [filter_sql(sub, args, table) for sub in condition.filters]
+        parts = [filter_sql(sub, args, column) for sub in condition.filters]
         return "(" + (" AND " if condition.type == "and" else " OR ").join(parts) + ")"
     kind, wanted = condition.type, condition.value
     if kind in ("eq", "ne"):
@@ -96,7 +98,7 @@ def filter_sql(condition: Comparison | Compound, args: list[Any], table: str = "
         test = f"(type {types} AND value {operator} ?)"
     args.append(condition.key)
     args.extend(wanted if isinstance(wanted, list) else [wanted])
-    exists = f"EXISTS (SELECT 1 FROM json_each({table}.attributes) WHERE key = ? AND {test})"
+    exists = f"EXISTS (SELECT 1 FROM json_each({column}) WHERE key = ? AND {test})"
     return f"NOT {exists}" if kind in ("ne", "nin") else exists
 
 
@@ -533,6 +535,18 @@ class HnswlibVectorIO:
         self, store: StoreIndex, matrix: np.ndarray, k: int, allowed: set[int] | None
     ) -> tuple[np.ndarray, np.ndarray]:
         index = store.index
+        if allowed is not None and len(allowed) >= store.live // 20:
+            # A filter most chunks pass is cheaper applied to a few more neighbours than inside the graph walk
+            # (which calls back into Python for every node it visits).
+            wider = min(store.live, 2 * k * store.live // len(allowed))
+            index.set_ef(max(self.config.ef_search, wider))
+            with contextlib.suppress(RuntimeError):
+                labels, distances = index.knn_query(matrix, k=wider)
+                keep = np.vectorize(allowed.__contains__, otypes=[bool])(labels.astype(np.int64))
+                if keep.sum(axis=1).min() >= k:
+                    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+                    picked = np.take_along_axis(labels, order, axis=1)
+                    return picked, 1.0 - np.take_along_axis(distances, order, axis=1)
         index.set_ef(max(self.config.ef_search, k))
         passes = None if allowed is None else allowed.__contains__
         while True:
@@ -546,14 +560,15 @@ class HnswlibVectorIO:
                 k = max(1, k // 2)
 
     async def _allowed(self, store_id: str, filters: Comparison | Compound) -> set[int]:
+        # Chunks of one file share their attributes: test each distinct attribute set once, then fetch the ids
+        # of the sets that pass through the (store_id, attributes) index.
         args: list[Any] = [store_id]
-        condition = filter_sql(filters, args)
-        return {
-            row[0]
-            for row in (
-                await self.db.execute_fetchall(f"SELECT c.id FROM chunks c WHERE c.store_id = ? AND {condition}", args)
-            )
-        }
+        condition = filter_sql(filters, args, "sets.attributes")
+        query = (
+            "SELECT id FROM chunks WHERE store_id = ? AND attributes IN (SELECT attributes FROM "
+            f"(SELECT DISTINCT attributes FROM chunks WHERE store_id = ?) AS sets WHERE {condition})"
+        )
+        return {row[0] for row in await self.db.execute_fetchall(query, [store_id, *args])}
 
     async def query(
         self,

@@ -13,6 +13,7 @@ from lamina.apis.vector_io.search import matches
 from lamina.apis.vector_io.types import Comparison, Compound
 from lamina.errors import LaminaError
 from lamina_vector_hnswlib import HnswlibConfig
+from lamina_vector_hnswlib import store as store_module
 from lamina_vector_hnswlib.store import HnswlibVectorIO
 
 DIM = 32
@@ -212,17 +213,29 @@ async def test_filters_in_sql_agree_with_the_routers(tmp_path: Path) -> None:
     await provider.close()
 
 
-@pytest.mark.parametrize("files", [3, 40])  # few matching chunks: exact scan; many: hnswlib with a filter
-async def test_filtered_vector_and_keyword_queries(tmp_path: Path, files: int) -> None:
+@pytest.mark.parametrize(
+    ("files", "exact_max"),
+    [
+        (3, 4096),  # few chunks pass: compared with exactly theirs
+        (40, 100),  # half pass: hnswlib's neighbours, more of them, then the filter
+        (40, 100_000),  # exact again, as a reference for the next
+    ],
+)
+@pytest.mark.parametrize("share", ["even", "rare"])
+async def test_filtered_vector_and_keyword_queries(
+    tmp_path: Path, files: int, exact_max: int, share: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "EXACT_MAX", exact_max)
     provider = await open_store(tmp_path)
     await provider.create_store("vs_a")
     data = vectors(files * 150, 3)
     for f in range(files):
         part = data[f * 150 : (f + 1) * 150]
-        chunks = [Chunk(f"river {i} of f{f}", f"f{f}", {}, {"even": f % 2 == 0, "f": f}) for i in range(150)]
+        passes = f % 2 == 0 if share == "even" else f == 0  # half the files, or one in 40 (hnswlib's filter)
+        chunks = [Chunk(f"river {i} of f{f}", f"f{f}", {}, {"even": passes, "f": f}) for i in range(150)]
         await provider.insert("vs_a", chunks, part)
     even = Comparison(type="eq", key="even", value=True)
-    wanted = [f for f in range(files) if f % 2 == 0]
+    wanted = [f for f in range(files) if (f % 2 == 0 if share == "even" else f == 0)]
     for row in (0, 151, 302):
         hits = await provider.query("vs_a", vector=data[row].tolist(), text=None, k=10, filters=even, mode="vector")
         assert len(hits) == 10 and all(h.attributes["even"] is True for h in hits)
@@ -234,6 +247,8 @@ async def test_filtered_vector_and_keyword_queries(tmp_path: Path, files: int) -
     hybrid = await provider.query("vs_a", vector=data[1].tolist(), text="river", k=5, filters=even, mode="hybrid")
     assert len(hybrid) == 5 and all(h.attributes["even"] is True for h in hybrid)
     await provider.update_attributes("vs_a", "f0", {"even": False})
+    if share == "rare":
+        return await provider.close()
     hits = await provider.query("vs_a", vector=data[0].tolist(), text=None, k=10, filters=even, mode="vector")
     assert all(h.file_id != "f0" for h in hits)
     await provider.close()
