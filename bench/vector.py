@@ -6,7 +6,8 @@
 Data: `--n` seeded 384-dim unit vectors from a Gaussian mixture, `--queries` queries from the same mixture;
 exact ground truth by numpy brute force in the same run. Prints recall@10 and QPS per ef_search (queries
 batched through one knn call), the best QPS at recall >= 0.95 next to numpy brute-force QPS (one query at a
-time, as a caller without an index would do), insert throughput, and the restart time of the store.
+time, as a caller without an index would do), insert throughput, filtered search (the filter pushed down to
+SQLite + hnswlib, against the same search filtered by the router), and the restart time of the store.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 async def provider_bench(args: argparse.Namespace) -> None:
+    from lamina.apis.vector_io.provider import Chunk
+    from lamina.apis.vector_io.search import matches
+    from lamina.apis.vector_io.types import Comparison
     from lamina_vector_hnswlib import HnswlibConfig
     from lamina_vector_hnswlib.store import HnswlibVectorIO
 
@@ -83,9 +87,12 @@ async def provider_bench(args: argparse.Namespace) -> None:
         labels_of_row = np.empty(args.n, dtype=np.int64)
         for start in range(0, args.n, batch):
             part = data[start : start + batch]
-            chunks = [(f"chunk {start + i}", {"row": start + i}) for i in range(len(part))]
+            chunks = [
+                Chunk(f"chunk {start + i}", None, {"row": start + i}, {"shard": (start + i) % 10})
+                for i in range(len(part))
+            ]
             ids = await provider.insert("vs_bench", chunks, part)
-            labels_of_row[start : start + len(part)] = ids
+            labels_of_row[start : start + len(part)] = [int(i) for i in ids]
         insert_seconds = time.perf_counter() - started
         print(
             f"insert (SQLite rows + FTS5 + hnswlib M={args.M} ef_construction={args.ef_construction}): "
@@ -123,9 +130,46 @@ async def provider_bench(args: argparse.Namespace) -> None:
         provider.config.ef_search = best[1] if best else 64
         started = time.perf_counter()
         for query in queries[:200]:
-            await provider.query_vector("vs_bench", query.tolist(), K)
+            await provider.query("vs_bench", vector=query.tolist(), text=None, k=K, filters=None, mode="vector")
         single = 200 / (time.perf_counter() - started)
-        print(f"one query per call with chunk rows fetched (query_vector): {single:,.0f} q/s")
+        print(f"one query per call with chunk rows fetched (query): {single:,.0f} q/s")
+
+        # Filtered: 1 chunk in 10 (shard = 3) and 1 in 1,000 (shard = 3 and row < n/100) qualify.
+        for label, condition in (
+            ("10%", Comparison(type="eq", key="shard", value=3)),
+            ("0.1%", Comparison(type="lte", key="shard", value=-1)),
+        ):
+            if label == "0.1%":
+                few = [Chunk(f"rare {i}", None, {}, {"shard": -1}) for i in range(args.n // 1000)]
+                await provider.insert("vs_bench", few, mixture(rng, centers, len(few), args.spread))
+            times = []
+            for query in queries[:100]:
+                started = time.perf_counter()
+                hits = await provider.query(
+                    "vs_bench", vector=query.tolist(), text=None, k=K, filters=condition, mode="vector"
+                )
+                times.append(time.perf_counter() - started)
+            assert len(hits) == K and all(matches(condition, h.attributes) for h in hits)
+            pushed = statistics.median(times) * 1000
+            # What the router does for a provider without "filters": ask for more until K pass.
+            times = []
+            for query in queries[:20]:
+                started = time.perf_counter()
+                ask = 4 * K
+                while True:
+                    hits = await provider.query(
+                        "vs_bench", vector=query.tolist(), text=None, k=ask, filters=None, mode="vector"
+                    )
+                    kept = [h for h in hits if matches(condition, h.attributes)]
+                    if len(kept) >= K or ask >= args.n:
+                        break
+                    ask = min(ask * 4, args.n)
+                times.append(time.perf_counter() - started)
+            routed = statistics.median(times) * 1000
+            print(
+                f"filtered vector search, {label} of chunks qualify, p50: pushed down {pushed:.1f} ms, "
+                f"filtered by the router {routed:.1f} ms"
+            )
 
         started = time.perf_counter()
         await provider.close()
@@ -135,7 +179,7 @@ async def provider_bench(args: argparse.Namespace) -> None:
         print(
             f"restart of a {args.n:,}-chunk store (load + reconcile with SQLite): {time.perf_counter() - started:.2f}s"
         )
-        assert await provider.count("vs_bench") == args.n
+        assert await provider.count("vs_bench") == args.n + args.n // 1000
         await provider.close()
 
 
@@ -214,10 +258,14 @@ def http_bench(args: argparse.Namespace) -> None:
         client.embeddings.create(model=store.embedding_model, input="warm up")  # type: ignore[attr-defined]
         strategy = {"type": "static", "static": {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 50}}
         started = time.perf_counter()
-        batch = client.vector_stores.file_batches.upload_and_poll(
+        topics = ["astronomy", "cooking", "gardening", "finance", "music", "medicine", "sailing", "chess", "geology"]
+        uploaded = [client.files.create(file=(name, io.BytesIO(body)), purpose="assistants").id for name, body in docs]
+        batch = client.vector_stores.file_batches.create_and_poll(
             vector_store_id=store.id,
-            files=[(name, io.BytesIO(body)) for name, body in docs],
-            chunking_strategy=strategy,  # type: ignore[arg-type]
+            files=[
+                {"file_id": file_id, "attributes": {"topic": topics[i % len(topics)]}, "chunking_strategy": strategy}
+                for i, file_id in enumerate(uploaded)
+            ],  # type: ignore[list-item]
         )
         seconds = time.perf_counter() - started
         chunks = sum(
@@ -230,14 +278,15 @@ def http_bench(args: argparse.Namespace) -> None:
             f"tokens, MiniLM on CPU): {chunks / seconds:,.1f} chunks/s ({seconds:.1f}s incl. upload)"
         )
         latencies = {}
-        for mode in ("vector", "keyword", "hybrid"):
+        for mode in ("vector", "keyword", "hybrid", "vector+filter"):
             times = []
             for i in range(args.searches):
                 started = time.perf_counter()
                 client.vector_stores.search(
                     vector_store_id=store.id,
                     query=f"what does note {i} say about rock layers",
-                    extra_body={"search_mode": mode},
+                    extra_body={"search_mode": mode.split("+")[0]},
+                    **({"filters": {"type": "eq", "key": "topic", "value": "geology"}} if "filter" in mode else {}),  # type: ignore[arg-type]
                 )
                 times.append(time.perf_counter() - started)
             latencies[mode] = statistics.median(times) * 1000

@@ -53,7 +53,15 @@ class JobQueue(Protocol):
         its lease)."""
         ...
 
-    async def claim(self, kind: str, worker: str, lease_seconds: float) -> Job | None: ...
+    async def ensure(self, kind: str, key: str, payload: dict[str, Any]) -> bool:
+        """Queue work for `key` unless a job of that key is already queued or running (an insert that does
+        nothing on conflict); True when it queued one. Idempotent, unlike `enqueue`."""
+        ...
+
+    async def claim(self, kind: str, worker: str, lease_seconds: float) -> Job | None:
+        """Hand out one job of `kind` that no live lease holds (queued, or its worker's lease expired), leased
+        to `worker` until `lease_seconds` from now. Two claimers never get the same job."""
+        ...
 
     async def renew(self, job: Job, worker: str, lease_seconds: float) -> bool:
         """Extend the lease; False when the job was cancelled, superseded or taken over (stop working on it)."""
@@ -61,6 +69,11 @@ class JobQueue(Protocol):
 
     async def finish(self, job: Job, worker: str) -> bool:
         """Remove the job if this worker still holds it; False otherwise (its result must then be dropped)."""
+        ...
+
+    async def release(self, job: Job, worker: str) -> bool:
+        """Give a job back unfinished (a worker shutting down): it can be claimed again at once, and the attempt
+        does not count. False when this worker no longer held it."""
         ...
 
     async def cancel(self, kind: str, key: str) -> bool: ...

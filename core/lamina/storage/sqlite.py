@@ -17,7 +17,7 @@ from pydantic import Field
 
 from lamina.hookspecs import hookimpl
 from lamina.specs import ProviderConfig, StorageBackendSpec
-from lamina.storage import Job
+from lamina.storage import Job, JobQueue, KVStore
 
 
 async def connect(path: Path) -> aiosqlite.Connection:
@@ -32,13 +32,16 @@ async def connect(path: Path) -> aiosqlite.Connection:
     return db
 
 
+# Coroutines share one connection: every read is one execute_fetchall, because a statement left open across an
+# await (a cursor being iterated) makes another coroutine's commit fail.
+
+
 class SQLiteKV:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
 
     async def get(self, key: str) -> Any | None:
-        async with self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)) as cursor:
-            row = await cursor.fetchone()
+        row = next(iter(await self._db.execute_fetchall("SELECT value FROM kv WHERE key = ?", (key,))), None)
         return None if row is None else json.loads(row[0])
 
     async def set(self, key: str, value: Any) -> None:
@@ -53,8 +56,7 @@ class SQLiteKV:
     async def values(self, prefix: str) -> list[Any]:
         # Keys are ours (no LIKE wildcards in them), so a range scan on the primary key does the prefix match.
         query = "SELECT value FROM kv WHERE key >= ? AND key < ? ORDER BY key"
-        async with self._db.execute(query, (prefix, prefix + "\uffff")) as cursor:
-            return [json.loads(row[0]) async for row in cursor]
+        return [json.loads(row[0]) for row in (await self._db.execute_fetchall(query, (prefix, prefix + "\uffff")))]
 
 
 class SQLiteJobs:
@@ -71,17 +73,25 @@ class SQLiteJobs:
         await self._db.commit()
         return job
 
+    async def ensure(self, kind: str, key: str, payload: dict[str, Any]) -> bool:
+        cursor = await self._db.execute(
+            "INSERT OR IGNORE INTO jobs (kind, key, id, payload, worker, lease_until, attempts) "
+            "VALUES (?, ?, ?, ?, NULL, 0, 0)",
+            (kind, key, uuid.uuid4().hex, json.dumps(payload)),
+        )
+        await self._db.commit()
+        return cursor.rowcount > 0
+
     async def claim(self, kind: str, worker: str, lease_seconds: float) -> Job | None:
         now = time.time()
         # One statement: SQLite runs it under the database's write lock, so two claimers never get one job.
-        cursor = await self._db.execute(
+        rows = await self._db.execute_fetchall(
             "UPDATE jobs SET worker = ?, lease_until = ?, attempts = attempts + 1 "
             "WHERE rowid = (SELECT rowid FROM jobs WHERE kind = ? AND lease_until < ? ORDER BY rowid LIMIT 1) "
             "RETURNING id, key, payload, attempts",
             (worker, now + lease_seconds, kind, now),
         )
-        row = await cursor.fetchone()
-        await cursor.close()
+        row = next(iter(rows), None)
         await self._db.commit()
         if row is None:
             return None
@@ -102,22 +112,30 @@ class SQLiteJobs:
         await self._db.commit()
         return cursor.rowcount > 0
 
+    async def release(self, job: Job, worker: str) -> bool:
+        cursor = await self._db.execute(
+            "UPDATE jobs SET worker = NULL, lease_until = 0, attempts = max(attempts - 1, 0) "
+            "WHERE kind = ? AND key = ? AND id = ? AND worker = ?",
+            (job.kind, job.key, job.id, worker),
+        )
+        await self._db.commit()
+        return cursor.rowcount > 0
+
     async def cancel(self, kind: str, key: str) -> bool:
         cursor = await self._db.execute("DELETE FROM jobs WHERE kind = ? AND key = ?", (kind, key))
         await self._db.commit()
         return cursor.rowcount > 0
 
     async def count(self, kind: str) -> int:
-        async with self._db.execute("SELECT count(*) FROM jobs WHERE kind = ?", (kind,)) as cursor:
-            row = await cursor.fetchone()
+        row = next(iter(await self._db.execute_fetchall("SELECT count(*) FROM jobs WHERE kind = ?", (kind,))), None)
         return int(row[0]) if row else 0
 
 
 class SQLiteStorage:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
-        self.kv = SQLiteKV(db)
-        self.jobs = SQLiteJobs(db)
+        self.kv: KVStore = SQLiteKV(db)
+        self.jobs: JobQueue = SQLiteJobs(db)
 
     async def close(self) -> None:
         await self._db.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import lamina
 from pydantic import Field
@@ -14,6 +14,10 @@ class HnswlibConfig(lamina.ProviderConfig):
     ef_search: int = Field(64, ge=1, description="query-time beam width (raised to k when k is larger)")
     save_interval_seconds: float = Field(10.0, gt=0, description="how often changed indexes are written to disk")
     threads: int = Field(-1, description="threads for index builds and batched queries; -1 = all cores")
+    capabilities: list[Literal["vector", "keyword", "hybrid", "filters"]] = Field(
+        ["vector", "keyword", "hybrid", "filters"],
+        description="what the provider does itself; leave some out to have the router do them (slower)",
+    )
 
 
 async def create(config: HnswlibConfig, deps: lamina.Deps) -> Any:

@@ -1,24 +1,48 @@
-"""The vector stores router: OpenAI's store, file and batch objects, ingestion in the background, search.
+"""The vector stores router: OpenAI's store, file and batch objects, ingestion as durable jobs, search.
 
-See `lamina.apis.vector_io` for the search modes.
+Every object lives in the stack's storage (`lamina.storage.Registry`, read through on each request), so several
+processes sharing the storage serve the same stores. See `lamina.apis.vector_io` for the search modes and
+`lamina.apis.vector_io.provider` for what providers do.
+
+Ingestion: attaching a file writes its record (`in_progress`) and queues a job (`vector_io.ingest`, key
+`<store>/<file>`) on `deps.storage.jobs`. Each process runs `ingestion_concurrency` workers that claim jobs with a
+lease (`ingestion_lease_seconds`), renew it every third of that while they work and check it before every write
+to the provider or the record; a worker whose lease is lost (the job was cancelled by a detach or a batch cancel,
+superseded by a re-attach, or taken over after the lease expired) drops its work without writing. A crashed
+worker's lease expires and any process's worker resumes the job from scratch (the file's chunks are replaced).
+Local enqueues wake local workers at once; otherwise workers poll every `POLL_SECONDS`. Closing the router gives
+running jobs back (they resume at once in another process or at the next start).
+
+Activity: searches do not write. `last_active_at` (and `expires_at`, which follows it) is tracked in memory per
+process, shown at once by this process, and written to the store record by a background loop when it is at
+least `ACTIVITY_RESOLUTION` seconds ahead of the stored value, and at shutdown. Expiry is counted in days, so
+an hour's resolution is invisible to it; a crash loses at most that hour of activity.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from lamina.apis.files.router import FilesRouter
 from lamina.apis.inference.router import InferenceRouter
 from lamina.apis.inference.types import EmbeddingRequest
-from lamina.apis.vector_io.provider import Hit, VectorIOProvider
-from lamina.apis.vector_io.search import fuse, matches, new_id, paginate, public
+from lamina.apis.vector_io.provider import Chunk, Hit, Mode, VectorIOProvider
+from lamina.apis.vector_io.records import BatchRecord, FileRecord, StoreRecord
+from lamina.apis.vector_io.search import fuse, hybrid_depth, matches, new_id, paginate
 from lamina.apis.vector_io.types import (
     AttachFile,
     Attributes,
     ChunkingStrategy,
+    Comparison,
+    Compound,
     CreateBatch,
     CreateStore,
     InsertRequest,
@@ -30,106 +54,210 @@ from lamina.apis.vector_io.types import (
 )
 from lamina.errors import LaminaError, bad_request, not_found
 from lamina.specs import RouterDeps
+from lamina.storage import Job, JobQueue, Registry
 
 log = logging.getLogger("lamina")
-STORES, FILES, BATCHES = "vector_stores/", "vector_store_files/", "vector_store_file_batches/"
 POLL_AFTER_MS = "100"  # tells the openai client's *_and_poll helpers how soon to ask again
+INGEST = "vector_io.ingest"
+POLL_SECONDS = 1.0  # how soon a worker notices a job another process queued
+MAX_ATTEMPTS = 5  # a file whose ingestion keeps killing its worker fails instead of looping forever
+ACTIVITY_RESOLUTION = 3600  # seconds: how far last_active_at may lag in storage
+ACTIVITY_FLUSH_SECONDS = 60.0
+STOP_GRACE_SECONDS = 10.0  # how long close() waits for workers to reach a checkpoint before cancelling them
+Filter = Comparison | Compound
+
+
+class LeaseLost(Exception):
+    """The job was cancelled, superseded or taken over: drop the work, write nothing."""
+
+
+class Stopping(Exception):
+    """The router is closing: give the job back."""
+
+
+class Lease:
+    """A claimed job's lease, renewed in the background; `check()` before every write."""
+
+    def __init__(self, jobs: JobQueue, job: Job, worker: str, seconds: float, stopping: Callable[[], bool]) -> None:
+        self.jobs, self.job, self.worker, self.seconds, self.stopping = jobs, job, worker, seconds, stopping
+        self.lost = False
+        self.heartbeat = asyncio.create_task(self._beat(), name=f"lease {job.key}")
+
+    async def _beat(self) -> None:
+        while not self.lost:
+            await asyncio.sleep(self.seconds / 3)
+            try:
+                self.lost = not await self.jobs.renew(self.job, self.worker, self.seconds)
+            except Exception:
+                log.exception("renewing the lease of %s failed", self.job.key)
+
+    async def check(self) -> None:
+        if self.stopping():
+            raise Stopping
+        if self.lost or not await self.jobs.renew(self.job, self.worker, self.seconds):
+            self.lost = True
+            raise LeaseLost
+
+    async def end(self) -> None:
+        self.heartbeat.cancel()
+        await asyncio.gather(self.heartbeat, return_exceptions=True)
+
+
+def _counts(records: list[FileRecord]) -> dict[str, int]:
+    counts = {"in_progress": 0, "completed": 0, "failed": 0, "cancelled": 0}
+    for record in records:
+        counts[record.status] += 1
+    return {**counts, "total": len(records)}
 
 
 class VectorStoresRouter:
     def __init__(self, config: VectorIOConfig, providers: dict[str, VectorIOProvider], deps: RouterDeps) -> None:
         self.providers = providers
-        self.kv = deps.storage.kv
         self.settings = config
         self.inference = deps.api(InferenceRouter)
         self.files_api = deps.api(FilesRouter)
-        self.stores: dict[str, dict[str, Any]] = {}
-        self.files: dict[str, dict[str, dict[str, Any]]] = {}  # store id -> file id -> record
-        self.batches: dict[str, dict[str, dict[str, Any]]] = {}
-        self.tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self.slots = asyncio.Semaphore(self.settings.ingestion_concurrency)
+        self.jobs = deps.storage.jobs
+        kv = deps.storage.kv
+        self.stores = Registry(kv, "vector_stores/", StoreRecord, key=lambda s: s.id)
+        self.files = Registry(kv, "vector_store_files/", FileRecord, key=lambda f: f"{f.vector_store_id}/{f.id}")
+        self.batches = Registry(
+            kv, "vector_store_file_batches/", BatchRecord, key=lambda b: f"{b.vector_store_id}/{b.id}"
+        )
+        # This process's writes of a file's chunks and records (workers, attach, detach, cancel) go one at a
+        # time, so a detach here never interleaves with a worker here; other processes are fenced by the lease.
+        self.write_lock = asyncio.Lock()
+        self.wakeup = asyncio.Event()
+        self.stopping = False
+        self.workers: list[asyncio.Task[None]] = []
+        self.activity: dict[str, int] = {}  # store id -> last activity seen by this process (not yet stored)
+        self.flusher: asyncio.Task[None] | None = None
+        self.worker_prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def start(self) -> None:
-        for record in await self.kv.values(STORES):
-            self.stores[record["id"]] = record
-            self.files[record["id"]] = {}
-            self.batches[record["id"]] = {}
-        for record in await self.kv.values(FILES):
-            if record["vector_store_id"] in self.stores:
-                self.files[record["vector_store_id"]][record["id"]] = record
-        for record in await self.kv.values(BATCHES):
-            if record["vector_store_id"] in self.stores:
-                self.batches[record["vector_store_id"]][record["id"]] = record
-        interrupted = [f for files in self.files.values() for f in files.values() if f["status"] == "in_progress"]
-        for record in interrupted:
-            log.info("resuming ingestion of %s into %s", record["id"], record["vector_store_id"])
-            self._schedule(record["vector_store_id"], record["id"])
+        for store in await self.stores.list():
+            if not store.chunk_attributes:
+                await self._hand_over_attributes(store)
+        # Files left in_progress by a crash of the previous version (which kept no jobs), or between a record's
+        # write and its job's: queue what is missing, leaving jobs that exist (maybe running elsewhere) alone.
+        for record in await self.files.list():
+            if record.status == "in_progress":
+                payload = {"store_id": record.vector_store_id, "file_id": record.id}
+                if await self.jobs.ensure(INGEST, f"{record.vector_store_id}/{record.id}", payload):
+                    log.info("queued the interrupted ingestion of %s into %s", record.id, record.vector_store_id)
+        self.workers = [
+            asyncio.create_task(self._work(f"{self.worker_prefix}:{i}"), name=f"vector_io worker {i}")
+            for i in range(self.settings.ingestion_concurrency)
+        ]
+        self.flusher = asyncio.create_task(self._flush_activity_periodically(), name="vector_io activity")
+
+    async def _hand_over_attributes(self, store: StoreRecord) -> None:
+        provider = self.providers.get(store.provider_id)
+        if provider is None:
+            return
+        for record in await self.files.list(f"{store.id}/"):
+            if record.attributes and record.status == "completed":
+                await provider.update_attributes(store.id, record.id, record.attributes)
+        await self.stores.put(store.model_copy(update={"chunk_attributes": True}))
 
     async def close(self) -> None:
-        tasks = list(self.tasks.values())
-        for task in tasks:
+        self.stopping = True
+        self.wakeup.set()
+        # Workers stop at their next checkpoint and give their job back; one stuck in a long call is cancelled
+        # (its job's lease then expires and the job resumes elsewhere).
+        _, stuck = await asyncio.wait(self.workers, timeout=STOP_GRACE_SECONDS) if self.workers else (set(), set())
+        for task in stuck:
             task.cancel()
-        # Cancelled ingestions stay `in_progress` on disk and resume at the next start.
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self.workers, return_exceptions=True)
+        if self.flusher is not None:
+            self.flusher.cancel()
+            await asyncio.gather(self.flusher, return_exceptions=True)
+        await self._flush_activity(everything=True)
 
     # -- records
 
-    async def _save_store(self, store: dict[str, Any]) -> None:
-        await self.kv.set(STORES + store["id"], store)
-
-    async def _save_file(self, record: dict[str, Any]) -> None:
-        await self.kv.set(f"{FILES}{record['vector_store_id']}/{record['id']}", record)
-
-    async def _save_batch(self, batch: dict[str, Any]) -> None:
-        await self.kv.set(f"{BATCHES}{batch['vector_store_id']}/{batch['id']}", batch)
-
-    def _store(self, store_id: str) -> dict[str, Any]:
-        store = self.stores.get(store_id)
+    async def _store(self, store_id: str) -> StoreRecord:
+        store = await self.stores.get(store_id)
         if store is None:
             raise not_found(f"vector store '{store_id}' not found", param="vector_store_id")
         return store
 
-    def _file(self, store_id: str, file_id: str) -> dict[str, Any]:
-        self._store(store_id)
-        record = self.files[store_id].get(file_id)
+    async def _file(self, store_id: str, file_id: str) -> FileRecord:
+        await self._store(store_id)
+        record = await self.files.get(f"{store_id}/{file_id}")
         if record is None:
             raise not_found(f"file '{file_id}' is not in vector store '{store_id}'", param="file_id")
         return record
 
-    def _provider(self, store: dict[str, Any]) -> VectorIOProvider:
-        return self.providers[store["_provider_id"]]
+    def _provider(self, store: StoreRecord) -> VectorIOProvider:
+        provider = self.providers.get(store.provider_id)
+        if provider is None:
+            raise LaminaError(
+                f"vector store '{store.id}' is kept by vector_io provider '{store.provider_id}', which is not "
+                "configured",
+                status=503,
+                type="server_error",
+            )
+        return provider
 
-    @staticmethod
-    def _counts(records: list[dict[str, Any]]) -> dict[str, int]:
-        counts = {"in_progress": 0, "completed": 0, "failed": 0, "cancelled": 0}
-        for record in records:
-            counts[record["status"]] += 1
-        return {**counts, "total": len(records)}
+    def _last_active(self, store: StoreRecord) -> int:
+        return max(store.last_active_at, self.activity.get(store.id, 0))
 
-    def store_view(self, store_id: str) -> dict[str, Any]:
-        store = self._store(store_id)
-        files = list(self.files[store_id].values())
-        counts = self._counts(files)
+    def _touch(self, store_id: str) -> None:
+        self.activity[store_id] = int(time.time())
+
+    def _store_view(self, store: StoreRecord, files: list[FileRecord]) -> dict[str, Any]:
+        counts = _counts(files)
+        last_active = self._last_active(store)
+        expires_at = store.expires_at(last_active)
         status = "in_progress" if counts["in_progress"] else "completed"
-        if store.get("expires_at") and store["expires_at"] <= time.time():
+        if expires_at is not None and expires_at <= time.time():
             status = "expired"
-        usage = sum(f["usage_bytes"] for f in files)
-        return {**public(store), "file_counts": counts, "status": status, "usage_bytes": usage}
+        return {
+            "id": store.id,
+            "object": store.object,
+            "created_at": store.created_at,
+            "name": store.name,
+            "description": store.description,
+            "usage_bytes": sum(f.usage_bytes for f in files),
+            "file_counts": counts,
+            "status": status,
+            "expires_after": store.expires_after.model_dump() if store.expires_after else None,
+            "expires_at": expires_at,
+            "last_active_at": last_active,
+            "metadata": store.metadata,
+            "embedding_model": store.embedding_model,
+        }
 
-    def batch_view(self, store_id: str, batch_id: str) -> dict[str, Any]:
-        self._store(store_id)
-        batch = self.batches[store_id].get(batch_id)
-        if batch is None:
-            raise not_found(f"file batch '{batch_id}' not found in vector store '{store_id}'", param="batch_id")
-        members = [self.files[store_id][f] for f in batch["_file_ids"] if f in self.files[store_id]]
-        counts = self._counts(members)
-        if batch["status"] == "cancelled" and not counts["in_progress"]:
+    async def store_view(self, store_id: str) -> dict[str, Any]:
+        store = await self._store(store_id)
+        return self._store_view(store, await self.files.list(f"{store_id}/"))
+
+    async def batch_view(self, store_id: str, batch_id: str) -> dict[str, Any]:
+        batch = await self._batch(store_id, batch_id)
+        files = {f.id: f for f in await self.files.list(f"{store_id}/")}
+        members = [files[f] for f in batch.file_ids if f in files]
+        counts = _counts(members)
+        if batch.status == "cancelled" and not counts["in_progress"]:
             status = "cancelled"
         elif counts["in_progress"]:
-            status = "cancelling" if batch["status"] == "cancelled" else "in_progress"
+            status = "cancelling" if batch.status == "cancelled" else "in_progress"
         else:
             status = "failed" if members and counts["failed"] == len(members) else "completed"
-        return {**public(batch), "file_counts": counts, "status": status}
+        return {
+            "id": batch.id,
+            "object": batch.object,
+            "created_at": batch.created_at,
+            "vector_store_id": batch.vector_store_id,
+            "file_counts": counts,
+            "status": status,
+        }
+
+    async def _batch(self, store_id: str, batch_id: str) -> BatchRecord:
+        await self._store(store_id)
+        batch = await self.batches.get(f"{store_id}/{batch_id}")
+        if batch is None:
+            raise not_found(f"file batch '{batch_id}' not found in vector store '{store_id}'", param="batch_id")
+        return batch
 
     # -- stores
 
@@ -157,116 +285,117 @@ class VectorStoresRouter:
             raise bad_request(f"no vector_io provider '{provider_id}'", param="provider_id")
         for file_id in request.file_ids:
             await self.files_api.get_file(file_id)
-        model = await self._embedding_model(request.embedding_model)
-        now = int(time.time())
-        store = {
-            "id": new_id("vs_"),
-            "object": "vector_store",
-            "created_at": now,
-            "name": request.name or "",
-            "description": request.description,
-            "usage_bytes": 0,
-            "file_counts": {},
-            "status": "completed",
-            "expires_after": request.expires_after.model_dump() if request.expires_after else None,
-            "expires_at": now + request.expires_after.days * 86400 if request.expires_after else None,
-            "last_active_at": now,
-            "metadata": request.metadata or {},
-            "embedding_model": model,
-            "_provider_id": provider_id,
-            "_order": time.time_ns(),
-        }
-        await self.providers[provider_id].create_store(store["id"])
-        self.stores[store["id"]] = store
-        self.files[store["id"]] = {}
-        self.batches[store["id"]] = {}
-        await self._save_store(store)
+        store = StoreRecord(
+            id=new_id("vs_"),
+            created_at=int(time.time()),
+            name=request.name or "",
+            description=request.description,
+            expires_after=request.expires_after,
+            last_active_at=int(time.time()),
+            metadata=request.metadata or {},
+            embedding_model=await self._embedding_model(request.embedding_model),
+            provider_id=provider_id,
+            order=time.time_ns(),
+            chunk_attributes=True,
+        )
+        await self.providers[provider_id].create_store(store.id)
+        await self.stores.put(store)
         for file_id in request.file_ids:
-            await self.attach(store["id"], AttachFile(file_id=file_id, chunking_strategy=request.chunking_strategy))
-        return self.store_view(store["id"])
+            await self.attach(store.id, AttachFile(file_id=file_id, chunking_strategy=request.chunking_strategy))
+        return await self.store_view(store.id)
 
-    def list_stores(self, query: PageQuery) -> dict[str, Any]:
-        page = paginate(list(self.stores.values()), query)
-        page["data"] = [self.store_view(s["id"]) for s in page["data"]]
-        return page
+    async def list_stores(self, query: PageQuery) -> dict[str, Any]:
+        by_store: dict[str, list[FileRecord]] = {}
+        for record in await self.files.list():
+            by_store.setdefault(record.vector_store_id, []).append(record)
+        return paginate(
+            await self.stores.list(), query, lambda store: self._store_view(store, by_store.get(store.id, []))
+        )
 
     async def update_store(self, store_id: str, request: UpdateStore) -> dict[str, Any]:
-        store = self._store(store_id)
+        store = await self._store(store_id)
+        changes: dict[str, Any] = {"last_active_at": self._last_active(store)}
         if request.name is not None:
-            store["name"] = request.name
+            changes["name"] = request.name
         if request.metadata is not None:
-            store["metadata"] = request.metadata
+            changes["metadata"] = request.metadata
         if "expires_after" in request.model_fields_set:
-            store["expires_after"] = request.expires_after.model_dump() if request.expires_after else None
-            store["expires_at"] = (
-                store["last_active_at"] + request.expires_after.days * 86400 if request.expires_after else None
-            )
-        await self._save_store(store)
-        return self.store_view(store_id)
+            changes["expires_after"] = request.expires_after
+        await self.stores.put(store.model_copy(update=changes))
+        return await self.store_view(store_id)
 
     async def delete_store(self, store_id: str) -> None:
-        store = self._store(store_id)
-        for file_id in list(self.files[store_id]):
-            await self._cancel_task(store_id, file_id)
-        del self.stores[store_id]
-        await self.kv.delete(STORES + store_id)
-        for file_id in self.files.pop(store_id):
-            await self.kv.delete(f"{FILES}{store_id}/{file_id}")
-        for batch_id in self.batches.pop(store_id):
-            await self.kv.delete(f"{BATCHES}{store_id}/{batch_id}")
-        await self._provider(store).delete_store(store_id)
+        store = await self._store(store_id)
+        async with self.write_lock:
+            for record in await self.files.list(f"{store_id}/"):
+                await self.jobs.cancel(INGEST, f"{store_id}/{record.id}")
+                await self.files.delete(f"{store_id}/{record.id}")
+            for batch in await self.batches.list(f"{store_id}/"):
+                await self.batches.delete(f"{store_id}/{batch.id}")
+            await self.stores.delete(store_id)
+            self.activity.pop(store_id, None)
+            await self._provider(store).delete_store(store_id)
 
     # -- files
 
-    async def attach(self, store_id: str, request: AttachFile, batch_id: str | None = None) -> dict[str, Any]:
-        self._store(store_id)
+    async def attach(self, store_id: str, request: AttachFile) -> dict[str, Any]:
+        await self._store(store_id)
         await self.files_api.get_file(request.file_id)  # 404 for an unknown file
-        await self._cancel_task(store_id, request.file_id)
-        record = {
-            "id": request.file_id,
-            "object": "vector_store.file",
-            "usage_bytes": 0,
-            "created_at": int(time.time()),
-            "vector_store_id": store_id,
-            "status": "in_progress",
-            "last_error": None,
-            "chunking_strategy": (request.chunking_strategy or ChunkingStrategy()).resolved(),
-            "attributes": request.attributes or {},
-            "_order": time.time_ns(),
-        }
-        self.files[store_id][request.file_id] = record
-        await self._save_file(record)
-        self._schedule(store_id, request.file_id)
-        return public(record)
+        record = FileRecord(
+            id=request.file_id,
+            created_at=int(time.time()),
+            vector_store_id=store_id,
+            status="in_progress",
+            chunking_strategy=(request.chunking_strategy or ChunkingStrategy()).resolved(),
+            attributes=request.attributes or {},
+            order=time.time_ns(),
+        )
+        async with self.write_lock:
+            # The record first: a crash before the job is queued leaves an in_progress record, which start()
+            # queues. Queuing replaces any job of this file, whose worker then drops its work.
+            await self.files.put(record)
+            await self.jobs.enqueue(
+                INGEST, f"{store_id}/{request.file_id}", {"store_id": store_id, "file_id": record.id}
+            )
+        self.wakeup.set()
+        self._touch(store_id)
+        return record.view()
 
-    def list_files(self, store_id: str, query: PageQuery, batch_id: str | None = None) -> dict[str, Any]:
-        self._store(store_id)
-        records = list(self.files[store_id].values())
+    async def get_file(self, store_id: str, file_id: str) -> dict[str, Any]:
+        return (await self._file(store_id, file_id)).view()
+
+    async def list_files(self, store_id: str, query: PageQuery, batch_id: str | None = None) -> dict[str, Any]:
+        await self._store(store_id)
+        records = await self.files.list(f"{store_id}/")
         if batch_id is not None:
-            self.batch_view(store_id, batch_id)
-            members = set(self.batches[store_id][batch_id]["_file_ids"])
-            records = [r for r in records if r["id"] in members]
+            members = set((await self._batch(store_id, batch_id)).file_ids)
+            records = [r for r in records if r.id in members]
         if query.filter:
-            records = [r for r in records if r["status"] == query.filter]
-        return paginate(records, query)
+            records = [r for r in records if r.status == query.filter]
+        return paginate(records, query, FileRecord.view)
 
     async def update_file(self, store_id: str, file_id: str, attributes: Attributes | None) -> dict[str, Any]:
-        record = self._file(store_id, file_id)
-        record["attributes"] = attributes or {}
-        await self._save_file(record)
-        return public(record)
+        store = await self._store(store_id)
+        async with self.write_lock:
+            record = (await self._file(store_id, file_id)).model_copy(update={"attributes": attributes or {}})
+            await self.files.put(record)
+            # A worker ingesting the file reads the record's attributes before each insert, under the same lock.
+            await self._provider(store).update_attributes(store_id, file_id, record.attributes)
+        self._touch(store_id)
+        return record.view()
 
     async def detach(self, store_id: str, file_id: str) -> None:
-        store = self._store(store_id)
-        self._file(store_id, file_id)
-        await self._cancel_task(store_id, file_id)
-        del self.files[store_id][file_id]
-        await self.kv.delete(f"{FILES}{store_id}/{file_id}")
-        await self._provider(store).delete_file_chunks(store_id, file_id)
+        store = await self._store(store_id)
+        async with self.write_lock:
+            await self._file(store_id, file_id)
+            await self.jobs.cancel(INGEST, f"{store_id}/{file_id}")
+            await self.files.delete(f"{store_id}/{file_id}")
+            await self._provider(store).delete_file_chunks(store_id, file_id)
+        self._touch(store_id)
 
     async def file_content(self, store_id: str, file_id: str) -> dict[str, Any]:
-        store = self._store(store_id)
-        self._file(store_id, file_id)
+        store = await self._store(store_id)
+        await self._file(store_id, file_id)
         chunks = await self._provider(store).file_chunks(store_id, file_id)
         return {
             "object": "vector_store.file_content.page",
@@ -278,7 +407,7 @@ class VectorStoresRouter:
     # -- batches
 
     async def create_batch(self, store_id: str, request: CreateBatch) -> dict[str, Any]:
-        self._store(store_id)
+        await self._store(store_id)
         if request.file_ids and request.files:
             raise bad_request("give `file_ids` or `files`, not both", param="files")
         entries = request.files or [
@@ -289,170 +418,249 @@ class VectorStoresRouter:
             raise bad_request("a file batch needs at least one file", param="file_ids")
         for entry in entries:
             await self.files_api.get_file(entry.file_id)
-        batch = {
-            "id": new_id("vsfb_"),
-            "object": "vector_store.files_batch",
-            "created_at": int(time.time()),
-            "vector_store_id": store_id,
-            "status": "in_progress",
-            "_file_ids": [e.file_id for e in entries],
-            "_order": time.time_ns(),
-        }
-        self.batches[store_id][batch["id"]] = batch
-        await self._save_batch(batch)
+        batch = BatchRecord(
+            id=new_id("vsfb_"),
+            created_at=int(time.time()),
+            vector_store_id=store_id,
+            file_ids=[e.file_id for e in entries],
+            order=time.time_ns(),
+        )
+        await self.batches.put(batch)
         for entry in entries:
-            await self.attach(store_id, entry, batch["id"])
-        return self.batch_view(store_id, batch["id"])
+            await self.attach(store_id, entry)
+        return await self.batch_view(store_id, batch.id)
 
     async def cancel_batch(self, store_id: str, batch_id: str) -> dict[str, Any]:
-        self.batch_view(store_id, batch_id)
-        batch = self.batches[store_id][batch_id]
-        batch["status"] = "cancelled"
-        await self._save_batch(batch)
-        for file_id in batch["_file_ids"]:
-            record = self.files[store_id].get(file_id)
-            if record is not None and record["status"] == "in_progress":
-                await self._cancel_task(store_id, file_id)
-                record["status"] = "cancelled"
-                await self._save_file(record)
-                await self._provider(self.stores[store_id]).delete_file_chunks(store_id, file_id)
-        return self.batch_view(store_id, batch_id)
+        store = await self._store(store_id)
+        async with self.write_lock:
+            batch = await self._batch(store_id, batch_id)
+            await self.batches.put(batch.model_copy(update={"status": "cancelled"}))
+            for file_id in batch.file_ids:
+                record = await self.files.get(f"{store_id}/{file_id}")
+                if record is not None and record.status == "in_progress":
+                    await self.jobs.cancel(INGEST, f"{store_id}/{file_id}")
+                    await self.files.put(record.model_copy(update={"status": "cancelled"}))
+                    await self._provider(store).delete_file_chunks(store_id, file_id)
+        return await self.batch_view(store_id, batch_id)
 
     # -- ingestion
 
-    def _schedule(self, store_id: str, file_id: str) -> None:
-        task = asyncio.create_task(self._ingest(store_id, file_id), name=f"ingest {store_id}/{file_id}")
-        self.tasks[(store_id, file_id)] = task
-        task.add_done_callback(lambda done: self._forget(store_id, file_id, done))
+    async def _work(self, worker: str) -> None:
+        while not self.stopping:
+            self.wakeup.clear()
+            try:
+                job = await self.jobs.claim(INGEST, worker, self.settings.ingestion_lease_seconds)
+            except Exception:
+                log.exception("claiming an ingestion job failed")
+                job = None
+            if job is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), POLL_SECONDS)
+                continue
+            lease = Lease(self.jobs, job, worker, self.settings.ingestion_lease_seconds, lambda: self.stopping)
+            try:
+                await self._ingest(job, lease)
+            except LeaseLost:
+                log.info("ingestion of %s stopped: its job was cancelled, replaced or taken over", job.key)
+            except Stopping:
+                await self.jobs.release(job, worker)
+                return
+            except asyncio.CancelledError:
+                await self.jobs.release(job, worker)
+                raise
+            except Exception:
+                log.exception("ingestion of %s failed", job.key)  # the record could not even be marked failed
+            finally:
+                await lease.end()
 
-    def _forget(self, store_id: str, file_id: str, task: asyncio.Task[None]) -> None:
-        if self.tasks.get((store_id, file_id)) is task:
-            del self.tasks[(store_id, file_id)]
-
-    async def _cancel_task(self, store_id: str, file_id: str) -> None:
-        task = self.tasks.get((store_id, file_id))
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _ingest(self, store_id: str, file_id: str) -> None:
+    async def _ingest(self, job: Job, lease: Lease) -> None:
         from lamina.ingest import ExtractionError, chunk_text, extract_text
 
-        async with self.slots:
-            record = self.files[store_id][file_id]
-            store = self.stores[store_id]
+        store_id, file_id = job.payload["store_id"], job.payload["file_id"]
+        key = f"{store_id}/{file_id}"
+        record = await self.files.get(key)
+        store = await self.stores.get(store_id)
+        if record is None or store is None or record.status != "in_progress":
+            await self.jobs.finish(job, lease.worker)  # what the job was for is gone or done
+            return
+        attributes = record.attributes
+        outcome: dict[str, Any]
+        try:
             provider = self._provider(store)
-            try:
-                file = await self.files_api.get_file(file_id)
-                path = await self.files_api.file_path(file_id)
-                text = await asyncio.to_thread(extract_text, path, file.filename)
-                static = record["chunking_strategy"]["static"]
-                chunks = chunk_text(text, static["max_chunk_size_tokens"], static["chunk_overlap_tokens"])
+            if job.attempts > MAX_ATTEMPTS:
+                raise LaminaError(f"ingestion was interrupted {MAX_ATTEMPTS} times (the server stopped or crashed)")
+            file = await self.files_api.get_file(file_id)
+            path = await self.files_api.file_path(file_id)
+            text = await asyncio.to_thread(extract_text, path, file.filename)
+            static = record.chunking_strategy["static"]
+            chunks = chunk_text(text, static["max_chunk_size_tokens"], static["chunk_overlap_tokens"])
+            async with self.write_lock:
+                await lease.check()
                 await provider.delete_file_chunks(store_id, file_id)  # what an interrupted run left
-                size = self.settings.embedding_batch_size
-                for start in range(0, len(chunks), size):
-                    batch = chunks[start : start + size]
-                    vectors = await self.embed(store["embedding_model"], batch)
-                    metadata = [{"file_id": file_id, "chunk_index": start + i} for i in range(len(batch))]
-                    await provider.insert(store_id, list(zip(batch, metadata, strict=True)), vectors)
-                record["usage_bytes"] = sum(len(c.encode()) for c in chunks)
-                record["status"] = "completed"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if isinstance(exc, ExtractionError):
-                    code = "unsupported_file" if "unsupported file type" in str(exc) else "invalid_file"
-                    message = str(exc)
-                elif isinstance(exc, LaminaError):
-                    code, message = "server_error", exc.message
-                else:
-                    log.exception("ingestion of %s into %s failed", file_id, store_id)
-                    code, message = "server_error", f"ingestion failed: {exc!r}"
-                record["status"] = "failed"
-                record["last_error"] = {"code": code, "message": message}
-                try:
-                    await provider.delete_file_chunks(store_id, file_id)
-                except Exception:
-                    log.exception("could not remove the chunks of failed file %s", file_id)
-            if self.files.get(store_id, {}).get(file_id) is record:
-                await self._save_file(record)
+            size = self.settings.embedding_batch_size
+            for start in range(0, len(chunks), size):
+                batch = chunks[start : start + size]
+                vectors = await self.embed(store.embedding_model, batch)
+                async with self.write_lock:
+                    await lease.check()
+                    current = await self.files.get(key)
+                    attributes = current.attributes if current is not None else attributes
+                    await provider.insert(
+                        store_id,
+                        [
+                            Chunk(text, file_id, {"file_id": file_id, "chunk_index": start + i}, attributes)
+                            for i, text in enumerate(batch)
+                        ],
+                        vectors,
+                    )
+            outcome = {"status": "completed", "usage_bytes": sum(len(c.encode()) for c in chunks)}
+        except (LeaseLost, Stopping, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            if isinstance(exc, ExtractionError):
+                code = "unsupported_file" if "unsupported file type" in str(exc) else "invalid_file"
+                message = str(exc)
+            elif isinstance(exc, LaminaError):
+                code, message = "server_error", exc.message
+            else:
+                log.exception("ingestion of %s into %s failed", file_id, store_id)
+                code, message = "server_error", f"ingestion failed: {exc!r}"
+            outcome = {"status": "failed", "last_error": {"code": code, "message": message}}
+        async with self.write_lock:
+            await lease.check()
+            current = await self.files.get(key)
+            # A re-attach in another process writes a new record (new order) before replacing the job.
+            if current is not None and current.order == record.order and current.status == "in_progress":
+                if outcome["status"] == "failed":
+                    with contextlib.suppress(Exception):
+                        await self.providers[store.provider_id].delete_file_chunks(store_id, file_id)
+                elif current.attributes != attributes:
+                    await self._provider(store).update_attributes(store_id, file_id, current.attributes)
+                await self.files.put(current.model_copy(update=outcome))
+            await self.jobs.finish(job, lease.worker)
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
-        result = await self.inference.embeddings(EmbeddingRequest(model=model, input=texts, encoding_format="float"))
+        result = await self.inference.embeddings(
+            EmbeddingRequest(model=model, input=texts, encoding_format="float", dimensions=None)
+        )
         return [item["embedding"] for item in sorted(result["data"], key=lambda d: d["index"])]
+
+    # -- activity
+
+    async def _flush_activity_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(ACTIVITY_FLUSH_SECONDS)
+            try:
+                await self._flush_activity(everything=False)
+            except Exception:
+                log.exception("recording vector store activity failed")
+
+    async def _flush_activity(self, *, everything: bool) -> None:
+        for store_id, seen in list(self.activity.items()):
+            store = await self.stores.get(store_id)
+            if store is None:
+                self.activity.pop(store_id, None)
+            elif seen - store.last_active_at >= (1 if everything else ACTIVITY_RESOLUTION):
+                await self.stores.put(store.model_copy(update={"last_active_at": seen}))
 
     # -- search
 
-    async def _ranked(
-        self, store: dict[str, Any], queries: list[str], mode: str, k: int, embedding: list[float] | None = None
+    async def _find(
+        self,
+        store: StoreRecord,
+        mode: Mode,
+        vector: list[float] | None,
+        text: str | None,
+        k: int,
+        filters: Filter | None,
+        records: dict[str, FileRecord | None],
     ) -> list[Hit]:
+        """The best k visible hits matching `filters`: the provider does what its capabilities say, the router
+        the rest (see `lamina.apis.vector_io.provider`)."""
         provider = self._provider(store)
-        rankings: list[list[Hit]] = []
-        if mode in ("vector", "hybrid"):
-            vectors = [embedding] if embedding is not None else await self.embed(store["embedding_model"], queries)
-            for vector in vectors:
-                rankings.append(await provider.query_vector(store["id"], vector, k))
-        if mode in ("keyword", "hybrid"):
-            for text in queries:
-                rankings.append(await provider.query_keyword(store["id"], text, k))
-        if mode == "hybrid":
-            return fuse(rankings)
-        best: dict[int, Hit] = {}
-        for ranking in rankings:  # several queries: a chunk keeps its best score
-            for hit in ranking:
+        capabilities = provider.capabilities
+        if mode == "hybrid" and "hybrid" not in capabilities and {"vector", "keyword"} <= capabilities:
+            depth = hybrid_depth(k)
+            rankings = [
+                await self._find(store, "vector", vector, None, depth, filters, records),
+                await self._find(store, "keyword", None, text, depth, filters, records),
+            ]
+            return fuse(rankings)[:k]
+        if mode not in capabilities:
+            raise bad_request(
+                f"vector store '{store.id}' is kept by provider '{store.provider_id}', which does no {mode} search",
+                param="search_mode",
+            )
+        pushed = filters is None or "filters" in capabilities
+        ask = k if pushed else max(4 * k, 40)
+        total: int | None = None
+        while True:
+            hits = await provider.query(
+                store.id, vector=vector, text=text, k=ask, filters=filters if pushed else None, mode=mode
+            )
+            kept = [
+                hit
+                for hit in hits
+                if await self._visible(store.id, hit, records) and (pushed or matches(filters, hit.attributes))
+            ]
+            if len(kept) >= k or len(hits) < ask:
+                return kept[:k]
+            total = await provider.count(store.id) if total is None else total
+            if ask >= total:
+                return kept[:k]
+            ask = min(ask * 4, total)
+
+    async def _visible(self, store_id: str, hit: Hit, records: dict[str, FileRecord | None]) -> bool:
+        """Chunks of files not (or no longer) completed are not search results."""
+        if hit.file_id is None:
+            return True
+        if hit.file_id not in records:
+            records[hit.file_id] = await self.files.get(f"{store_id}/{hit.file_id}")
+        record = records[hit.file_id]
+        return record is not None and record.status == "completed"
+
+    async def _search(
+        self,
+        store: StoreRecord,
+        mode: Mode,
+        texts: list[str],
+        vectors: list[list[float]] | None,
+        k: int,
+        filters: Filter | None,
+        records: dict[str, FileRecord | None],
+    ) -> list[Hit]:
+        queries: list[tuple[list[float] | None, str | None]]
+        if vectors is None:
+            queries = [(None, text) for text in texts]
+        elif mode == "vector":
+            queries = [(vector, None) for vector in vectors]
+        else:
+            queries = list(zip(vectors, texts, strict=True))
+        best: dict[str, Hit] = {}
+        for vector, text in queries:  # several queries: a chunk keeps its best score
+            for hit in await self._find(store, mode, vector, text, k, filters, records):
                 if hit.id not in best or hit.score > best[hit.id].score:
                     best[hit.id] = hit
-        return sorted(best.values(), key=lambda hit: -hit.score)
-
-    async def _filtered(
-        self,
-        store: dict[str, Any],
-        queries: list[str],
-        mode: str,
-        wanted: int,
-        keep: Any,
-        embedding: list[float] | None = None,
-    ) -> list[tuple[Hit, dict[str, Any]]]:
-        """The best `wanted` hits that `keep(hit)` accepts (it returns the hit's attributes or None).
-
-        Providers rank without knowing attributes, so ask for more until enough pass or the store is exhausted.
-        """
-        total = await self._provider(store).count(store["id"])
-        k = min(max(wanted * 4, 40), max(total, 1))
-        while True:
-            hits = await self._ranked(store, queries, mode, k, embedding)
-            kept = [(hit, attributes) for hit in hits if (attributes := keep(hit)) is not None]
-            if len(kept) >= wanted or k >= total:
-                return kept[:wanted]
-            k = min(k * 4, total)
+        return sorted(best.values(), key=lambda hit: -hit.score)[:k]
 
     async def search(self, store_id: str, request: SearchRequest) -> dict[str, Any]:
-        store = self._store(store_id)
+        store = await self._store(store_id)
         queries = [request.query] if isinstance(request.query, str) else request.query
         if not queries or not all(q.strip() for q in queries):
             raise bad_request("query must not be empty", param="query")
-        records = self.files[store_id]
-
-        def keep(hit: Hit) -> dict[str, Any] | None:
-            file_id = hit.metadata.get("file_id")
-            if file_id is None:  # a chunk inserted through /vector-io: its metadata are its attributes
-                attributes = hit.metadata
-            else:
-                record = records.get(file_id)
-                if record is None or record["status"] != "completed":
-                    return None
-                attributes = record["attributes"]
-            return attributes if matches(request.filters, attributes) else None
-
-        found = await self._filtered(store, queries, request.search_mode, request.max_num_results, keep)
+        mode = request.search_mode
+        vectors = None if mode == "keyword" else await self.embed(store.embedding_model, queries)  # once
+        records: dict[str, FileRecord | None] = {}
+        found = await self._search(store, mode, queries, vectors, request.max_num_results, request.filters, records)
         threshold = request.ranking_options.score_threshold if request.ranking_options else 0.0
         filenames: dict[str, str] = {}
         data = []
-        for hit, attributes in found:
+        for hit in found:
             score = min(1.0, max(0.0, hit.score))  # OpenAI scores are in [0, 1]; a negative cosine is no match
             if threshold > 0 and score < threshold:
                 continue
-            file_id = hit.metadata.get("file_id")
+            file_id = hit.file_id
+            record = records.get(file_id) if file_id else None
             if file_id is not None and file_id not in filenames:
                 try:
                     filenames[file_id] = (await self.files_api.get_file(file_id)).filename
@@ -463,14 +671,11 @@ class VectorStoresRouter:
                     "file_id": file_id or "",
                     "filename": filenames.get(file_id, "") if file_id else "",
                     "score": score,
-                    "attributes": attributes,
+                    "attributes": record.attributes if record is not None else hit.attributes,
                     "content": [{"type": "text", "text": hit.content}],
                 }
             )
-        store["last_active_at"] = int(time.time())
-        if store.get("expires_after"):
-            store["expires_at"] = store["last_active_at"] + store["expires_after"]["days"] * 86400
-            await self._save_store(store)
+        self._touch(store_id)
         return {
             "object": "vector_store.search_results.page",
             "search_query": queries if len(queries) > 1 else queries[0],
@@ -482,39 +687,31 @@ class VectorStoresRouter:
     # -- raw vector IO
 
     async def insert_chunks(self, request: InsertRequest) -> dict[str, Any]:
-        store = self._store(request.vector_store_id)
+        store = await self._store(request.vector_store_id)
         missing = [i for i, c in enumerate(request.chunks) if c.embedding is None]
         vectors: list[list[float] | None] = [c.embedding for c in request.chunks]
         if missing:
-            computed = await self.embed(store["embedding_model"], [request.chunks[i].content for i in missing])
+            computed = await self.embed(store.embedding_model, [request.chunks[i].content for i in missing])
             for i, vector in zip(missing, computed, strict=True):
                 vectors[i] = vector
         if len({len(v) for v in vectors if v is not None}) > 1:
             raise bad_request("all embeddings must have the same dimension", param="chunks")
-        ids = await self._provider(store).insert(
-            store["id"], [(c.content, c.metadata) for c in request.chunks], vectors
-        )
-        return {"object": "vector_io.insert", "vector_store_id": store["id"], "inserted": len(ids), "chunk_ids": ids}
+        chunks = [Chunk(c.content, None, c.metadata, c.metadata) for c in request.chunks]
+        ids = await self._provider(store).insert(store.id, chunks, vectors)
+        self._touch(store.id)
+        return {"object": "vector_io.insert", "vector_store_id": store.id, "inserted": len(ids), "chunk_ids": ids}
 
     async def query_chunks(self, request: QueryRequest) -> dict[str, Any]:
-        store = self._store(request.vector_store_id)
-        records = self.files[store["id"]]
-
-        def keep(hit: Hit) -> dict[str, Any] | None:
-            file_id = hit.metadata.get("file_id")
-            if file_id is not None:
-                record = records.get(file_id)
-                if record is None or record["status"] != "completed":
-                    return None
-                attributes = record["attributes"]
-            else:
-                attributes = hit.metadata
-            return attributes if matches(request.filters, attributes) else None
-
-        queries = [request.query] if request.query is not None else []
-        embedding = request.embedding if request.mode == "vector" else None
-        found = await self._filtered(store, queries, request.mode, request.k, keep, embedding)
+        store = await self._store(request.vector_store_id)
+        texts = [request.query] if request.query is not None else [""]
+        vectors: list[list[float]] | None = None
+        if request.mode != "keyword":
+            vectors = (
+                [request.embedding] if request.embedding is not None else await self.embed(store.embedding_model, texts)
+            )
+        found = await self._search(store, request.mode, texts, vectors, request.k, request.filters, {})
+        self._touch(store.id)
         return {
-            "chunks": [{"id": hit.id, "content": hit.content, "metadata": hit.metadata} for hit, _ in found],
-            "scores": [hit.score for hit, _ in found],
+            "chunks": [{"id": hit.id, "content": hit.content, "metadata": hit.metadata} for hit in found],
+            "scores": [hit.score for hit in found],
         }

@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lamina.apis.vector_io.router import POLL_AFTER_MS, VectorStoresRouter
-from lamina.apis.vector_io.search import public
 from lamina.apis.vector_io.types import (
     AttachFile,
     CreateBatch,
@@ -49,12 +48,12 @@ async def create_store(request: Request) -> Response:
 
 async def list_stores(request: Request) -> Response:
     """List vector stores."""
-    return json_response(_vs(request).list_stores(_page_query(request)))
+    return json_response(await _vs(request).list_stores(_page_query(request)))
 
 
 async def get_store(request: Request) -> Response:
     """Retrieve a vector store."""
-    return _polled(_vs(request).store_view(request.path_params["store_id"]))
+    return _polled(await _vs(request).store_view(request.path_params["store_id"]))
 
 
 async def update_store(request: Request) -> Response:
@@ -84,13 +83,12 @@ async def attach_file(request: Request) -> Response:
 
 async def list_store_files(request: Request) -> Response:
     """List a vector store's files (`filter` by status)."""
-    return json_response(_vs(request).list_files(request.path_params["store_id"], _page_query(request)))
+    return json_response(await _vs(request).list_files(request.path_params["store_id"], _page_query(request)))
 
 
 async def get_store_file(request: Request) -> Response:
     """Retrieve a vector store file."""
-    record = _vs(request)._file(request.path_params["store_id"], request.path_params["file_id"])
-    return _polled(public(record))
+    return _polled(await _vs(request).get_file(request.path_params["store_id"], request.path_params["file_id"]))
 
 
 async def update_store_file(request: Request) -> Response:
@@ -121,7 +119,7 @@ async def create_batch(request: Request) -> Response:
 
 async def get_batch(request: Request) -> Response:
     """Retrieve a file batch."""
-    return _polled(_vs(request).batch_view(request.path_params["store_id"], request.path_params["batch_id"]))
+    return _polled(await _vs(request).batch_view(request.path_params["store_id"], request.path_params["batch_id"]))
 
 
 async def cancel_batch(request: Request) -> Response:
@@ -133,7 +131,7 @@ async def cancel_batch(request: Request) -> Response:
 async def list_batch_files(request: Request) -> Response:
     """List the files of a batch."""
     params = request.path_params
-    return json_response(_vs(request).list_files(params["store_id"], _page_query(request), params["batch_id"]))
+    return json_response(await _vs(request).list_files(params["store_id"], _page_query(request), params["batch_id"]))
 
 
 async def insert_chunks(request: Request) -> Response:

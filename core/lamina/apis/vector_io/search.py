@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from lamina.apis.vector_io.provider import Hit
 from lamina.apis.vector_io.types import Comparison, Compound, PageQuery
 from lamina.errors import not_found
 
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
+
+
+def hybrid_depth(k: int) -> int:
+    """How deep each ranking is taken before fusion: deeper than k, so that a chunk second-best in both
+    rankings can still make the fused top k."""
+    return max(4 * k, 40)
 
 
 def matches(condition: Comparison | Compound | None, attributes: dict[str, Any]) -> bool:
@@ -41,8 +48,8 @@ def matches(condition: Comparison | Compound | None, attributes: dict[str, Any])
 
 def fuse(rankings: list[list[Hit]]) -> list[Hit]:
     """Reciprocal-rank fusion, normalised so a chunk first in every ranking scores 1.0."""
-    scores: dict[int, float] = {}
-    hits: dict[int, Hit] = {}
+    scores: dict[str, float] = {}
+    hits: dict[str, Hit] = {}
     for ranking in rankings:
         for rank, hit in enumerate(ranking, start=1):
             scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (RRF_K + rank)
@@ -56,23 +63,27 @@ def new_id(prefix: str) -> str:
     return prefix + secrets.token_hex(12)
 
 
-def public(record: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in record.items() if not key.startswith("_")}
+class Listed(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def order(self) -> int: ...
 
 
-def paginate(records: list[dict[str, Any]], query: PageQuery) -> dict[str, Any]:
-    ordered = sorted(records, key=lambda r: r["_order"], reverse=query.order == "desc")
-    ids = [r["id"] for r in ordered]
+def paginate(records: Sequence[Listed], query: PageQuery, view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    ordered = sorted(records, key=lambda r: r.order, reverse=query.order == "desc")
+    ids = [r.id for r in ordered]
     for cursor, name in ((query.after, "after"), (query.before, "before")):
         if cursor is not None and cursor not in ids:
             raise not_found(f"'{cursor}' (the `{name}` cursor) not found", param=name)
     if query.after is not None:
         ordered = ordered[ids.index(query.after) + 1 :]
     if query.before is not None:
-        ordered = ordered[: [r["id"] for r in ordered].index(query.before)]
+        ordered = ordered[: [r.id for r in ordered].index(query.before)]
         ordered = ordered[-query.limit :] if len(ordered) > query.limit else ordered
     page = ordered[: query.limit]
-    data = [public(r) for r in page]
+    data = [view(r) for r in page]
     return {
         "object": "list",
         "data": data,

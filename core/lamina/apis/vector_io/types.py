@@ -173,3 +173,4 @@ class VectorIOConfig(BaseModel):
     default_embedding_model: str | None = None  # default: the first embedding model the inference API lists
     ingestion_concurrency: int = Field(4, ge=1)  # files ingested at once (their embedding calls can merge)
     embedding_batch_size: int = Field(32, ge=1)  # chunks per embeddings call
+    ingestion_lease_seconds: float = Field(30.0, gt=0)  # a worker that stops renewing loses its job after this
