@@ -79,8 +79,9 @@ def cache_key(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def cache_file(cache_dir: Path, name: str, tag: str) -> Path:
-    """Where the model `name` converted with the settings `tag` is kept (no dots in `tag`)."""
-    return cache_dir / f"{name}.{tag}.safetensors"
+    """Where the model `name` converted with the settings `tag` is kept: a folder per model, which holds only
+    the file for the latest settings."""
+    return cache_dir / name / f"{tag}.safetensors"
 
 
 def load(file: Path, key: dict[str, Any]) -> Converted | None:
@@ -132,8 +133,7 @@ def save(file: Path, key: dict[str, Any], converted: Converted) -> None:
         "aliases": json.dumps(aliases, sort_keys=True),
     }
     metadata["digest"] = _digest(metadata, tensors)
-    model = file.name.split(".", 1)[0]
-    for other in file.parent.glob(f"{model}.*.safetensors*"):
+    for other in file.parent.iterdir():
         if other != file and (not other.name.endswith(".partial") or not _writer_alive(other)):
             other.unlink(missing_ok=True)
     partial = file.with_name(f"{file.name}.{os.getpid()}.partial")
