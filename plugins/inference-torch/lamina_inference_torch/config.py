@@ -40,6 +40,11 @@ class TorchConfig(lamina.ProviderConfig):
     context_length: int | None = Field(
         4096, ge=16, description="Cap on the model's context (the KV cache is preallocated for it); null: the model's"
     )
+    weight_cache: bool = Field(
+        True,
+        description="Keep the converted weights (and tokenizer) in the provider's data folder, so later starts map "
+        "them instead of reading and converting the model again",
+    )
     prefill_chunk: int = Field(
         256, ge=16, description="Prompt tokens per prefill step, so long prompts don't stall streams"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -82,12 +83,14 @@ class Engine:
         *,
         threads: int,
         prefill_chunk: int = 256,
+        name: str = "model",
     ) -> None:
         self._build = decoder if callable(decoder) else (lambda: decoder)
         self.decoder: Decoder | None = None
         self.tokenizer = tokenizer
         self.threads = threads
         self.prefill_chunk = prefill_chunk
+        self.name = name
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._slots: list[Sequence | None] = []
         self._wake = threading.Condition()
@@ -138,6 +141,15 @@ class Engine:
             return
         finally:
             self._ready.set()
+        # Ready to take requests; the float16 copies are packed before the first step: it costs seconds, which
+        # the rest of the server's start overlaps (packing releases the GIL).
+        packing = time.perf_counter()
+        try:
+            self.decoder.pack()
+        except Exception:  # the first step packs again, and fails its requests with the error
+            log.exception("%s: packing the float16 weight copies failed", self.name)
+        if time.perf_counter() - packing > 0.1:
+            log.info("%s: packed the float16 weight copies in %.1f s", self.name, time.perf_counter() - packing)
         while True:
             with self._wake:
                 while not self._stopping and not self._waiting and not any(self._slots):

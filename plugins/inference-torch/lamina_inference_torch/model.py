@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,8 +23,8 @@ _INT8_KERNEL_MAX_ROWS = 16
 
 
 class DenseLinear:
-    def __init__(self, weight: torch.Tensor, dtype: torch.dtype) -> None:
-        self.weight = weight.to(dtype).contiguous()
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.weight = tensors["weight"]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight)
@@ -32,19 +33,22 @@ class DenseLinear:
 class Int8Linear:
     """Weight-only int8, symmetric per output channel; activations go through bfloat16 for the CPU kernel.
 
-    With `fp16_copy`, also keeps the weights as float16 packed for fbgemm's fp16 GEMM, which reads each weight
+    With a float16 copy, also keeps the weights packed for fbgemm's fp16 GEMM, which reads each weight
     once for all rows: the int8 kernel's cost grows about linearly past 4 rows, so bigger decode batches
     (and prefill) are faster on the float16 copy, and closer to float32 as well.
     """
 
-    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, fp16_copy: bool = False) -> None:
-        weight = weight.float()
-        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        self.qweight = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
-        self.scale = scale.to(torch.bfloat16)
+    def __init__(self, tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
+        self.qweight, self.scale = tensors["qweight"], tensors["scale"]
         self.dtype = dtype
-        self.in_features = weight.shape[1]
-        self.packed_fp16 = torch.ops.quantized.linear_prepack_fp16(weight.contiguous(), None) if fp16_copy else None
+        self.in_features = self.qweight.shape[1]
+        self.fp16 = tensors.get("fp16")  # packed on first use (`pack`): packing costs seconds on a small CPU
+        self.packed_fp16: torch.ScriptObject | None = None
+
+    def pack(self) -> None:
+        if self.fp16 is not None:
+            self.packed_fp16 = torch.ops.quantized.linear_prepack_fp16(self.fp16.float(), None)
+            self.fp16 = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
@@ -57,7 +61,7 @@ class Int8Linear:
         return out.view(*x.shape[:-1], -1)
 
 
-class Int4Linear:
+class Int4Linear(Int8Linear):
     """Weight-only int4 in groups of 32 inputs with a scale and an offset each (the CPU int4pack kernel).
 
     A GGUF Q4_1 tensor (32-weight blocks, `d * q + m`) fits this form exactly, up to bfloat16 rounding of `d` and
@@ -67,20 +71,9 @@ class Int4Linear:
 
     GROUP = 32
 
-    def __init__(self, weight: torch.Tensor, dtype: torch.dtype) -> None:
-        weight = weight.float()
-        out_features, in_features = weight.shape
-        groups = weight.reshape(out_features, in_features // self.GROUP, self.GROUP)
-        low = groups.amin(-1)
-        step = ((groups.amax(-1) - low) / 15).clamp(min=1e-12)
-        levels = torch.round((groups - low[..., None]) / step[..., None]).clamp(0, 15)
-        levels = levels.reshape(out_features, in_features).to(torch.int32)
-        self.qweight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(levels, 1)
-        # The kernel computes (level - 8) * scale + zero, per group: [in / 32, out, (scale, zero)].
-        self.scale = torch.stack([step, low + 8 * step], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
-        self.packed_fp16 = torch.ops.quantized.linear_prepack_fp16(weight.contiguous(), None)
-        self.dtype = dtype
-        self.in_features = in_features
+    def __init__(self, tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
+        super().__init__(tensors, dtype)
+        self.in_features = tensors["fp16"].shape[1]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
@@ -95,14 +88,38 @@ class Int4Linear:
 Linear = DenseLinear | Int8Linear | Int4Linear
 
 
-def make_linear(weight: torch.Tensor, dtype: torch.dtype, quantize: str, fp16_copy: bool = False) -> Linear:
-    if quantize == "int4" and weight.shape[1] % Int4Linear.GROUP == 0:
-        return Int4Linear(weight, dtype)
-    if quantize in ("int8", "int4"):
-        return Int8Linear(weight, dtype, fp16_copy)
+def linear_tensors(weight: torch.Tensor, dtype: torch.dtype, quantize: str, fp16_copy: bool) -> dict[str, torch.Tensor]:
+    """What a linear layer keeps of a float weight [out, in]: these are the tensors the converted-weight cache holds."""
+    weight = weight.float()
     if quantize == "none":
-        return DenseLinear(weight, dtype)
-    raise ValueError(f"unknown quantization {quantize!r}")
+        return {"weight": weight.to(dtype).contiguous()}
+    if quantize not in ("int8", "int4"):
+        raise ValueError(f"unknown quantization {quantize!r}")
+    # Clamped to float16's range as fbgemm's packing would: packing this copy then equals packing `weight`.
+    tensors = {"fp16": weight.clamp(-65504, 65504).half().contiguous()} if fp16_copy else {}
+    out_features, in_features = weight.shape
+    if quantize == "int4" and in_features % Int4Linear.GROUP == 0:
+        groups = weight.reshape(out_features, in_features // Int4Linear.GROUP, Int4Linear.GROUP)
+        low = groups.amin(-1)
+        step = ((groups.amax(-1) - low) / 15).clamp(min=1e-12)
+        levels = torch.round((groups - low[..., None]) / step[..., None]).clamp(0, 15)
+        levels = levels.reshape(out_features, in_features).to(torch.int32)
+        tensors["qweight"] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(levels, 1)
+        # The kernel computes (level - 8) * scale + zero, per group: [in / 32, out, (scale, zero)].
+        tensors["scale"] = torch.stack([step, low + 8 * step], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
+        return tensors
+    scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    tensors["qweight"] = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+    tensors["scale"] = scale.to(torch.bfloat16)
+    return tensors
+
+
+def make_linear(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> Linear:
+    if "weight" in tensors:
+        return DenseLinear(tensors)
+    if tensors["scale"].dim() == 3:
+        return Int4Linear(tensors, dtype)
+    return Int8Linear(tensors, dtype)
 
 
 # The decode step is TorchScript: one call runs all layers without returning to Python, so per-op dispatch
@@ -232,55 +249,96 @@ class Layer:
     cache_v: torch.Tensor
 
 
+def prepare_tensors(
+    config: ModelConfig,
+    weights: dict[str, torch.Tensor],
+    *,
+    dtype: torch.dtype = torch.float32,
+    quantize: str = "none",
+    fp16_above_rows: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Convert HF-named float weights (consumed) into the tensors the decoder runs on, named `layers.{i}.{part}`,
+    `embed`, `norm`, `lm_head.*`: fused projections, quantized as asked, with float16 copies where they are used.
+    `progress(done, total)` is called after each layer."""
+    # int4 layers always keep a float16 copy (prefill runs on it); int8 ones when bigger batches use it.
+    fp16_copy = quantize == "int4" or (quantize == "int8" and fp16_above_rows is not None)
+    tensors: dict[str, torch.Tensor] = {}
+
+    def linear(name: str, weight: torch.Tensor, kind: str = quantize) -> None:
+        for part, tensor in linear_tensors(weight, dtype, kind, fp16_copy).items():
+            tensors[f"{name}.{part}"] = tensor
+
+    for i in range(config.num_layers):
+        p, q = f"model.layers.{i}.", f"layers.{i}."
+        tensors[q + "attn_norm"] = weights.pop(p + "input_layernorm.weight").to(dtype)
+        tensors[q + "mlp_norm"] = weights.pop(p + "post_attention_layernorm.weight").to(dtype)
+        linear(q + "qkv", torch.cat([weights.pop(p + f"self_attn.{n}_proj.weight") for n in "qkv"]))
+        linear(q + "o", weights.pop(p + "self_attn.o_proj.weight"))
+        linear(
+            q + "gate_up", torch.cat([weights.pop(p + "mlp.gate_proj.weight"), weights.pop(p + "mlp.up_proj.weight")])
+        )
+        linear(q + "down", weights.pop(p + "mlp.down_proj.weight"))
+        if progress is not None:
+            progress(i + 1, config.num_layers)
+    embed = weights.pop("model.embed_tokens.weight")
+    tensors["embed"] = embed.to(dtype).contiguous()
+    head = weights.pop("lm_head.weight", None)
+    # The LM head stays int8 under int4: it is the most sensitive matrix, and GGUFs usually keep it in 8 bits.
+    linear("lm_head", embed if head is None else head, "int8" if quantize == "int4" else quantize)
+    tensors["norm"] = weights.pop("model.norm.weight").to(dtype)
+    return tensors
+
+
+def _linear_parts(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    return {key[len(name) + 1 :]: value for key, value in tensors.items() if key.startswith(name + ".")}
+
+
 class Decoder:
     def __init__(
         self,
         config: ModelConfig,
-        weights: dict[str, torch.Tensor],
+        tensors: dict[str, torch.Tensor],
         *,
         dtype: torch.dtype = torch.float32,
-        quantize: str = "none",
         max_batch: int = 8,
         context_length: int | None = None,
         fp16_above_rows: int | None = None,
     ) -> None:
+        """`tensors` as `prepare_tensors` makes them (or as the converted-weight cache holds them)."""
         self.config = config
-        # Quantized only: decode batches of more than this many rows (and prefill) use float16 copies of the weights.
-        if quantize == "int4":  # int4 layers always keep a float16 copy: prefill runs on it
-            fp16_above_rows = _INT8_KERNEL_MAX_ROWS if fp16_above_rows is None else fp16_above_rows
-        self.fp16_above_rows = fp16_above_rows if quantize in ("int8", "int4") else None
-        fp16_copy = self.fp16_above_rows is not None
+        c = config
+        self.layers: list[Layer] = []
         self.dtype = dtype
         self.max_batch = max_batch
         self.context_length = min(context_length or config.max_position, config.max_position)
-        c = config
         self.q_size, self.kv_size = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
         self.group = c.num_heads // c.num_kv_heads
-        self.layers: list[Layer] = []
         for i in range(c.num_layers):
-            p = f"model.layers.{i}."
-            qkv = torch.cat([weights.pop(p + f"self_attn.{n}_proj.weight") for n in "qkv"])
-            gate_up = torch.cat([weights.pop(p + "mlp.gate_proj.weight"), weights.pop(p + "mlp.up_proj.weight")])
+            q = f"layers.{i}."
             cache_shape = (max_batch, c.num_kv_heads, self.context_length, c.head_dim)
             self.layers.append(
                 Layer(
-                    attn_norm=weights.pop(p + "input_layernorm.weight").to(dtype),
-                    qkv=make_linear(qkv, dtype, quantize, fp16_copy),
-                    o=make_linear(weights.pop(p + "self_attn.o_proj.weight"), dtype, quantize, fp16_copy),
-                    mlp_norm=weights.pop(p + "post_attention_layernorm.weight").to(dtype),
-                    gate_up=make_linear(gate_up, dtype, quantize, fp16_copy),
-                    down=make_linear(weights.pop(p + "mlp.down_proj.weight"), dtype, quantize, fp16_copy),
+                    attn_norm=tensors[q + "attn_norm"],
+                    qkv=make_linear(_linear_parts(tensors, q + "qkv"), dtype),
+                    o=make_linear(_linear_parts(tensors, q + "o"), dtype),
+                    mlp_norm=tensors[q + "mlp_norm"],
+                    gate_up=make_linear(_linear_parts(tensors, q + "gate_up"), dtype),
+                    down=make_linear(_linear_parts(tensors, q + "down"), dtype),
                     cache_k=torch.zeros(cache_shape, dtype=dtype),
                     cache_v=torch.zeros(cache_shape, dtype=dtype),
                 )
             )
-        embed = weights.pop("model.embed_tokens.weight")
-        self.embed = embed.to(dtype)
-        head = weights.pop("lm_head.weight", None)
-        # The LM head stays int8 under int4: it is the most sensitive matrix, and GGUFs usually keep it in 8 bits.
-        head_quantize = "int8" if quantize == "int4" else quantize
-        self.lm_head = make_linear(embed if head is None else head, dtype, head_quantize, fp16_copy)
-        self.norm = weights.pop("model.norm.weight").to(dtype)
+        self.embed = tensors["embed"]
+        self.lm_head = make_linear(_linear_parts(tensors, "lm_head"), dtype)
+        self.norm = tensors["norm"]
+        linears = [self.lm_head, *(x for layer in self.layers for x in (layer.qkv, layer.o, layer.gate_up, layer.down))]
+        self._unpacked = [x for x in linears if isinstance(x, Int8Linear) and x.fp16 is not None]
+        # Quantized only: decode batches of more than this many rows (and prefill) use the float16 copies.
+        quantized = any(isinstance(x, Int8Linear) for x in linears)
+        if self._unpacked and fp16_above_rows is None:  # int4: the copy exists for prefill
+            fp16_above_rows = _INT8_KERNEL_MAX_ROWS
+        self.fp16_above_rows = fp16_above_rows if quantized and self._unpacked else None
         positions = torch.arange(self.context_length, dtype=torch.float64)
         angles = torch.outer(positions, rope_inverse_frequencies(c))
         half = c.head_dim // 2
@@ -290,6 +348,40 @@ class Decoder:
         self.half = half
         self.positions = torch.arange(self.context_length)
         self._scripted = self._scripted_parameters()
+
+    @classmethod
+    def from_weights(
+        cls,
+        config: ModelConfig,
+        weights: dict[str, torch.Tensor],
+        *,
+        dtype: torch.dtype = torch.float32,
+        quantize: str = "none",
+        max_batch: int = 8,
+        context_length: int | None = None,
+        fp16_above_rows: int | None = None,
+    ) -> Decoder:
+        tensors = prepare_tensors(config, weights, dtype=dtype, quantize=quantize, fp16_above_rows=fp16_above_rows)
+        return cls(
+            config,
+            tensors,
+            dtype=dtype,
+            max_batch=max_batch,
+            context_length=context_length,
+            fp16_above_rows=fp16_above_rows,
+        )
+
+    def pack(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Pack the float16 copies for fbgemm (seconds on a small CPU); the first prefill or decode does it if
+        nobody did before. `progress(done, total)` after each matrix."""
+        total = len(self._unpacked)
+        for done, linear in enumerate(self._unpacked, 1):
+            linear.pack()
+            if progress is not None:
+                progress(done, total)
+        if total:
+            self._unpacked = []
+            self._scripted = self._scripted_parameters()
 
     @property
     def vocab_size(self) -> int:
@@ -319,6 +411,7 @@ class Decoder:
     @torch.inference_mode()
     def prefill(self, slot: int, tokens: list[int], start: int = 0, all_logits: bool = False) -> torch.Tensor:
         """Run `tokens` at positions start.. into `slot`; logits of the last position ([V]) or all ([T, V])."""
+        self.pack()
         count = len(tokens)
         end = start + count
         if end > self.context_length:
@@ -349,7 +442,7 @@ class Decoder:
         for layer in [*self.layers, None]:
             linears = [self.lm_head] if layer is None else [layer.qkv, layer.o, layer.gate_up, layer.down]
             for linear in linears:
-                quantized = isinstance(linear, Int8Linear | Int4Linear)
+                quantized = isinstance(linear, Int8Linear)
                 weights.append(linear.qweight if quantized else linear.weight)
                 scales.append(linear.scale if quantized else None)
                 if quantized and linear.packed_fp16 is not None:
@@ -362,6 +455,7 @@ class Decoder:
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """One token for each of slots 0..B-1 (`tokens`, `positions`: [B] int64); returns logits [B, V]."""
+        self.pack()
         batch = tokens.shape[0]
         length = int(positions.max()) + 1
         cos = self.cos[positions][:, None, None]

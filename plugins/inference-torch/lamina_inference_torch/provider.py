@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,14 +20,16 @@ from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest
 from lamina.errors import bad_request, not_found
 from lamina.specs import Deps
 
+from lamina_inference_torch import cache
 from lamina_inference_torch.config import TorchConfig
 from lamina_inference_torch.engine import Engine, Event, Failed, Finished, Sequence, TextDelta
-from lamina_inference_torch.model import Decoder
+from lamina_inference_torch.model import Decoder, prepare_tensors
 from lamina_inference_torch.sampling import SamplingParams, TokenChoice
 from lamina_inference_torch.tokenizer import TextTokenizer, load_tokenizer
 from lamina_inference_torch.tools import may_open_tool_call, parse_tool_calls
 from lamina_inference_torch.weights import load_model, model_name
-from lamina_inference_torch.weights import read_gguf_metadata as gguf_metadata
+
+log = logging.getLogger("lamina.torch")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -39,31 +42,91 @@ class ServedModel:
     engine: Engine
 
 
-def load_served_model(path: Path, config: TorchConfig) -> ServedModel:
-    """Blocking: start an engine thread that reads the weights and builds the decoder; wait until it has."""
+def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = None) -> ServedModel:
+    """Blocking: read the model (from its converted copy in `cache_dir`, if there is a good one), start an engine
+    thread that builds the decoder, and wait until it has. Without a good copy, the weights are converted and
+    the copy written there for next time."""
     name = model_name(path)
-    tokenizer = load_tokenizer(path, gguf_metadata(path) if path.suffix == ".gguf" else None)
+    started = time.perf_counter()
+    fp16_copy = config.quantize == "int4" or (config.quantize == "int8" and config.fp16_above_rows is not None)
+    dtype = _DTYPES[config.dtype]
+    settings = {"quantize": config.quantize, "dtype": config.dtype, "fp16_copy": fp16_copy}
+    file = key = converted = None
+    if cache_dir is not None:
+        key = cache.cache_key(path, settings)
+        file = cache.cache_file(cache_dir, name, f"{config.quantize}-{config.dtype}{'-fp16' if fp16_copy else ''}")
+        converted = cache.load(file, key)
+    if converted is not None:
+        log.info("%s: mapped converted weights from %s in %.1f s", name, file, time.perf_counter() - started)
+        tokenizer = converted.tokenizer
+    elif path.suffix == ".gguf":  # the vocabulary is in the file: read it once, here (numpy only, no torch ops)
+        loaded = load_model(path, progress=log_progress(f"{name}: reading {path.name}"))
+        tokenizer = load_tokenizer(path, loaded.gguf_metadata)
+        log.info("%s: read %s in %.1f s", name, path, time.perf_counter() - started)
+    else:
+        loaded, tokenizer = None, load_tokenizer(path, None)
 
     def build() -> Decoder:
-        loaded = load_model(path)
+        nonlocal converted, loaded
+        if converted is None:
+            loaded = loaded or load_model(path, progress=log_progress(f"{name}: reading {path.name}"))
+            converting = time.perf_counter()
+            tensors = prepare_tensors(
+                loaded.config,
+                loaded.weights,
+                dtype=dtype,
+                quantize=config.quantize,
+                fp16_above_rows=config.fp16_above_rows,
+                progress=log_progress(f"{name}: converting weights ({config.quantize})"),
+            )
+            converted = cache.Converted(loaded.config, tensors, tokenizer)
+            log.info("%s: converted weights in %.1f s", name, time.perf_counter() - converting)
+            if file is not None and key is not None:
+                writing = time.perf_counter()
+                try:
+                    cache.save(file, key, converted)
+                    size = file.stat().st_size / 1e6
+                    log.info(
+                        "%s: wrote %.0f MB of converted weights to %s in %.1f s",
+                        name,
+                        size,
+                        file,
+                        time.perf_counter() - writing,
+                    )
+                except Exception as error:  # a read-only or full disk costs the next start time, nothing else
+                    log.warning("%s: could not keep the converted weights at %s: %s", name, file, error)
         return Decoder(
-            loaded.config,
-            loaded.weights,
-            dtype=_DTYPES[config.dtype],
-            quantize=config.quantize,
+            converted.config,
+            converted.tensors,
+            dtype=dtype,
             max_batch=config.max_batch,
             context_length=config.context_length,
             fp16_above_rows=config.fp16_above_rows,
         )
 
     threads = config.threads or os.cpu_count() or 1
-    engine = Engine(build, tokenizer, threads=threads, prefill_chunk=config.prefill_chunk)
+    engine = Engine(build, tokenizer, threads=threads, prefill_chunk=config.prefill_chunk, name=name)
     try:
         engine.wait_ready()
     except BaseException:
         engine.close()
         raise
+    log.info("%s: ready in %.1f s", name, time.perf_counter() - started)
     return ServedModel(name, path, tokenizer, engine)
+
+
+def log_progress(what: str, every: float = 2.0) -> Callable[[int, int], None]:
+    """A `progress(done, total)` callback that logs `what` with its percentage at most every `every` seconds."""
+    started = last = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if now - last >= every and done < total:
+            last = now
+            log.info("%s: %d/%d (%.0f%%, %.0f s)", what, done, total, 100 * done / total, now - started)
+
+    return progress
 
 
 async def resolve_model_path(name_or_path: str) -> Path:
@@ -74,10 +137,11 @@ async def resolve_model_path(name_or_path: str) -> Path:
 
 async def create_provider(config: TorchConfig, deps: Deps | None = None) -> TorchProvider:
     models: dict[str, ServedModel] = {}
+    cache_dir = deps.data_dir / "converted" if deps is not None and config.weight_cache else None
     try:
         for entry in config.models:
             path = await resolve_model_path(entry)
-            served = await asyncio.to_thread(load_served_model, path, config)
+            served = await asyncio.to_thread(load_served_model, path, config, cache_dir)
             if served.name in models:
                 served.engine.close()
                 raise ValueError(f"two configured models are both named {served.name!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,18 +48,19 @@ def model_name(path: Path) -> str:
     return _QUANT_SUFFIX.sub("", path.stem)
 
 
-def load_model(path: Path) -> LoadedModel:
+def load_model(path: Path, progress: Callable[[int, int], None] | None = None) -> LoadedModel:
+    """`progress(done, total)` is called after each tensor read."""
     if path.is_dir():
-        return load_hf_folder(path)
+        return load_hf_folder(path, progress)
     if path.suffix == ".gguf":
-        return load_gguf(path)
+        return load_gguf(path, progress)
     raise ValueError(f"{path}: expected a .gguf file or a Hugging Face model folder")
 
 
 # Hugging Face folders
 
 
-def load_hf_folder(path: Path) -> LoadedModel:
+def load_hf_folder(path: Path, progress: Callable[[int, int], None] | None = None) -> LoadedModel:
     from safetensors.torch import load_file
 
     raw = json.loads((path / "config.json").read_text())
@@ -84,9 +86,11 @@ def load_hf_folder(path: Path) -> LoadedModel:
     if not files:
         raise ValueError(f"{path}: no .safetensors files")
     weights: dict[str, torch.Tensor] = {}
-    for file in files:
+    for index, file in enumerate(files):
         for name, tensor in load_file(str(file)).items():
             weights[name] = tensor.float()
+        if progress is not None:
+            progress(index + 1, len(files))
     if "lm_head.weight" not in weights:
         config.tie_embeddings = True
     return LoadedModel(model_name(path), config, weights)
@@ -138,12 +142,6 @@ def gguf_metadata(reader: Any) -> dict[str, Any]:
     return metadata
 
 
-def read_gguf_metadata(path: Path) -> dict[str, Any]:
-    import gguf
-
-    return gguf_metadata(gguf.GGUFReader(str(path)))
-
-
 def unpermute_qk(weight: np.ndarray, n_heads: int) -> np.ndarray:
     """Undo llama.cpp's convert-time permutation of q/k rows (interleaved rope pairs -> HF's split halves)."""
     rows = weight.shape[0]
@@ -156,7 +154,7 @@ def permute_qk(weight: np.ndarray, n_heads: int) -> np.ndarray:
     return weight.reshape(n_heads, 2, rows // n_heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def load_gguf(path: Path) -> LoadedModel:
+def load_gguf(path: Path, progress: Callable[[int, int], None] | None = None) -> LoadedModel:
     import gguf
 
     reader = gguf.GGUFReader(str(path))
@@ -190,7 +188,9 @@ def load_gguf(path: Path) -> LoadedModel:
         rope_scaling=rope_scaling,
     )
     weights: dict[str, torch.Tensor] = {}
-    for name, tensor in tensors.items():
+    for index, (name, tensor) in enumerate(tensors.items()):
+        if progress is not None:
+            progress(index, len(tensors))
         array = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         array = np.asarray(array, dtype=np.float32).reshape([int(d) for d in reversed(tensor.shape)])
         if name == "rope_freqs.weight":

@@ -22,7 +22,9 @@ PROMPTS = [
 
 def decoder_for(path, max_batch: int = 4) -> Decoder:
     loaded = load_model(path)
-    return Decoder(loaded.config, loaded.weights, dtype=torch.float32, max_batch=max_batch, context_length=256)
+    return Decoder.from_weights(
+        loaded.config, loaded.weights, dtype=torch.float32, max_batch=max_batch, context_length=256
+    )
 
 
 def reference_logits(model, ids: list[int]) -> torch.Tensor:

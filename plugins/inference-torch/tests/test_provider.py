@@ -92,8 +92,8 @@ def test_quantized_weights_stay_close_to_float32(tiny, quantize, fp16_above_rows
     ids = list(range(5, 40))
     # int4 is meant for weights that already are 4-bit in groups of 32 (GGUF Q4_0/Q4_1): give it such weights.
     prepare = _as_q4_1 if quantize == "int4" else dict
-    exact_decoder = Decoder(**_decoder_args(tiny, prepare))
-    quantized = Decoder(**_decoder_args(tiny, prepare), quantize=quantize, fp16_above_rows=fp16_above_rows)
+    exact_decoder = Decoder.from_weights(**_decoder_args(tiny, prepare))
+    quantized = Decoder.from_weights(**_decoder_args(tiny, prepare), quantize=quantize, fp16_above_rows=fp16_above_rows)
     exact = exact_decoder.prefill(0, ids, all_logits=True)
     # Prefill expands the int8 weights (or runs on the float16 copy); decode goes through the weight-only kernel,
     # or through the float16 copy when the batch has more rows than fp16_above_rows (0: always): check both paths.
@@ -110,7 +110,7 @@ def test_quantized_weights_stay_close_to_float32(tiny, quantize, fp16_above_rows
 
 def test_fp16_copy_serves_batches_above_the_threshold(tiny):
     """Rows past the threshold take the float16 path, which must agree with the int8 path on the same prompts."""
-    decoder = Decoder(**{**_decoder_args(tiny), "max_batch": 4}, quantize="int8", fp16_above_rows=2)
+    decoder = Decoder.from_weights(**{**_decoder_args(tiny), "max_batch": 4}, quantize="int8", fp16_above_rows=2)
     ids = list(range(5, 20))
     for slot in range(4):
         decoder.prefill(slot, ids[:-1])
