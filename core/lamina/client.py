@@ -30,14 +30,20 @@ from lamina.apis.inference.types import (
     RegisterModel,
 )
 from lamina.config import RunConfig, load, resolve
-from lamina.errors import validation_error
+from lamina.errors import bad_request, validation_error
+from lamina.http import dumps
 from lamina.plugins import make_plugin_manager
 from lamina.resolver import Stack, start_stack
 
 
 def _validate(model: type[BaseModel], fields: dict[str, Any]) -> Any:
+    """Parse a request as the HTTP route does, from JSON, so its errors are the HTTP API's to the letter."""
     try:
-        return model.model_validate(fields)
+        body = dumps(fields)
+    except TypeError as exc:
+        raise bad_request(f"the request cannot be sent as JSON: {exc}", code="invalid_json") from None
+    try:
+        return model.model_validate_json(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
 
