@@ -29,7 +29,9 @@ def snippets() -> dict[str, str]:
     found: dict[str, str] = {}
     section = ""
     for match in re.finditer(
-        r"^## (?P<title>[^\n]+)$|^```python\n(?P<code>.*?)^```$", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL
+        r"^## (?P<title>[^\n]+)$|^```python\n(?P<code>.*?)^```$",
+        (ROOT / "README.md").read_text(),
+        re.MULTILINE | re.DOTALL,
     ):
         if match["title"]:
             section = match["title"]

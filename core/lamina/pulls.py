@@ -394,8 +394,8 @@ def list_command(catalogue: bool, as_json: bool) -> None:
     with _cli_errors():
         if catalogue:
             entries = default_catalogue().values()
-            rows = [{"name": e.name, "description": e.description, "reference": e.reference} for e in entries]
-            echo_rows([("name", "NAME"), ("description", "DESCRIPTION"), ("reference", "REFERENCE")], rows, as_json)
+            offered = [{"name": e.name, "description": e.description, "reference": e.reference} for e in entries]
+            echo_rows([("name", "NAME"), ("description", "DESCRIPTION"), ("reference", "REFERENCE")], offered, as_json)
             return
         models = list_pulled()
     if not models and not as_json:

@@ -103,7 +103,13 @@ def test_models_list_shows_sizes_in_mib(env: dict[str, str], tmp_path: Path) -> 
     folder.mkdir()
     (folder / "weights.bin").write_bytes(b"x" * (3 * 2**20 + 2**19 - 2))  # 3.5 MiB in all
     (folder / "config.json").write_text("{}")
-    assert "tiny pulled (3.5 MiB)" in lamina("models", "pull", f"file:{folder}", env=env).stdout
+    pulled = lamina("models", "pull", f"file:{folder}", env=env)
+    assert "tiny pulled (3.5 MiB)" in pulled.stdout
+    # On a pipe the pull logs its steps, timestamped, instead of drawing a bar.
+    steps = pulled.stderr.splitlines()
+    assert all(LOG_LINE.fullmatch(line) for line in steps), pulled.stderr
+    assert steps[0].endswith("INFO  lamina.pulls: copying tiny: 0% of 3.5 MiB")
+    assert steps[-1].endswith("INFO  lamina.pulls: copying tiny: 100% of 3.5 MiB")
     assert json.loads(lamina("models", "list", "--json", env=env).stdout) == [
         {
             "name": "tiny",
