@@ -117,7 +117,7 @@ def notes(config: RunConfig) -> list[str]:
     for api, variables in config.disabled.items():
         if not config.providers.get(api):
             names = list(dict.fromkeys(variables))
-            either = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+            either = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
             found.append(f"{config.source}: no {api} provider is enabled; set {either} to enable one")
     if not any(config.providers.values()) and not found:
         found.append(
