@@ -74,6 +74,45 @@ def test_placeholder_standing_for_nothing_leaves_the_default(monkeypatch: pytest
     assert (config.server.port, config.server.host, config.storage.dir) == (8321, "127.0.0.1", None)
 
 
+def test_entries_under_apis_switched_off_by_their_name_are_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("T_GUARD", raising=False)
+    monkeypatch.setenv("T_ON", "1")
+    raw = {
+        "providers": {
+            "safety": [
+                {"id": "rules", "type": "inline::rules"},
+                {"id": "${env.T_GUARD:+guard}", "type": "inline::llama-guard", "config": {"model": "${env.T_GUARD}"}},
+            ]
+        },
+        "apis": {
+            "safety": {
+                "shields": [
+                    {"id": "rules", "provider_id": "rules"},
+                    {"id": "${env.T_GUARD:+guard}", "provider_id": "guard"},
+                    {"id": "${env.T_ON:+also}", "provider_id": "rules"},
+                    {"id": None, "provider_id": "rules"},  # written so: the API decides what it means
+                ],
+                "guardrails": [{"shield": "${env.T_GUARD:+guard}"}, {"shield": "rules", "apply_to": "input"}],
+            }
+        },
+    }
+    config = resolve(raw)
+    assert config.apis["safety"] == {
+        "shields": [
+            {"id": "rules", "provider_id": "rules"},
+            {"id": "also", "provider_id": "rules"},
+            {"id": None, "provider_id": "rules"},
+        ],
+        "guardrails": [{"shield": "rules", "apply_to": "input"}],
+    }
+    assert [p.id for p in config.providers["safety"]] == ["rules"]
+    assert config.disabled == {"safety": ["T_GUARD"]}  # what would enable the provider left out
+    monkeypatch.setenv("T_GUARD", "some/model")
+    config = resolve(raw)
+    assert [s["id"] for s in config.apis["safety"]["shields"]] == ["rules", "guard", "also", None]
+    assert len(config.apis["safety"]["guardrails"]) == 2 and config.disabled == {}
+
+
 def test_missing_env_var_names_variable_key_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("T_HOST", raising=False)
     monkeypatch.delenv("T_FIRST_URL", raising=False)

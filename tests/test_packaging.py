@@ -314,4 +314,4 @@ def test_a_third_party_plugin_installs_against_our_core(tmp_path: Path) -> None:
     assert Path(where).is_relative_to(venv), where
     assert Path(where).read_text() == (ROOT / "core" / "lamina" / "hookspecs.py").read_text()
     providers = _run(lamina_command, "providers")
-    assert re.search(r"^inference\s+inline::echo\s+lamina-example 0\.1\.0$", providers, re.MULTILINE), providers
+    assert re.search(r"^inference\s+inline::echo\s+lamina-example\s+0\.1\.0$", providers, re.MULTILINE), providers

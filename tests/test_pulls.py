@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -259,14 +260,21 @@ async def test_concurrent_ensure_model_calls_share_one_pull(home, model_folder, 
     assert len(fetches) == 1
 
 
-def test_progress_without_rich_prints_plain_lines(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "rich.progress", None)
-    with pulls.progress("fetching thing", 1000) as advance:
+def test_progress_off_a_terminal_logs_a_line_per_tenth(caplog):
+    # Under pytest stderr is not a terminal: no bar, rich installed or not, but log lines.
+    with caplog.at_level(logging.INFO, logger="lamina.pulls"), pulls.progress("fetching thing", 2048) as advance:
         for _ in range(4):
-            advance(250)
-    lines = capsys.readouterr().err.splitlines()
-    assert lines[0] == "fetching thing: 0% of 1.0 KB"
-    assert lines[-1] == "fetching thing: 100% of 1.0 KB"
+            advance(512)
+    lines = [record.getMessage() for record in caplog.records if record.name == "lamina.pulls"]
+    assert lines == [f"fetching thing: {p}% of 2.0 KiB" for p in (0, 20, 50, 70, 100)]
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (94 * 2**20, "94.0 MiB"), (5 * 2**30, "5.0 GiB")],
+)
+def test_sizes_are_in_binary_units(size, shown):
+    assert pulls.format_size(size) == shown
 
 
 def test_unknown_scheme_names_the_known_ones():
@@ -333,7 +341,7 @@ def test_cli_pull_list_rm(home, model_folder):
     assert "already pulled" in result.output
     listing = runner.invoke(pulls.models_command, ["list"])
     assert listing.exit_code == 0
-    assert listing.output.splitlines()[0].split() == ["NAME", "SIZE", "SOURCE", "PATH"]
+    assert listing.output.splitlines()[0].split() == ["NAME", "SIZE", "(MiB)", "REFERENCE", "PATH"]
     assert listing.output.splitlines()[1].startswith("tiny ")
     result = runner.invoke(pulls.models_command, ["rm", "tiny"])
     assert result.exit_code == 0 and "removed tiny" in result.output

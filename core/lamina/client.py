@@ -1,8 +1,9 @@
 """The library client: Lamina's API in-process, without HTTP.
 
     async with LibraryClient("starter") as client:           # a distro name, a run.yaml path, or a dict
-        reply = await client.chat.completions.create(model="openai/gpt-4o-mini", messages=[...])
+        reply = await client.chat.completions.create(model="openai/gpt-4o-mini", messages=messages)
         async for chunk in await client.chat.completions.create(..., stream=True): ...
+        models = await client.models.list()                  # {"object": "list", "data": [...]}, as GET /v1/models
 
 Answers are the same JSON dicts the HTTP API sends; errors are raised as `LaminaError` with the same status and
 body. `client.apis[name]` gives every API's router (files, vector stores, safety...) for the rest.
@@ -20,16 +21,29 @@ import pluggy
 from pydantic import BaseModel, ValidationError
 
 from lamina.apis.inference.router import InferenceRouter
-from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, RegisterModel
+from lamina.apis.inference.types import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelDeleted,
+    ModelList,
+    RegisterModel,
+)
 from lamina.config import RunConfig, load, resolve
-from lamina.errors import validation_error
+from lamina.errors import bad_request, validation_error
+from lamina.http import dumps
 from lamina.plugins import make_plugin_manager
 from lamina.resolver import Stack, start_stack
 
 
 def _validate(model: type[BaseModel], fields: dict[str, Any]) -> Any:
+    """Parse a request as the HTTP route does, from JSON, so its errors are the HTTP API's to the letter."""
     try:
-        return model.model_validate(fields)
+        body = dumps(fields)
+    except TypeError as exc:
+        raise bad_request(f"the request cannot be sent as JSON: {exc}", code="invalid_json") from None
+    try:
+        return model.model_validate_json(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
 
@@ -66,20 +80,25 @@ class LibraryClient:
         async def embed(**fields: Any) -> dict[str, Any]:
             return await inference.embeddings(_validate(EmbeddingRequest, fields))
 
-        async def list_models() -> list[dict[str, Any]]:
-            return [model.model_dump() for model in await inference.list_models()]
+        # Each answer is the JSON the HTTP route sends for the same request, as a dict.
+        async def list_models() -> dict[str, Any]:
+            return ModelList(data=await inference.list_models()).model_dump(mode="json")
 
         async def retrieve_model(model_id: str) -> dict[str, Any]:
-            return (await inference.get_model(model_id)).model_dump()
+            return (await inference.get_model(model_id)).model_dump(mode="json")
 
         async def register_model(**fields: Any) -> dict[str, Any]:
-            return (await inference.register_model(_validate(RegisterModel, fields))).model_dump()
+            return (await inference.register_model(_validate(RegisterModel, fields))).model_dump(mode="json")
+
+        async def delete_model(model_id: str) -> dict[str, Any]:
+            await inference.unregister_model(model_id)
+            return ModelDeleted(id=model_id, object="model", deleted=True).model_dump(mode="json")
 
         self.chat = SimpleNamespace(completions=SimpleNamespace(create=chat))
         self.completions = SimpleNamespace(create=complete)
         self.embeddings = SimpleNamespace(create=embed)
         self.models = SimpleNamespace(
-            list=list_models, retrieve=retrieve_model, register=register_model, delete=inference.unregister_model
+            list=list_models, retrieve=retrieve_model, register=register_model, delete=delete_model
         )
         return self
 

