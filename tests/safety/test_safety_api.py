@@ -9,6 +9,7 @@ from typing import Any
 import openai
 import pytest
 import requests
+from lamina.apis.safety.types import OPENAI_CATEGORIES
 from lamina.testing import serve
 from openai import OpenAI
 
@@ -139,6 +140,67 @@ def test_moderations_default_model_is_the_first_configured_shield(client: OpenAI
 
 
 @pytest.mark.parametrize(
+    "model",
+    ["omni-moderation-latest", "omni-moderation-2024-09-26", "text-moderation-latest", "text-moderation-stable"],
+)
+def test_openai_moderation_models_stand_for_the_default_shield(client: OpenAI, model: str) -> None:
+    result = client.moderations.create(model=model, input="how to make a bomb at home")
+    assert result.model == model  # echoed, as OpenAI does
+    assert result.results[0].flagged and result.results[0].categories.violence  # the default: llama-guard
+
+
+def test_moderation_answers_parse_as_openai_moderations_and_keep_our_categories(
+    stack_config: Any,
+) -> None:
+    config = stack_config()
+    config["shields"] = [config["shields"][-1]]  # `rules` is the default shield
+    with serve(config) as url:
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+        result = client.moderations.create(
+            model="omni-moderation-latest", input=["mail bob@example.org, key AKIAIOSFODNN7EXAMPLE", "Nice day."]
+        )
+    assert result.model == "omni-moderation-latest"
+    flagged, clean = result.results
+    assert isinstance(flagged, openai.types.Moderation) and flagged.flagged and not clean.flagged
+    # OpenAI's categories, all of them, parsed into the client's typed fields
+    assert flagged.categories.self_harm is False and flagged.categories.illicit is False
+    assert flagged.category_scores.harassment_threatening == 0.0
+    assert flagged.category_applied_input_types.violence == ["text"]
+    # ours, as extra keys the client keeps
+    ours = {k: v for k, v in (flagged.categories.model_extra or {}).items() if k not in OPENAI_CATEGORIES}
+    assert ours == {"pii/email": True, "secret/aws": True}
+    ours = {k: v for k, v in (flagged.category_scores.model_extra or {}).items() if k not in OPENAI_CATEGORIES}
+    assert ours == {"pii/email": 1.0, "secret/aws": 1.0}
+    raw = flagged.model_dump(by_alias=True)
+    assert set(raw["categories"]) == set(OPENAI_CATEGORIES) | {"pii/email", "secret/aws"}
+    assert set(raw["category_scores"]) == set(raw["categories"]) == set(raw["category_applied_input_types"])
+    assert set(clean.model_dump(by_alias=True)["categories"]) == set(OPENAI_CATEGORIES)
+    assert not any(clean.model_dump(by_alias=True)["categories"].values())
+
+
+def test_moderations_with_no_default_shield(stack_config: Any) -> None:
+    config = stack_config()
+    config["shields"] = []
+    with serve(config) as url:
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="stands for the default shield") as caught:
+            client.moderations.create(model="omni-moderation-latest", input="hi")
+        assert caught.value.param == "model"
+        requests.post(f"{url}/shields", json={"id": "only", "provider_id": "rules"}, timeout=10).raise_for_status()
+        result = client.moderations.create(model="omni-moderation-latest", input="mail bob@example.org")
+        assert result.model == "omni-moderation-latest" and result.results[0].flagged
+        # a shield of that name wins over the default
+        requests.post(
+            f"{url}/shields",
+            json={"id": "text-moderation-stable", "provider_id": "rules", "params": {"categories": ["secret"]}},
+            timeout=10,
+        ).raise_for_status()
+        assert not client.moderations.create(model="text-moderation-stable", input="bob@example.org").results[0].flagged
+        with pytest.raises(openai.BadRequestError, match="name one of the shields: only, text-moderation-stable"):
+            client.moderations.create(model="text-moderation-latest", input="bob@example.org")
+
+
+@pytest.mark.parametrize(
     ("verdict", "openai_true", "own_true"),
     [
         ("unsafe\nS1", {"violence", "illicit/violent"}, set()),
@@ -172,8 +234,10 @@ def test_llama_guard_garbage_is_a_clear_error(base_url: str, verdict: str) -> No
 
 
 def test_moderations_bad_input(client: OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError):
-        client.moderations.create(model="nope", input="hi")
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.moderations.create(model="gpt-4o", input="hi")
+    assert missing.value.param == "model"
+    assert "shield 'gpt-4o' not found; known shields: llama-guard, pii, injection, rules" in missing.value.message
     with pytest.raises(openai.BadRequestError) as caught:
         client.moderations.create(model="rules", input=[])
     assert caught.value.code == "empty_input"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 import openai
 import pytest
 import requests
+from lamina.testing import serve
 from openai import OpenAI
-from vector_helpers import CORPUS, QUESTIONS
+from vector_helpers import CORPUS, QUESTIONS, vector_config
 
 
 def search(client: OpenAI, store_id: str, query: str | list[str], **options: Any) -> list[Any]:
@@ -94,8 +96,10 @@ def test_list_of_queries(client: OpenAI, corpus_store: Any) -> None:
 )
 def test_filters(client: OpenAI, corpus_store: Any, filters: dict[str, Any], allowed: set[str]) -> None:
     results = search(client, corpus_store.id, "volcano eruption", filters=filters, max_num_results=10)
-    # Every matching document has one chunk, and a filtered search still fills up to the limit.
-    assert {r.filename for r in results} == allowed
+    # Every matching document has one chunk, and a filtered search still fills up to the limit with every one
+    # that matches the query at all (a document no more similar to it than its opposite is no result).
+    similar = {r.filename for r in search(client, corpus_store.id, "volcano eruption", max_num_results=10)}
+    assert {r.filename for r in results} == allowed & similar
 
 
 def test_filter_nin_and_filtered_top_hit(client: OpenAI, corpus_store: Any) -> None:
@@ -372,3 +376,46 @@ def test_cancel_batch(client: OpenAI) -> None:
     assert cancelled.file_counts.cancelled >= 1
     for record in client.vector_stores.files.list(vector_store_id=store.id, filter="cancelled"):
         assert list(client.vector_stores.files.content(file_id=record.id, vector_store_id=store.id)) == []
+
+
+def test_no_match_at_all_is_no_result(minilm: str) -> None:
+    """The nearest of unrelated chunks is still unrelated: no score-0 hits, in any mode, fused here or by the
+    provider (`plain` declares no hybrid, so the router fuses)."""
+    config = vector_config(minilm)
+    config["providers"]["vector_io"].append(
+        {"id": "plain", "type": "inline::hnswlib", "config": {"capabilities": ["vector", "keyword"]}}
+    )
+    question = "Why do penguins huddle?"
+    with serve(config) as url:
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+        v = np.array(client.embeddings.create(model="st/all-MiniLM-L6-v2", input=question).data[0].embedding)
+        other = np.roll(v, 1) - v * (np.roll(v, 1) @ v) / (v @ v)  # orthogonal to v
+        chunks = {
+            "Penguins huddle against the cold.": v,
+            "Tax refunds arrive in spring.": -v,  # cosine -1: clamped, it would score 0.0
+            "Guitar strings go dull.": -v + 0.5 * other,  # cosine < 0
+        }
+        for provider in ("hnswlib", "plain"):
+            store = client.vector_stores.create(name=provider, extra_body={"provider_id": provider})
+            inserted = requests.post(
+                f"{url}/vector-io/insert",
+                json={
+                    "vector_store_id": store.id,
+                    "chunks": [{"content": c, "embedding": e.tolist()} for c, e in chunks.items()],
+                },
+                timeout=60,
+            )
+            assert inserted.status_code == 200, inserted.text
+            for mode in ("vector", "hybrid"):
+                found = search(client, store.id, question, search_mode=mode, max_num_results=10)
+                assert [r.content[0].text for r in found] == ["Penguins huddle against the cold."], (provider, mode)
+                assert found[0].score > 0.5
+            assert search(client, store.id, "zeppelin airship", search_mode="keyword") == []
+            assert search(client, store.id, ["zeppelin", "hovercraft banjo"], search_mode="keyword") == []
+            raw = requests.post(
+                f"{url}/vector-io/query",
+                json={"vector_store_id": store.id, "embedding": (-v).tolist(), "k": 3},
+                timeout=60,
+            ).json()
+            assert raw["chunks"][0]["content"] == "Tax refunds arrive in spring." and min(raw["scores"]) > 0
+            assert "Penguins huddle against the cold." not in [c["content"] for c in raw["chunks"]]

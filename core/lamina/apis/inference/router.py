@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing, contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 from lamina.apis.inference.provider import InferenceProvider
@@ -151,8 +151,9 @@ class InferenceRouter:
         provider, model = await self.resolve(request.model)
 
         async def call(checked: ChatCompletionRequest) -> Result:
-            result = await provider.chat_completion(checked.model_copy(update={"model": model.provider_model_id}))
-            return _relabel(result, request.model, provider)
+            with _errors_name(request.model, model):
+                result = await provider.chat_completion(checked.model_copy(update={"model": model.provider_model_id}))
+            return _relabel(result, request.model, model, provider)
 
         return await (self.guardrails.chat(request, call) if guarded else call(request))
 
@@ -160,8 +161,9 @@ class InferenceRouter:
         provider, model = await self.resolve(request.model)
 
         async def call(checked: CompletionRequest) -> Result:
-            result = await provider.completion(checked.model_copy(update={"model": model.provider_model_id}))
-            return _relabel(result, request.model, provider)
+            with _errors_name(request.model, model):
+                result = await provider.completion(checked.model_copy(update={"model": model.provider_model_id}))
+            return _relabel(result, request.model, model, provider)
 
         return await (self.guardrails.completion(request, call) if guarded else call(request))
 
@@ -169,7 +171,8 @@ class InferenceRouter:
         provider, model = await self.resolve(request.model)
         if isinstance(request.input, list) and not request.input:
             raise bad_request("input must not be empty", param="input")
-        result = await provider.embeddings(request.model_copy(update={"model": model.provider_model_id}))
+        with _errors_name(request.model, model):
+            result = await provider.embeddings(request.model_copy(update={"model": model.provider_model_id}))
         data = result.get("data") if isinstance(result, dict) else None
         if not isinstance(data, list) or not all(isinstance(item, dict) and "embedding" in item for item in data):
             raise malformed(provider, "an embeddings answer without a `data` list of embeddings", result)
@@ -197,20 +200,36 @@ def alias(spec: RegisterModel | ModelConfig, source: Literal["registered", "conf
     )
 
 
-def _relabel(result: Any, model: str, provider: Any) -> Result:
+@contextmanager
+def _errors_name(sent: str, model: Model) -> Iterator[None]:
+    """A provider's errors name the model by the provider's own id (`SmolLM2-135M-Instruct`); the client knows it
+    by the id it sent (`torch/SmolLM2-135M-Instruct`, or an alias), so they are reworded to name that one. Only
+    quoted occurrences are: the provider's id may be part of other words."""
+    try:
+        yield
+    except LaminaError as exc:
+        own = model.provider_model_id
+        if own != sent:
+            for quote in "'`\"":
+                exc.message = exc.message.replace(f"{quote}{own}{quote}", f"{quote}{sent}{quote}")
+        raise
+
+
+def _relabel(result: Any, sent: str, model: Model, provider: Any) -> Result:
     """Answer with the model id the client used, not the provider's own."""
     if isinstance(result, dict):
-        result["model"] = model
+        result["model"] = sent
         return result
     if not hasattr(result, "__anext__"):
         raise malformed(provider, "neither a dict nor an async iterator of chunk dicts", result)
 
     async def relabelled() -> AsyncIterator[dict[str, Any]]:
-        async with aclosing(result) as chunks:
-            async for chunk in chunks:
-                if not isinstance(chunk, dict):
-                    raise malformed(provider, "a stream chunk that is not a dict", chunk)
-                chunk["model"] = model
-                yield chunk
+        with _errors_name(sent, model):
+            async with aclosing(result) as chunks:
+                async for chunk in chunks:
+                    if not isinstance(chunk, dict):
+                        raise malformed(provider, "a stream chunk that is not a dict", chunk)
+                    chunk["model"] = sent
+                    yield chunk
 
     return relabelled()

@@ -7,8 +7,9 @@ text) or None.
 
 A provider may declare `moderation_categories`: a dict mapping its own category names onto OpenAI's moderation
 categories (`OPENAI_CATEGORIES`; several allowed per name). `/v1/moderations` reports a violation's categories
-through it; names it does not map are reported as they are. There, `model` names a shield (not an inference
-model); without it the first shield of the run config answers.
+through it; names it does not map are reported as they are, as extra keys beside OpenAI's (which are always all
+present). There, `model` names a shield (not an inference model); without it, or with one of OpenAI's moderation
+models (`omni-moderation-latest`, `text-moderation-stable`, ...), the first shield of the run config answers.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ from lamina.providers import malformed
 from lamina.storage import Registry
 
 MAX_INPUT_CHARS = 1_000_000  # per request, all inputs together
+# OpenAI's moderation models (`omni-moderation-latest`, `text-moderation-stable`, ...): code written for OpenAI
+# names one of them, so on /v1/moderations they stand for the default shield.
+OPENAI_MODERATION_MODELS = ("omni-moderation-", "text-moderation-")
 
 
 class SafetyRouter:
@@ -44,12 +47,12 @@ class SafetyRouter:
     async def _lookup(self, shield_id: str) -> Shield | None:
         return self.configured.get(shield_id) or await self.registered.get(shield_id)
 
-    async def get_shield(self, shield_id: str) -> Shield:
+    async def get_shield(self, shield_id: str, param: str = "shield_id") -> Shield:
         shield = await self._lookup(shield_id)
         if shield is None:
             known = ", ".join(s.id for s in await self.list_shields()) or "none"
             raise not_found(
-                f"shield '{shield_id}' not found; known shields: {known}", param="shield_id", code="shield_not_found"
+                f"shield '{shield_id}' not found; known shields: {known}", param=param, code="shield_not_found"
             )
         return shield
 
@@ -94,18 +97,32 @@ class SafetyRouter:
         return verdict
 
     async def moderate(self, request: ModerationRequest) -> dict[str, Any]:
-        shields = await self.list_shields() if not (request.model or self.default_shield) else []
-        shield_id = request.model or self.default_shield or (shields[0].id if len(shields) == 1 else None)
-        if shield_id is None:
-            raise bad_request("model is required: name a shield (GET /v1/shields lists them)", param="model")
-        shield = await self.get_shield(shield_id)
+        shield = await self._moderation_shield(request.model)
         texts = _moderation_texts(request.input)
         _check_size(sum(len(t) for t in texts))
         mapping = getattr(self.providers[shield.provider_id], "moderation_categories", {}) or {}
         verdicts = await asyncio.gather(
-            *(self.run_shield(shield_id, [ChatMessage(role="user", content=text)]) for text in texts)
+            *(self.run_shield(shield.id, [ChatMessage(role="user", content=text)]) for text in texts)
         )
-        return {"id": new_id("modr"), "model": shield_id, "results": [_moderation_result(v, mapping) for v in verdicts]}
+        return {
+            "id": new_id("modr"),
+            "model": request.model or shield.id,  # the model the client asked for, as OpenAI answers
+            "results": [_moderation_result(v, mapping) for v in verdicts],
+        }
+
+    async def _moderation_shield(self, model: str | None) -> Shield:
+        """The shield `model` names; without one, or for one of OpenAI's moderation models that no shield is
+        called, the default shield: the run config's first, else the only shield there is."""
+        if model is not None and (not model.startswith(OPENAI_MODERATION_MODELS) or await self._lookup(model)):
+            return await self.get_shield(model, param="model")
+        if self.default_shield is not None:
+            return self.configured[self.default_shield]
+        shields = await self.list_shields()
+        if len(shields) == 1:
+            return shields[0]
+        known = ", ".join(s.id for s in shields) or "none"
+        needs = f"'{model}' stands for the default shield, and" if model else "model is required:"
+        raise bad_request(f"{needs} the run config declares no shield; name one of the shields: {known}", param="model")
 
 
 def _check_size(size: int) -> None:
@@ -143,4 +160,9 @@ def _moderation_result(violation: Violation | None, mapping: dict[str, list[str]
             for name in mapping.get(category) or [category]:
                 categories[name] = True
                 scores[name] = max(scores.get(name, 0.0), score)
-    return {"flagged": violation is not None, "categories": categories, "category_scores": scores}
+    return {
+        "flagged": violation is not None,
+        "categories": categories,
+        "category_scores": scores,
+        "category_applied_input_types": {name: ["text"] for name in categories},  # only text is moderated here
+    }

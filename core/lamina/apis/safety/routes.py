@@ -53,7 +53,8 @@ async def run_shield(request: Request) -> Response:
 
 
 async def create_moderation(request: Request) -> Response:
-    """Classify text as potentially harmful (OpenAI's moderations); `model` names a shield."""
+    """Classify text as potentially harmful (OpenAI's moderations); `model` names a shield, and OpenAI's
+    moderation models (`omni-moderation-latest`, ...) stand for the default shield."""
     body = await parse_body(request, ModerationRequest)
     return json_response(await _safety(request).moderate(body))
 

@@ -34,6 +34,7 @@ Methods (all async; store ids are the router's `vs_...` ids)
         - mode "keyword": by BM25 relevance of `text`, score b/(1+b) for b = -bm25 >= 0, so in [0, 1);
         - mode "hybrid": reciprocal-rank fusion (`search.fuse`) of the vector and the keyword rankings, each
           taken `search.hybrid_depth(k)` deep, score normalised so that first in both rankings scores 1.0.
+        A score of 0 or less is no match (`search.no_match`): the router drops such hits and fusion ranks none.
         `filters` (an OpenAI comparison/compound filter, `types.Comparison | types.Compound`) keeps only chunks
         whose attributes match, with exactly the semantics of `search.matches`, applied BEFORE ranking: the
         answer is the best k among matching chunks, and for hybrid each ranking is over matching chunks.

@@ -36,7 +36,7 @@ from lamina.apis.inference.router import InferenceRouter
 from lamina.apis.inference.types import EmbeddingRequest
 from lamina.apis.vector_io.provider import Chunk, Hit, Mode, VectorIOProvider
 from lamina.apis.vector_io.records import BatchRecord, FileRecord, StoreRecord
-from lamina.apis.vector_io.search import fuse, hybrid_depth, matches, new_id, paginate
+from lamina.apis.vector_io.search import fuse, hybrid_depth, matches, new_id, no_match, paginate
 from lamina.apis.vector_io.types import (
     AttachFile,
     Attributes,
@@ -639,6 +639,8 @@ class VectorStoresRouter:
         best: dict[str, Hit] = {}
         for vector, text in queries:  # several queries: a chunk keeps its best score
             for hit in await self._find(store, mode, vector, text, k, filters, records):
+                if no_match(hit):  # the nearest of unrelated chunks is still unrelated
+                    continue
                 if hit.id not in best or hit.score > best[hit.id].score:
                     best[hit.id] = hit
         return sorted(best.values(), key=lambda hit: -hit.score)[:k]
@@ -656,7 +658,7 @@ class VectorStoresRouter:
         filenames: dict[str, str] = {}
         data = []
         for hit in found:
-            score = min(1.0, max(0.0, hit.score))  # OpenAI scores are in [0, 1]; a negative cosine is no match
+            score = min(1.0, hit.score)  # OpenAI scores are in [0, 1]; a cosine may round above 1
             if threshold > 0 and score < threshold:
                 continue
             file_id = hit.file_id

@@ -46,12 +46,19 @@ def matches(condition: Comparison | Compound | None, attributes: dict[str, Any])
     return {"gt": actual > wanted, "gte": actual >= wanted, "lt": actual < wanted, "lte": actual <= wanted}[kind]  # type: ignore[operator]
 
 
+def no_match(hit: Hit) -> bool:
+    """A hit that does not match the query at all: a vector not similar to it (cosine <= 0), a text sharing no
+    term with it. It is no search result, however few others there are."""
+    return hit.score <= 0
+
+
 def fuse(rankings: list[list[Hit]]) -> list[Hit]:
-    """Reciprocal-rank fusion, normalised so a chunk first in every ranking scores 1.0."""
+    """Reciprocal-rank fusion, normalised so a chunk first in every ranking scores 1.0. A hit that does not match
+    in a ranking (`no_match`) takes no rank in it: a chunk matching in no ranking is not in the fused one."""
     scores: dict[str, float] = {}
     hits: dict[str, Hit] = {}
     for ranking in rankings:
-        for rank, hit in enumerate(ranking, start=1):
+        for rank, hit in enumerate((hit for hit in ranking if not no_match(hit)), start=1):
             scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (RRF_K + rank)
             hits.setdefault(hit.id, hit)
     best = len(rankings) / (RRF_K + 1)
