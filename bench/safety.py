@@ -136,9 +136,13 @@ def bench_guardrail(count: int) -> None:
             "inference": [{"id": "up", "type": "remote::openai", "config": {"base_url": upstream, "models": ["chat"]}}],
             "safety": [{"id": "rules", "type": "inline::rules"}],
         },
-        "models": [{"id": "guarded", "provider_id": "up", "provider_model_id": "chat"}],
-        "shields": [{"id": "rules", "provider_id": "rules"}],
-        "guardrails": [{"shield": "rules", "apply_to": "input", "models": ["guarded"]}],
+        "apis": {
+            "inference": {"models": [{"id": "guarded", "provider_id": "up", "provider_model_id": "chat"}]},
+            "safety": {
+                "shields": [{"id": "rules", "provider_id": "rules"}],
+                "guardrails": [{"shield": "rules", "apply_to": "input", "models": ["guarded"]}],
+            },
+        },
     }
     question = make_texts(2, 600)[1]  # a 600-character user message without findings (every tenth text has one)
     question = "Please summarise the following notes for the team meeting. " + question.replace("@", " at ")

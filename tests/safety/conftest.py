@@ -158,7 +158,9 @@ def stack_config(upstream: Upstream) -> Any:
     return lambda **extra: base_config(upstream, **extra)
 
 
-def base_config(upstream: Upstream, **extra: Any) -> dict[str, Any]:
+def base_config(
+    upstream: Upstream, *, models: list[Any] | None = None, guardrails: list[Any] | None = None, **extra: Any
+) -> dict[str, Any]:
     """Inference `up` (the fake: up/chat, up/guard), safety `rules` and `llama-guard`, shields for each."""
     return {
         "providers": {
@@ -174,11 +176,17 @@ def base_config(upstream: Upstream, **extra: Any) -> dict[str, Any]:
                 {"id": "llama-guard", "type": "inline::llama-guard", "config": {"model": "up/guard"}},
             ],
         },
-        "shields": [
-            {"id": "llama-guard", "provider_id": "llama-guard"},
-            {"id": "pii", "provider_id": "rules", "params": {"categories": ["pii"]}},
-            {"id": "injection", "provider_id": "rules", "params": {"categories": ["prompt_injection"]}},
-            {"id": "rules", "provider_id": "rules"},
-        ],
+        "apis": {
+            "inference": {"models": models or []},
+            "safety": {
+                "shields": [
+                    {"id": "llama-guard", "provider_id": "llama-guard"},
+                    {"id": "pii", "provider_id": "rules", "params": {"categories": ["pii"]}},
+                    {"id": "injection", "provider_id": "rules", "params": {"categories": ["prompt_injection"]}},
+                    {"id": "rules", "provider_id": "rules"},
+                ],
+                "guardrails": guardrails or [],
+            },
+        },
         **extra,
     }

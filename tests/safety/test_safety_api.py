@@ -153,7 +153,7 @@ def test_moderation_answers_parse_as_openai_moderations_and_keep_our_categories(
     stack_config: Any,
 ) -> None:
     config = stack_config()
-    config["shields"] = [config["shields"][-1]]  # `rules` is the default shield
+    config["apis"]["safety"]["shields"] = [config["apis"]["safety"]["shields"][-1]]  # `rules` is the default shield
     with serve(config) as url:
         client = OpenAI(base_url=url, api_key="unused", max_retries=0)
         result = client.moderations.create(
@@ -180,7 +180,7 @@ def test_moderation_answers_parse_as_openai_moderations_and_keep_our_categories(
 
 def test_moderations_with_no_default_shield(stack_config: Any) -> None:
     config = stack_config()
-    config["shields"] = []
+    config["apis"]["safety"]["shields"] = []
     with serve(config) as url:
         client = OpenAI(base_url=url, api_key="unused", max_retries=0)
         with pytest.raises(openai.BadRequestError, match="stands for the default shield") as caught:
@@ -256,7 +256,7 @@ def test_config_mistakes_stop_the_server_with_a_clear_message(stack_config: Any)
     ):
         pass
     bad_shield = stack_config()
-    bad_shield["shields"].append({"id": "x", "provider_id": "missing"})
+    bad_shield["apis"]["safety"]["shields"].append({"id": "x", "provider_id": "missing"})
     with pytest.raises(ConfigError, match="unknown safety provider 'missing'"), serve(bad_shield):
         pass
 
@@ -271,7 +271,7 @@ def test_shields_and_guardrails_can_be_switched_off_by_environment(
 ) -> None:
     monkeypatch.delenv("LAMINA_TEST_GUARD", raising=False)
     config = stack_config(guardrails=[{"shield": "${env.LAMINA_TEST_GUARD:+guard}", "apply_to": "input"}])
-    config["shields"].append({"id": "${env.LAMINA_TEST_GUARD:+guard}", "provider_id": "llama-guard"})
+    config["apis"]["safety"]["shields"].append({"id": "${env.LAMINA_TEST_GUARD:+guard}", "provider_id": "llama-guard"})
     with serve(config) as url:
         assert "guard" not in [s["id"] for s in requests.get(f"{url}/shields", timeout=10).json()["data"]]
         client = OpenAI(base_url=url, api_key="unused", max_retries=0)

@@ -68,9 +68,9 @@ def test_sigkill_during_ingestion(minilm: str, tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     run_yaml = tmp_path / "run.yaml"
     config = vector_config(minilm, storage=storage)
-    config["vector_stores"]["embedding_batch_size"] = 4  # many small inserts: the kill lands between two of them
-    config["vector_stores"]["ingestion_concurrency"] = 1  # one file after another: a long window to kill in
-    config["vector_stores"]["ingestion_lease_seconds"] = 3  # the killed worker's jobs are free again soon
+    config["apis"]["vector_io"]["embedding_batch_size"] = 4  # many small inserts: the kill lands between two of them
+    config["apis"]["vector_io"]["ingestion_concurrency"] = 1  # one file after another: a long window to kill in
+    config["apis"]["vector_io"]["ingestion_lease_seconds"] = 3  # the killed worker's jobs are free again soon
     run_yaml.write_text(yaml.safe_dump(config))
     log = tmp_path / "server.log"
 

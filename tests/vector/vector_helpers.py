@@ -82,7 +82,7 @@ def vector_config(minilm: str, *, storage: Path | None = None, max_upload_bytes:
             "files": [{"id": "files", "type": "inline::localfs", "config": {"max_upload_bytes": max_upload_bytes}}],
             "vector_io": [{"id": "hnswlib", "type": "inline::hnswlib", "config": {"save_interval_seconds": 1}}],
         },
-        "vector_stores": {"default_embedding_model": "st/all-MiniLM-L6-v2"},
+        "apis": {"vector_io": {"default_embedding_model": "st/all-MiniLM-L6-v2"}},
     }
     if storage is not None:
         config["storage"] = {"dir": str(storage)}
