@@ -1,8 +1,8 @@
-"""The provider itself: loads sentence-transformers models and serves embeddings (imports torch)."""
+"""The heavy half of the provider: one loaded sentence-transformers model and its embeddings (imports torch and
+sentence_transformers, seconds on a small CPU, which is why only the loading thread imports this module)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -12,12 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 from lamina.apis.inference.provider import embedding_response
-from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelInfo
-from lamina.errors import LaminaError, bad_request, not_found
-from lamina.pulls import default_name, ensure_model, split_reference
+from lamina.apis.inference.types import EmbeddingRequest
+from lamina.errors import LaminaError, bad_request
 from sentence_transformers import SentenceTransformer
 
-from lamina_inference_sentence_transformers import SentenceTransformersConfig
 from lamina_inference_sentence_transformers.batching import Batcher
 
 log = logging.getLogger("lamina.sentence_transformers")
@@ -36,6 +34,26 @@ class Encoder:
         self.dimension: int = dimension()
         self.context_length: int = model.max_seq_length
         self.batcher: Batcher[str, tuple[np.ndarray, int]] = Batcher(self.encode, executor, batch_size * MERGE_FACTOR)
+
+    async def embeddings(self, request: EmbeddingRequest) -> dict[str, Any]:
+        if request.dimensions is not None and request.dimensions > self.dimension:
+            raise bad_request(
+                f"dimensions is {request.dimensions}, but '{request.model}' makes {self.dimension}-dimensional "
+                "embeddings",
+                param="dimensions",
+                code="invalid_value",
+            )
+        texts = self.texts_of(request.input)
+        results = await self.batcher.submit(texts)
+        vectors = np.stack([vector for vector, _ in results])
+        if request.dimensions is not None and request.dimensions < self.dimension:
+            vectors = shorten(vectors, request.dimensions)
+        tokens = sum(count for _, count in results)
+        if request.encoding_format == "base64":
+            # Straight from numpy: much cheaper than floats to Python and back, which the router would do.
+            encoded = [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in vectors]
+            return embedding_response(request.model, encoded, tokens)  # type: ignore[arg-type]
+        return embedding_response(request.model, vectors.tolist(), tokens)
 
     def encode(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
         """Runs in the worker thread."""
@@ -78,66 +96,11 @@ class Encoder:
         return self.model.tokenizer.decode(ids, skip_special_tokens=True)
 
 
-class SentenceTransformersInference:
-    def __init__(self, encoders: dict[str, Encoder], executor: ThreadPoolExecutor) -> None:
-        self.encoders = encoders
-        self._executor = executor
-
-    async def list_models(self) -> list[ModelInfo]:
-        return [
-            ModelInfo(
-                id=model_id,
-                model_type="embedding",
-                metadata={"embedding_dimension": encoder.dimension, "context_length": encoder.context_length},
-            )
-            for model_id, encoder in self.encoders.items()
-        ]
-
-    async def chat_completion(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        raise bad_request(f"'{request.model}' is an embedding model; use /v1/embeddings", param="model")
-
-    async def completion(self, request: CompletionRequest) -> dict[str, Any]:
-        raise bad_request(f"'{request.model}' is an embedding model; use /v1/embeddings", param="model")
-
-    async def embeddings(self, request: EmbeddingRequest) -> dict[str, Any]:
-        encoder = self.encoders.get(request.model)
-        if encoder is None:
-            raise not_found(f"model '{request.model}' is not served here; known: {', '.join(self.encoders)}")
-        if request.dimensions is not None and request.dimensions > encoder.dimension:
-            raise bad_request(
-                f"dimensions is {request.dimensions}, but '{request.model}' makes {encoder.dimension}-dimensional "
-                "embeddings",
-                param="dimensions",
-                code="invalid_value",
-            )
-        texts = encoder.texts_of(request.input)
-        results = await encoder.batcher.submit(texts)
-        vectors = np.stack([vector for vector, _ in results])
-        if request.dimensions is not None and request.dimensions < encoder.dimension:
-            vectors = shorten(vectors, request.dimensions)
-        tokens = sum(count for _, count in results)
-        if request.encoding_format == "base64":
-            # Straight from numpy: much cheaper than floats to Python and back, which the router would do.
-            encoded = [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in vectors]
-            return embedding_response(request.model, encoded, tokens)  # type: ignore[arg-type]
-        return embedding_response(request.model, vectors.tolist(), tokens)
-
-    async def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
 def shorten(vectors: np.ndarray, dimensions: int) -> np.ndarray:
     """Keep the first `dimensions` components and renormalise, as OpenAI does for its v3 models."""
     kept = vectors[:, :dimensions]
     norms = np.linalg.norm(kept, axis=1, keepdims=True)
     return kept / np.where(norms == 0, 1, norms)
-
-
-def model_id(name: str) -> str:
-    """The id a configured model is served under: a catalogue or pulled name as is, a path's last segment."""
-    if split_reference(name):
-        return default_name(name)
-    return Path(name).expanduser().name or name
 
 
 def load_model(path: Path, device: str) -> SentenceTransformer:
@@ -147,18 +110,10 @@ def load_model(path: Path, device: str) -> SentenceTransformer:
         raise LaminaError(f"cannot load {path} as a sentence-transformers model: {type(exc).__name__}: {exc}") from None
 
 
-async def load_provider(config: SentenceTransformersConfig) -> SentenceTransformersInference:
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    # One worker thread for all models: torch already spreads each forward pass over the CPU's cores.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentence-transformers")
-    encoders: dict[str, Encoder] = {}
-    for name in config.models:
-        served_as = model_id(name)
-        if served_as in encoders:
-            raise LaminaError(f"two configured models would both be served as '{served_as}'; rename one folder")
-        path = await ensure_model(name)
-        model = await asyncio.get_running_loop().run_in_executor(executor, load_model, path, config.device)
-        encoders[served_as] = Encoder(model, config.batch_size, executor)
-        log.info("loaded %s from %s (%d dimensions)", served_as, path, encoders[served_as].dimension)
-    return SentenceTransformersInference(encoders, executor)
+def load_encoder(
+    path: Path, device: str, batch_size: int, threads: int | None, executor: ThreadPoolExecutor
+) -> Encoder:
+    """Blocking: runs in the provider's worker thread."""
+    if threads:
+        torch.set_num_threads(threads)
+    return Encoder(load_model(path, device), batch_size, executor)
