@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelInfo
+from lamina.cli import adopt_library_logging
 from lamina.errors import LaminaError, UpstreamError, bad_request, not_found
 from lamina.pulls import default_name, ensure_model, split_reference
 
@@ -49,6 +50,7 @@ class SentenceTransformersInference:
                 self._executor, importlib.import_module, "lamina_inference_sentence_transformers.encoder"
             )
             log.info("imported sentence_transformers in %.1f s", time.perf_counter() - started)
+            adopt_library_logging()  # the server did it for what was imported before it was ready: not this
             for served_as, name in self.names.items():
                 loading = time.perf_counter()
                 path = await ensure_model(name)

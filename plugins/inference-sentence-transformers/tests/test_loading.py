@@ -3,9 +3,11 @@ requests wait for the load, and a load that fails answers with a 503 saying why 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -36,23 +38,18 @@ def held_model(tmp_path):
     pipe = folder / "modules.json"
     os.mkfifo(pipe)
     content = (Path(MINILM or "") / "modules.json").read_bytes()
-    released, closing = threading.Event(), threading.Event()
+    released = threading.Event()
 
     def feed() -> None:
         released.wait()
-        while not closing.is_set():  # every reader of the file gets the real content
-            try:
-                with pipe.open("wb") as writer:  # blocks until a reader opens it
-                    writer.write(content)
-            except OSError:
-                pass
+        with contextlib.suppress(OSError), pipe.open("wb") as writer:  # blocks until the loader opens it
+            writer.write(content)
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     yield folder, released
-    closing.set()
     released.set()
-    os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))  # lets a feeder blocked in open() see `closing`
+    os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))  # lets a feeder still blocked in open() finish
     feeder.join(5)
 
 
@@ -66,14 +63,10 @@ def test_the_server_answers_before_the_model_is_loaded(held_model, caplog):
         assert requests.get(f"{base_url}/health", timeout=10).status_code == 200
         assert not any(record.getMessage().startswith("loaded held-minilm") for record in caplog.records)
         client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
-        waiting: dict = {}
-        request = threading.Thread(
-            target=lambda: waiting.update(answer=client.embeddings.create(model="st/held-minilm", input="a cat"))
-        )
-        request.start()  # waits for the load
-        released.set()
-        request.join(120)
-        assert len(waiting["answer"].data[0].embedding) == 384
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(client.embeddings.create, model="st/held-minilm", input="a cat")  # waits for the load
+            released.set()
+            assert len(waiting.result(120).data[0].embedding) == 384
         assert "st/held-minilm" in {model.id for model in client.models.list()}
     assert any(record.getMessage().startswith("loaded held-minilm") for record in caplog.records)
 
