@@ -47,11 +47,12 @@ async def main() -> None:
 
     import torch
     from lamina.apis.inference.types import EmbeddingRequest
-    from lamina_inference_sentence_transformers import SentenceTransformersConfig, create
+    from lamina_inference_sentence_transformers import SentenceTransformersConfig
+    from lamina_inference_sentence_transformers.provider import SentenceTransformersInference
     from sentence_transformers import SentenceTransformer
 
     direct_model = SentenceTransformer(args.model, device="cpu", local_files_only=True)
-    provider = await create(SentenceTransformersConfig(models=[args.model], batch_size=BATCH), None)  # type: ignore[arg-type]
+    provider = SentenceTransformersInference(SentenceTransformersConfig(models=[args.model], batch_size=BATCH), "st")
     (info,) = await provider.list_models()
     sentences = make_sentences(args.sentences)
     batches = chunks(sentences, BATCH)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 import os
@@ -285,9 +284,10 @@ def configure_logging(default_level: str) -> None:
 def adopt_library_logging() -> None:
     """Send the records of libraries that print through handlers of their own to ours instead, so every line
     has one format; with their documented switches, for those already imported (importing them here would
-    make every command slow)."""
-    if "transformers" in sys.modules:
-        transformers_logging = importlib.import_module("transformers.utils.logging")
+    make every command slow, and race a provider importing them in a thread, which calls this once done)."""
+    transformers_logging = sys.modules.get("transformers.utils.logging")
+    # Defined last of the two: absent while another thread is still importing the module.
+    if transformers_logging is not None and hasattr(transformers_logging, "enable_propagation"):
         transformers_logging.disable_default_handler()
         transformers_logging.enable_propagation()
 

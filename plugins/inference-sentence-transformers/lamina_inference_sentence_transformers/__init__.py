@@ -1,6 +1,7 @@
 """Lamina inference provider `inline::sentence-transformers`: embeddings from sentence-transformers models.
 
-This entry-point module stays light: torch and sentence_transformers are imported by `create` only.
+This entry-point module stays light: torch and sentence_transformers are imported by the provider's loading
+thread only, after `create` has returned.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ class SentenceTransformersConfig(lamina.ProviderConfig):
 
 
 async def create(config: SentenceTransformersConfig, deps: Deps) -> Any:
-    from lamina_inference_sentence_transformers.provider import load_provider
+    from lamina_inference_sentence_transformers.provider import SentenceTransformersInference
 
-    return await load_provider(config)
+    return SentenceTransformersInference(config, deps.provider_id)
 
 
 @hookimpl

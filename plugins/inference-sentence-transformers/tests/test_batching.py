@@ -86,9 +86,11 @@ async def test_a_cancelled_request_is_skipped(executor):
     assert ["kept"] in work.batches and not any("gone" in batch for batch in work.batches)
 
 
-def test_entry_point_module_imports_no_torch():
+def test_entry_point_and_provider_modules_import_no_torch():
+    # The provider module too: `create` must return before the heavy imports, which its loading thread does.
     code = (
         "import sys, lamina_inference_sentence_transformers as m; m.register_providers(); "
+        "import lamina_inference_sentence_transformers.provider; "
         "heavy = {'torch', 'sentence_transformers', 'numpy', 'transformers'} & set(sys.modules); "
         "assert not heavy, heavy"
     )
