@@ -130,11 +130,12 @@ class InferenceRouter:
     async def resolve(self, model_id: str) -> tuple[InferenceProvider, Model]:
         model = await self._lookup(model_id)
         provider_id, _, upstream_id = model_id.partition("/")
-        named = upstream_id and provider_id in self.providers
-        if model is None and not named:
+        if model is None and not (upstream_id and provider_id in self.providers):
             await self._discovered()
             model = await self._lookup(model_id)
-        if model is None and named and provider_id not in self.listed:
+        elif model is None and provider_id in self.listed:
+            model = self.discovered.get(model_id)  # the listing may have landed while we looked in storage
+        elif model is None:
             # We could not (yet) list this provider's models: let its upstream judge the name.
             model = Model(id=model_id, provider_id=provider_id, provider_model_id=upstream_id, source="unlisted")
         if model is None:
