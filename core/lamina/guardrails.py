@@ -81,6 +81,7 @@ class _Shape:
     refuse_choice: Callable[[dict[str, Any], str], None]
     refusal: Callable[[str, bool, str], Result]
     cut: Callable[[dict[str, Any], list[int]], dict[str, Any]]
+    param: str  # the request field that holds the judged input, named in a 400
 
 
 def _refuse_chat_choice(choice: dict[str, Any], message: str) -> None:
@@ -145,6 +146,7 @@ CHAT = _Shape(
     refuse_choice=_refuse_chat_choice,
     refusal=_chat_refusal,
     cut=_chat_cut,
+    param="messages",
 )
 TEXT = _Shape(
     answer_text=lambda choice: choice.get("text"),
@@ -152,6 +154,7 @@ TEXT = _Shape(
     refuse_choice=_refuse_text_choice,
     refusal=_text_refusal,
     cut=_text_cut,
+    param="prompt",
 )
 
 
@@ -196,7 +199,9 @@ def _redact_chat(request: ChatCompletionRequest, text: str) -> ChatCompletionReq
 
 def _redact_completion(request: CompletionRequest, text: str) -> CompletionRequest:
     if not isinstance(request.prompt, str):
-        raise input_error(GuardrailViolation(guardrail="redaction", message="only a string prompt can be redacted"))
+        raise input_error(
+            GuardrailViolation(guardrail="redaction", message="only a string prompt can be redacted"), "prompt"
+        )
     return request.model_copy(update={"prompt": text})
 
 
@@ -226,7 +231,7 @@ async def _guard(
             elif guardrail.on_input_violation == "refuse":
                 return shape.refusal(model, stream, guardrail.refusal_message)
             else:
-                raise input_error(violation)
+                raise input_error(violation, shape.param)
     result = await call(request)
     for guardrail in active:
         if guardrail.checks_output:
@@ -238,12 +243,12 @@ async def _guard(
     return result
 
 
-def input_error(violation: GuardrailViolation) -> LaminaError:
+def input_error(violation: GuardrailViolation, param: str = "messages") -> LaminaError:
     categories = f" ({', '.join(violation.categories)})" if violation.categories else ""
     return LaminaError(
         f"the input was blocked by guardrail '{violation.guardrail}'{categories}: {violation.message}",
         status=400,
-        param="messages",
+        param=param,
         code="content_policy_violation",
     )
 

@@ -56,6 +56,8 @@ class Stack:
 class Plan:
     """A run config checked against the installed plugins, before anything starts."""
 
+    apis: dict[str, ApiSpec]
+    types: dict[str, ProviderSpec]  # provider type -> its spec
     order: list[str]  # APIs, each after those it needs
     api_configs: dict[str, BaseModel]
     provider_configs: dict[str, BaseModel]  # provider id -> validated config
@@ -145,7 +147,7 @@ def check(config: RunConfig, pm: pluggy.PluginManager) -> Plan:
             f"known: {', '.join(sorted(backends)) or 'none'}"
         )
     storage_config = validate_section(backend.config, config.storage.config, config.source, "storage.config")
-    return Plan(order, api_configs, provider_configs, storage_config)
+    return Plan(apis, types, order, api_configs, provider_configs, storage_config)
 
 
 @asynccontextmanager
@@ -154,7 +156,7 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
     close everything in reverse order."""
     pm = pm or make_plugin_manager()
     checked = check(config, pm)
-    apis, types = api_specs(pm), provider_specs(pm)
+    apis, types = checked.apis, checked.types
     data_dir = config.data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as exits:
