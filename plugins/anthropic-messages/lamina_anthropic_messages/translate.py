@@ -463,37 +463,38 @@ async def chat_chunks(events: AsyncIterator[dict[str, Any]], include_usage: bool
             "choices": [choice],
         }
 
-    async for event in events:
-        kind = event.get("type")
-        if kind == "message_start":
-            message = event.get("message") or {}
-            chunk_id, model = message.get("id") or chunk_id, message.get("model") or model
-            usage.update(message.get("usage") or {})
-            yield chunk({"role": "assistant", "content": ""})
-        elif kind == "content_block_start":
-            block = event.get("content_block") or {}
-            if block.get("type") == "tool_use":
-                position = tool_calls[event.get("index", 0)] = len(tool_calls)
-                function = {"name": block.get("name"), "arguments": ""}
-                yield chunk(
-                    {
-                        "tool_calls": [
-                            {"index": position, "id": block.get("id"), "type": "function", "function": function}
-                        ]
-                    }
-                )
-            elif block.get("type") == "text" and block.get("text"):
-                yield chunk({"content": block["text"]})
-        elif kind == "content_block_delta":
-            delta = event.get("delta") or {}
-            if delta.get("type") == "text_delta":
-                yield chunk({"content": delta.get("text", "")})
-            elif delta.get("type") == "input_json_delta" and event.get("index") in tool_calls:
-                arguments = {"arguments": delta.get("partial_json", "")}
-                yield chunk({"tool_calls": [{"index": tool_calls[event["index"]], "function": arguments}]})
-        elif kind == "message_delta":
-            usage.update({key: value for key, value in (event.get("usage") or {}).items() if value is not None})
-            yield chunk({}, finish_reason((event.get("delta") or {}).get("stop_reason")) or "stop")
+    async with aclosing(events):  # closing the chunks closes the upstream's stream
+        async for event in events:
+            kind = event.get("type")
+            if kind == "message_start":
+                message = event.get("message") or {}
+                chunk_id, model = message.get("id") or chunk_id, message.get("model") or model
+                usage.update(message.get("usage") or {})
+                yield chunk({"role": "assistant", "content": ""})
+            elif kind == "content_block_start":
+                block = event.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    position = tool_calls[event.get("index", 0)] = len(tool_calls)
+                    function = {"name": block.get("name"), "arguments": ""}
+                    yield chunk(
+                        {
+                            "tool_calls": [
+                                {"index": position, "id": block.get("id"), "type": "function", "function": function}
+                            ]
+                        }
+                    )
+                elif block.get("type") == "text" and block.get("text"):
+                    yield chunk({"content": block["text"]})
+            elif kind == "content_block_delta":
+                delta = event.get("delta") or {}
+                if delta.get("type") == "text_delta":
+                    yield chunk({"content": delta.get("text", "")})
+                elif delta.get("type") == "input_json_delta" and event.get("index") in tool_calls:
+                    arguments = {"arguments": delta.get("partial_json", "")}
+                    yield chunk({"tool_calls": [{"index": tool_calls[event["index"]], "function": arguments}]})
+            elif kind == "message_delta":
+                usage.update({key: value for key, value in (event.get("usage") or {}).items() if value is not None})
+                yield chunk({}, finish_reason((event.get("delta") or {}).get("stop_reason")) or "stop")
     if include_usage:
         last = chunk({})
         last["choices"], last["usage"] = [], chat_usage(usage)
