@@ -25,7 +25,17 @@ from lamina.testing import serve
 
 RECORDINGS = Path(__file__).parent / "recordings"
 MODE = os.environ.get("LAMINA_RECORDING", "replay")
-UPSTREAM_MODEL = os.environ.get("LAMINA_RECORDING_MODEL", "claude-fake-1")
+
+
+def recorded_model() -> str:
+    """The model the recordings were made with, so that replaying needs no setting."""
+    for path in sorted(RECORDINGS.glob("*.json")):
+        model: str = json.loads(path.read_text())["exchanges"][0]["request"]["body"]["model"]
+        return model
+    return "claude-fake-1"
+
+
+UPSTREAM_MODEL = os.environ.get("LAMINA_RECORDING_MODEL") or (recorded_model() if MODE == "replay" else "claude-fake-1")
 MODEL = f"claude/{UPSTREAM_MODEL}"
 WEATHER = {
     "type": "function",
