@@ -343,3 +343,33 @@ def test_unreachable_upstream_is_overloaded(server_root: str) -> None:
 def test_routes_are_in_openapi(server_root: str) -> None:
     paths = requests.get(f"{server_root}/v1/openapi.json", timeout=30).json()["paths"]
     assert {"/v1/messages", "/v1/messages/count_tokens"} <= set(paths)
+
+
+def test_failure_mid_stream_is_an_error_event(server_root: str, upstream: FakeOpenAI) -> None:
+    """`slow` gives up on an upstream that pauses longer than its read timeout, after the first chunk arrived."""
+    upstream.stream_delay = 1.0
+    body = {
+        "model": f"slow/{CHAT_MODEL}",
+        "max_tokens": 20,
+        "stream": True,
+        "messages": [{"role": "user", "content": "a b"}],
+    }
+    response = requests.post(f"{server_root}/v1/messages", json=body, timeout=30)
+    assert response.status_code == 200
+    frames = [frame.split("\n") for frame in response.text.split("\n\n") if frame]
+    assert [event for event, _ in frames[:2]] == ["event: message_start", "event: ping"]
+    assert frames[-1][0] == "event: error" and "event: message_stop" not in response.text
+    error = json.loads(frames[-1][1].removeprefix("data: "))
+    assert error["type"] == "error" and error["error"]["type"] == "timeout_error"
+    assert "provider 'slow'" in error["error"]["message"]
+
+
+def test_anthropic_sdk_raises_on_an_error_event(client: anthropic.Anthropic, upstream: FakeOpenAI) -> None:
+    upstream.stream_delay = 1.0
+    with (
+        pytest.raises(anthropic.APIStatusError, match="provider 'slow'"),
+        client.messages.stream(
+            model=f"slow/{CHAT_MODEL}", max_tokens=20, messages=[{"role": "user", "content": "a b"}]
+        ) as stream,
+    ):
+        stream.get_final_message()
