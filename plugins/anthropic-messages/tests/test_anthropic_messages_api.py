@@ -373,3 +373,40 @@ def test_anthropic_sdk_raises_on_an_error_event(client: anthropic.Anthropic, ups
         ) as stream,
     ):
         stream.get_final_message()
+
+
+def test_error_results_images_in_results_and_thinking(client: anthropic.Anthropic, upstream: FakeOpenAI) -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}}
+    client.messages.create(
+        model=MODEL,
+        max_tokens=20,
+        messages=[
+            {"role": "user", "content": "draw"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "I should call the tool.", "signature": "sig"},
+                    {"type": "tool_use", "id": "toolu_9", "name": "draw", "input": {}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_9",
+                        "is_error": True,
+                        "content": [{"type": "text", "text": "out of ink"}, image],
+                    }
+                ],
+            },
+        ],
+    )
+    assert upstream_body(upstream)["messages"][1:] == [
+        {
+            "role": "assistant",  # the thinking block is dropped; `content: None` is left out on the way upstream
+            "tool_calls": [{"id": "toolu_9", "type": "function", "function": {"name": "draw", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "toolu_9", "content": "Error: out of ink"},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}}]},
+    ]
