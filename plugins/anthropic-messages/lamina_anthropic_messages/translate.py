@@ -19,7 +19,8 @@ from typing import Any
 
 from lamina import bad_request
 
-# Anthropic stop_reason -> chat finish_reason, and back (several Anthropic reasons share one chat reason).
+# Anthropic stop_reason -> chat finish_reason; STOP_REASONS is the way back (several Anthropic reasons share one
+# chat reason, so it names the one each chat reason stands for).
 FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -36,6 +37,9 @@ STOP_REASONS = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
+# Anthropic tool_choice type -> chat tool_choice (a named tool is `tool` <-> a function object), and back.
+TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+ANTHROPIC_TOOL_CHOICES = {chat: anthropic for anthropic, chat in TOOL_CHOICES.items()}
 
 # Chat fields Anthropic has no counterpart for: a request using them is refused rather than answered differently.
 CHAT_ONLY_FIELDS = ("logprobs", "top_logprobs", "logit_bias", "frequency_penalty", "presence_penalty", "seed")
@@ -83,7 +87,7 @@ def chat_tool_choice(choice: dict[str, Any]) -> tuple[str | dict[str, Any], bool
     parallel = False if choice.get("disable_parallel_tool_use") else None
     if kind == "tool":
         return {"type": "function", "function": {"name": choice["name"]}}, parallel
-    return {"auto": "auto", "any": "required", "none": "none"}[kind], parallel
+    return TOOL_CHOICES[kind], parallel
 
 
 def anthropic_tool_choice(choice: str | dict[str, Any] | None, parallel: bool | None) -> dict[str, Any] | None:
@@ -92,7 +96,7 @@ def anthropic_tool_choice(choice: str | dict[str, Any] | None, parallel: bool | 
     if isinstance(choice, dict):
         built: dict[str, Any] = {"type": "tool", "name": choice["function"]["name"]}
     else:
-        built = {"type": {"auto": "auto", "required": "any", "none": "none", None: "auto"}[choice]}
+        built = {"type": ANTHROPIC_TOOL_CHOICES[choice or "auto"]}
     if parallel is False and built["type"] != "none":
         built["disable_parallel_tool_use"] = True
     return built
