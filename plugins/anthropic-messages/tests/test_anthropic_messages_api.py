@@ -410,3 +410,18 @@ def test_error_results_images_in_results_and_thinking(client: anthropic.Anthropi
         {"role": "tool", "tool_call_id": "toolu_9", "content": "Error: out of ink"},
         {"role": "user", "content": [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}}]},
     ]
+
+
+def test_client_leaving_a_stream_stops_the_upstream(server_root: str, upstream: FakeOpenAI) -> None:
+    upstream.stream_delay = 0.2
+    body = {
+        "model": MODEL,
+        "max_tokens": 50,
+        "stream": True,
+        "messages": [{"role": "user", "content": " ".join("w" * 30)}],
+    }
+    with requests.post(f"{server_root}/v1/messages", json=body, stream=True, timeout=30) as response:
+        lines = response.iter_lines()
+        assert next(lines) == b"event: message_start"
+    assert upstream.disconnected.wait(10)  # the closed response closed the chunks, which closed the upstream
+    assert upstream.streams_finished == 0

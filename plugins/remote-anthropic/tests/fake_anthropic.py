@@ -54,6 +54,8 @@ class FakeAnthropic:
         self.requests: list[dict[str, Any]] = []  # {"method", "path", "headers", "body"}
         self.faults: list[Fault] = []
         self.page_size = 2  # /v1/models pages, so listing must follow `has_more`
+        self.stream_delay = 0.0  # seconds between streamed events
+        self.disconnected = threading.Event()  # a stream's client went away before its end
 
     def fail(self, status: int, *, times: int = -1, error_type: str = "api_error") -> None:
         self.faults.append(Fault("status", times, status=status, error_type=error_type))
@@ -244,6 +246,12 @@ class FakeAnthropic:
             events = [*events[:4], error]
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for event in events:
-            await response.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+        try:
+            for event in events:
+                await response.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+                if self.stream_delay:
+                    await asyncio.sleep(self.stream_delay)
+        except (ConnectionError, asyncio.CancelledError):
+            self.disconnected.set()
+            raise
         return response

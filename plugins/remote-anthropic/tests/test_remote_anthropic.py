@@ -290,3 +290,11 @@ def test_anthropic_client_through_lamina_to_anthropic(base_url: str, upstream: F
     ) as stream:
         final = stream.get_final_message()
     assert final.stop_reason == "tool_use" and final.content[0].input == TOOL_INPUT  # type: ignore[union-attr]
+
+
+def test_client_leaving_a_stream_stops_the_upstream(base_url: str, upstream: FakeAnthropic) -> None:
+    upstream.stream_delay = 0.2
+    body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": " ".join("w" * 30)}]}
+    with requests.post(f"{base_url}/chat/completions", json=body, stream=True, timeout=30) as response:
+        assert next(response.iter_lines()).startswith(b"data: {")
+    assert upstream.disconnected.wait(10)
