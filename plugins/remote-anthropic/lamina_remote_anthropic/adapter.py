@@ -21,6 +21,7 @@ from lamina_anthropic_messages import translate
 from lamina_remote_anthropic import AnthropicConfig
 
 RETRY_STATUSES = {429, 500, 502, 503, 504, 529}
+COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "output_config")  # what count_tokens takes
 
 
 class AnthropicAdapter:
@@ -73,6 +74,20 @@ class AnthropicAdapter:
                     raise UpstreamError(self.provider_id, f"connection broke while answering: {exc}") from None
         include_usage = bool((chat.get("stream_options") or {}).get("include_usage"))
         return translate.chat_chunks(self._events(response), include_usage)
+
+    async def count_tokens(self, request: ChatCompletionRequest) -> int:
+        """The prompt's tokens as Anthropic counts them (its counting endpoint: no generation, no cost), for
+        /v1/messages/count_tokens."""
+        full = translate.anthropic_request(request.model_dump(exclude_none=True), self.config.default_max_tokens)
+        payload = {key: full[key] for key in COUNTED_FIELDS if key in full}
+        async with await self._send("POST", "/v1/messages/count_tokens", payload) as response:
+            try:
+                counted = orjson.loads(await response.read())["input_tokens"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                raise UpstreamError(self.provider_id, "answered count_tokens without input_tokens") from None
+        if not isinstance(counted, int):
+            raise UpstreamError(self.provider_id, "answered count_tokens without input_tokens")
+        return counted
 
     async def completion(self, request: CompletionRequest) -> dict[str, Any]:
         raise bad_request(

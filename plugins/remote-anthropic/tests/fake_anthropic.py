@@ -45,6 +45,12 @@ def text_of(content: Any) -> str:
     return "".join(block.get("text", "") for block in content if block.get("type") == "text")
 
 
+def input_tokens(body: dict[str, Any]) -> int:
+    """The fake's token count: words of the system prompt and of each message's JSON content."""
+    system = len(text_of(body.get("system") or "").split())
+    return system + sum(len(json.dumps(m["content"]).split()) for m in body["messages"])
+
+
 class FakeAnthropic:
     def __init__(self) -> None:
         self.port = 0
@@ -100,6 +106,7 @@ class FakeAnthropic:
         app = web.Application()
         app.router.add_get("/v1/models", self.handle_models)
         app.router.add_post("/v1/messages", self.handle_messages)
+        app.router.add_post("/v1/messages/count_tokens", self.handle_count_tokens)
         return app
 
     def _fault(self, kind: str) -> Fault | None:
@@ -147,6 +154,16 @@ class FakeAnthropic:
         if not body.get("stream"):
             return web.json_response(message)
         return await self._stream(request, message)
+
+    async def handle_count_tokens(self, request: web.Request) -> web.Response:
+        body, refused = await self._record(request)
+        if refused is not None:
+            return refused
+        unknown = set(body) - {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config"}
+        if unknown:
+            return invalid(f"{sorted(unknown)[0]}: Extra inputs are not permitted")
+        problem = self._check({**body, "max_tokens": 1})
+        return invalid(problem) if problem else web.json_response({"input_tokens": input_tokens(body)})
 
     @staticmethod
     def _check(body: dict[str, Any]) -> str | None:
@@ -199,8 +216,6 @@ class FakeAnthropic:
                     break
             content = [{"type": "text", "text": text}]
             output_tokens = len(text.split())
-        system = body.get("system") or ""
-        input_tokens = len(text_of(system).split()) + sum(len(json.dumps(m["content"]).split()) for m in messages)
         return {
             "id": "msg_fake_01",
             "type": "message",
@@ -209,7 +224,7 @@ class FakeAnthropic:
             "content": content,
             "stop_reason": stop_reason,
             "stop_sequence": stop_sequence,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens, "cache_read_input_tokens": 2},
+            "usage": {"input_tokens": input_tokens(body), "output_tokens": output_tokens, "cache_read_input_tokens": 2},
         }
 
     async def _stream(self, request: web.Request, message: dict[str, Any]) -> web.StreamResponse:

@@ -11,7 +11,7 @@ import anthropic
 import openai
 import pytest
 import requests
-from fake_anthropic import API_KEY, MODELS, TOOL_INPUT, FakeAnthropic
+from fake_anthropic import API_KEY, MODELS, TOOL_INPUT, FakeAnthropic, input_tokens
 from lamina.plugins import make_plugin_manager, provider_specs
 from lamina_remote_anthropic import AnthropicConfig
 
@@ -25,6 +25,7 @@ WEATHER = {
     },
 }
 PIXEL = "iVBORw0KGgo="
+WEATHER_TOOL = {"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}
 
 
 @pytest.fixture
@@ -298,3 +299,13 @@ def test_client_leaving_a_stream_stops_the_upstream(base_url: str, upstream: Fak
     with requests.post(f"{base_url}/chat/completions", json=body, stream=True, timeout=30) as response:
         assert next(response.iter_lines()).startswith(b"data: {")
     assert upstream.disconnected.wait(10)
+
+
+def test_count_tokens_asks_anthropics_counting_endpoint(base_url: str, upstream: FakeAnthropic) -> None:
+    client = anthropic.Anthropic(base_url=base_url.removesuffix("/v1"), api_key="unused", max_retries=0)
+    messages = [{"role": "user", "content": "count these four words"}]
+    counted = client.messages.count_tokens(model=MODEL, system="be brief", messages=messages, tools=[WEATHER_TOOL])
+    [request] = upstream.hits("/v1/messages/count_tokens")
+    assert upstream.hits("/v1/messages") == []  # no generation
+    assert counted.input_tokens == input_tokens(request["body"])
+    assert set(request["body"]) == {"model", "system", "messages", "tools"}
