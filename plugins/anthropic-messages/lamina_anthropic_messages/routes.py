@@ -3,6 +3,7 @@ Anthropic's shape: `{"type": "error", "error": {"type": ..., "message": ...}}` a
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -55,6 +56,7 @@ class AnthropicEventStream(EventStream):
 def anthropic_errors(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     """Answer the handler's errors in Anthropic's shape instead of OpenAI's (the server's default)."""
 
+    @functools.wraps(handler)
     async def handle(request: Request) -> Response:
         try:
             return await handler(request)
@@ -64,7 +66,6 @@ def anthropic_errors(handler: Callable[[Request], Awaitable[Response]]) -> Calla
             log.error("unhandled error on %s: %s: %s", request.url.path, type(exc).__name__, exc, exc_info=exc)
             return json_response(anthropic_error(LaminaError("internal server error", status=500)), status=500)
 
-    handle.__doc__ = handler.__doc__
     return handle
 
 

@@ -164,11 +164,9 @@ def chat_request(request: dict[str, Any]) -> dict[str, Any]:
             chat[field] = request[field]
     if request.get("tools"):
         chat["tools"] = [chat_tool(tool) for tool in request["tools"]]
-    if request.get("tool_choice"):
-        choice, parallel = chat_tool_choice(request["tool_choice"])
-        if request.get("tools") or choice == "none":
-            chat["tool_choice"] = choice
-        if parallel is not None and request.get("tools"):
+    if request.get("tools") and request.get("tool_choice"):  # chat servers refuse a tool_choice without tools
+        chat["tool_choice"], parallel = chat_tool_choice(request["tool_choice"])
+        if parallel is not None:
             chat["parallel_tool_calls"] = parallel
     output_format = (request.get("output_config") or {}).get("format")
     if output_format:
