@@ -29,11 +29,11 @@ class MessagesRouter:
 
     async def count_tokens(self, request: CountTokensRequest) -> dict[str, int]:
         """The provider's own count of the prompt's tokens: only it knows its tokenizer and chat template. From its
-        `count_tokens` when it has one (remote::anthropic: Anthropic's counting endpoint), else from the usage of a
+        `count_chat_tokens` when it has one (remote::anthropic: Anthropic's counting endpoint), else from the usage of a
         one-token completion, since chat providers have no counting endpoint."""
         chat = _chat_request(request, max_tokens=1)
         provider, model = await self.inference.resolve(request.model)
-        counter = getattr(provider, "count_tokens", None)
+        counter = getattr(provider, "count_chat_tokens", None)
         if counter is not None:
             return {"input_tokens": await counter(chat.model_copy(update={"model": model.provider_model_id}))}
         result = await self.inference.chat_completion(chat)

@@ -75,7 +75,7 @@ class AnthropicAdapter:
         include_usage = bool((chat.get("stream_options") or {}).get("include_usage"))
         return translate.chat_chunks(self._events(response), include_usage)
 
-    async def count_tokens(self, request: ChatCompletionRequest) -> int:
+    async def count_chat_tokens(self, request: ChatCompletionRequest) -> int:
         """The prompt's tokens as Anthropic counts them (its counting endpoint: no generation, no cost), for
         /v1/messages/count_tokens."""
         full = translate.anthropic_request(request.model_dump(exclude_none=True), self.config.default_max_tokens)
