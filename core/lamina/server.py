@@ -126,7 +126,8 @@ def catch_unexpected(app: ASGIApp) -> ASGIApp:
     return guarded
 
 
-def create_app(stack: Stack) -> ASGIApp:
+def routes_app(stack: Stack) -> Starlette:
+    """Every API's routes and the meta routes, under /v1; `Stack.http_app` keeps the one instance."""
     meta: list[BaseRoute] = [
         Route("/health", health),
         Route("/version", version),
@@ -148,7 +149,12 @@ def create_app(stack: Stack) -> ASGIApp:
     )
     app.state.stack = stack
     app.state.route_owners = owners
-    wrapped = catch_unexpected(app)
+    return app
+
+
+def create_app(stack: Stack) -> ASGIApp:
+    """The stack's HTTP app: its routes, wrapped by the HTTP edge's middleware and the plugins' `asgi_wrapper`s."""
+    wrapped = catch_unexpected(stack.http_app())
     wrappers: list[Callable[[ASGIApp], ASGIApp] | None] = stack.pm.hook.asgi_wrapper(stack=stack)
     for wrapper in wrappers:
         if wrapper is not None:
