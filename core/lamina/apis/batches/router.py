@@ -62,6 +62,7 @@ CHECK_SECONDS = 0.5  # how soon a running batch notices a cancellation, and how 
 WINDOW_SECONDS = {"24h": 24 * 3600}
 MAX_ERRORS = 100  # a batch failed by validation lists at most this many bad lines
 BLOCK = 1000  # lines per key prefix of results, so a batch's results are read a block at a time
+FLUSH_LINES = 32  # results written to storage together
 STOP_GRACE_SECONDS = 10.0
 
 
@@ -86,8 +87,39 @@ class Ended(Exception):
         self.status = status
 
 
-def _result_key(batch_id: str, line: int) -> str:
-    return f"{batch_id}/{line // BLOCK:04d}/{line:06d}"
+class Results:
+    """A batch's results on their way to storage: written in groups (one write per `FLUSH_LINES` results, and at
+    every checkpoint), each group under the block of lines it holds, so a store write is not paid per line and a
+    block of results can be read at a time. Results not yet written when a process dies are lost: their lines run
+    again. The progress counts are of stored results only."""
+
+    def __init__(self, kv: KVStore, batch_id: str, lease: Lease) -> None:
+        self.kv, self.batch_id, self.lease = kv, batch_id, lease
+        self.pending: list[LineResult] = []
+        self.progress = Progress()
+        self.writer = secrets.token_hex(4)  # group keys of two processes that both ran the batch never collide
+        self.written = 0
+
+    async def add(self, result: LineResult) -> None:
+        self.pending.append(result)
+        if len(self.pending) >= FLUSH_LINES:
+            await self.flush()
+
+    async def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        if not pending or self.lease.lost:
+            return
+        blocks: dict[int, list[dict[str, Any]]] = {}
+        for result in pending:
+            blocks.setdefault(result.line // BLOCK, []).append(result.model_dump())
+        for block, group in blocks.items():
+            self.written += 1
+            key = f"batch_results/{self.batch_id}/{block:04d}/{self.writer}-{self.written:08d}"
+            await self.kv.set(key, {"results": group})
+        ok = sum(1 for result in pending if result.status_code < 400)
+        self.progress.completed += ok
+        self.progress.failed += len(pending) - ok
+        await self.kv.set(f"batch_progress/{self.batch_id}", self.progress.model_dump())
 
 
 def _now() -> int:
@@ -310,19 +342,19 @@ class BatchesRouter:
         return lines
 
     async def _done(self, batch_id: str, count: int) -> dict[int, int]:
-        """Line index -> status code of every line that already has a result."""
+        """Line index -> status code of every line that already has a stored result."""
         done: dict[int, int] = {}
         for block in range((count + BLOCK - 1) // BLOCK):
-            for value in await self.kv.values(f"batch_results/{batch_id}/{block:04d}/"):
-                done[value["line"]] = value["status_code"]
+            for group in await self.kv.values(f"batch_results/{batch_id}/{block:04d}/"):
+                for result in group["results"]:
+                    done[result["line"]] = result["status_code"]
         return done
 
     async def _run_lines(self, batch: Batch, lines: list[Line], lease: Lease) -> None:
         done = await self._done(batch.id, len(lines))
-        progress = Progress(
-            completed=sum(1 for code in done.values() if code < 400),
-            failed=sum(1 for code in done.values() if code >= 400),
-        )
+        results = Results(self.kv, batch.id, lease)
+        results.progress.completed = sum(1 for code in done.values() if code < 400)
+        results.progress.failed = len(done) - results.progress.completed
         per_batch = asyncio.Semaphore(self.config.max_in_flight_per_batch)
         app = self.app()
         path = batch.endpoint
@@ -333,20 +365,15 @@ class BatchesRouter:
             try:
                 async with self.slots:
                     status, body = await call(app, "POST", path, line.body)
-                result = LineResult(
-                    line=index,
-                    id="batch_req_" + secrets.token_hex(12),
-                    custom_id=line.custom_id,
-                    status_code=status,
-                    body=body.decode() or "null",
+                await results.add(
+                    LineResult(
+                        line=index,
+                        id="batch_req_" + secrets.token_hex(12),
+                        custom_id=line.custom_id,
+                        status_code=status,
+                        body=body.decode() or "null",
+                    )
                 )
-                if lease.lost:
-                    return
-                await self.kv.set(f"batch_results/{_result_key(batch.id, index)}", result.model_dump(mode="json"))
-                if status < 400:
-                    progress.completed += 1
-                else:
-                    progress.failed += 1
             except Exception as exc:
                 failures.append(exc)
             finally:
@@ -362,7 +389,7 @@ class BatchesRouter:
                     raise failures[0]
                 if time.monotonic() - last_check > CHECK_SECONDS:
                     last_check = time.monotonic()
-                    await self._checkpoint(batch, progress, lease)
+                    await self._checkpoint(batch, results, lease)
                 task = asyncio.create_task(run(index, line))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
@@ -371,13 +398,13 @@ class BatchesRouter:
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
             with contextlib.suppress(LeaseLost, Stopping):
-                await self.kv.set(f"batch_progress/{batch.id}", progress.model_dump())
+                await results.flush()
         if failures:
             raise failures[0]
 
-    async def _checkpoint(self, batch: Batch, progress: Progress, lease: Lease) -> None:
+    async def _checkpoint(self, batch: Batch, results: Results, lease: Lease) -> None:
         await lease.check()
-        await self.kv.set(f"batch_progress/{batch.id}", progress.model_dump())
+        await results.flush()
         if await self.kv.get(f"batch_cancel/{batch.id}") is not None:
             raise Ended("cancelled")
         if batch.expires_at is not None and _now() >= batch.expires_at:
@@ -412,16 +439,17 @@ class BatchesRouter:
         outputs = await self.files.provider.begin_upload()
         errors = await self.files.provider.begin_upload()
         try:
+            seen: set[int] = set()
             block = 0
             while True:
                 values = await self.kv.values(f"batch_results/{batch.id}/{block:04d}/")
                 if not values and block * BLOCK >= batch.request_counts.total:
                     break
-                ok_lines, error_lines, completed = await asyncio.to_thread(_format_results, values)
+                ok_lines, error_lines, completed, failed = await asyncio.to_thread(_format_results, values, seen)
                 outputs.write(ok_lines)
                 errors.write(error_lines)
                 counts.completed += completed
-                counts.failed += len(values) - completed
+                counts.failed += failed
                 block += 1
             await lease.check()
             output_id = await self._store_file(outputs, f"{batch.id}_output.jsonl", counts.completed)
@@ -508,11 +536,15 @@ def _check_lines(texts: list[str], before: int, endpoint: str, seen: set[str]) -
     return checked
 
 
-def _format_results(values: list[dict[str, Any]]) -> tuple[bytes, bytes, int]:
-    """Output-file lines (2xx answers) and error-file lines (the rest) of stored results, and the 2xx count."""
+def _format_results(groups: list[dict[str, Any]], seen: set[int]) -> tuple[bytes, bytes, int, int]:
+    """Output-file lines (2xx answers) and error-file lines (the rest) of stored result groups, and their counts.
+    A line stored twice (run again after its worker lost the batch) is written once."""
     ok_lines: list[bytes] = []
     error_lines: list[bytes] = []
-    for value in values:
+    for value in (result for group in groups for result in group["results"]):
+        if value["line"] in seen:
+            continue
+        seen.add(value["line"])
         result = LineResult.model_validate(value)
         ok = result.status_code < 400
         line = {
@@ -526,4 +558,6 @@ def _format_results(values: list[dict[str, Any]]) -> tuple[bytes, bytes, int]:
             "error": None if ok else _line_error(result),
         }
         (ok_lines if ok else error_lines).append(orjson.dumps(line))
-    return b"".join(line + b"\n" for line in ok_lines), b"".join(line + b"\n" for line in error_lines), len(ok_lines)
+    ok_file = b"".join(line + b"\n" for line in ok_lines)
+    error_file = b"".join(line + b"\n" for line in error_lines)
+    return ok_file, error_file, len(ok_lines), len(error_lines)
