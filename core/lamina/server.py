@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lamina import __version__
 from lamina.config import ConfigError, RunConfig, redact
 from lamina.errors import LaminaError, not_found
-from lamina.http import error_response, json_response, stack_of
+from lamina.http import error_response, json_response, prefix_of, stack_of
 from lamina.openapi import openapi_document
 from lamina.resolver import Stack, start_stack
 
@@ -63,7 +63,7 @@ async def get_provider(request: Request) -> Response:
 
 async def inspect_routes(request: Request) -> Response:
     routes = [
-        {"path": "/v1" + r.path, "methods": sorted(r.methods or []), "api": api}
+        {"path": prefix_of(r) + r.path, "methods": sorted(r.methods or []), "api": api}
         for api, r in request.app.state.route_owners
     ]
     return json_response({"object": "list", "data": routes})
@@ -138,9 +138,11 @@ def create_app(stack: Stack) -> ASGIApp:
     owners: list[tuple[str, BaseRoute]] = [("meta", r) for r in meta]
     for name, spec in stack.api_specs.items():
         owners += [(name, r) for r in spec.routes]
+    prefixes = sorted({prefix_of(r) for _, r in owners} - {"/v1"})
     app = Starlette(
         routes=[
-            Mount("/v1", routes=[r for _, r in owners]),
+            Mount("/v1", routes=[r for _, r in owners if prefix_of(r) == "/v1"]),
+            *(Mount(prefix, routes=[r for _, r in owners if prefix_of(r) == prefix]) for prefix in prefixes),
             # Llama Stack's clients ask for the same information here.
             Mount("/v1alpha/admin", routes=meta),
         ],
