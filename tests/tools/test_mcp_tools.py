@@ -185,7 +185,11 @@ def test_bad_input_and_unknown_ids(base_url: str, http_server: McpServer) -> Non
     assert_openai_error(
         requests.post(f"{beta}/connectors", json={"connector_id": "c", "url": http_server.url}, timeout=10), 409
     )
-    assert requests.delete(f"{beta}/connectors/c", timeout=10).json() == {"id": "c", "object": "connector", "deleted": True}
+    assert requests.delete(f"{beta}/connectors/c", timeout=10).json() == {
+        "id": "c",
+        "object": "connector",
+        "deleted": True,
+    }
     assert_openai_error(requests.delete(f"{beta}/connectors/sse-demo", timeout=10), 400, param="connector_id")
 
 

@@ -9,6 +9,8 @@ may see a prompt (its `owner`) is checked once there is auth.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from lamina.apis.prompts.types import (
     PLACEHOLDER,
     CreatePrompt,
@@ -19,7 +21,7 @@ from lamina.apis.prompts.types import (
     UpdatePrompt,
     new_prompt_id,
 )
-from lamina.errors import bad_request, conflict, not_found
+from lamina.errors import bad_request, conflict, not_found, validation_error
 from lamina.storage import KVStore, Registry
 
 
@@ -54,6 +56,14 @@ class PromptsRouter:
         await self.versions.put(version)
         head = await self.heads.put(PromptHead(prompt_id=prompt_id, default_version=1, latest_version=1, owner=owner))
         return _shown(version, head)
+
+    async def create_from(self, *, text: str, variables: list[str] | None = None) -> Prompt:
+        """`create` for Python callers: validates like `POST /v1/prompts` (a 400 for an undeclared variable)."""
+        try:
+            request = CreatePrompt(prompt=text, variables=variables)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        return await self.create(request)
 
     async def list(self) -> PromptList:
         """Every prompt, at its default version."""
