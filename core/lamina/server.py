@@ -180,6 +180,8 @@ async def serve(
     hconfig = Config()
     hconfig.bind = [f"{config.server.host}:{config.server.port}"]
     hconfig.accesslog = logging.getLogger("lamina.access") if config.server.access_log else None
+    # The path without its query string: some queries carry credentials (`?authorization=` of the tool routes).
+    hconfig.access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
     hconfig.errorlog = logging.getLogger("hypercorn.error")  # through our logging, printed once
     hconfig.keep_alive_timeout = 75
     hconfig.graceful_timeout = 3

@@ -9,6 +9,7 @@ listings, not to errors, not to logs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -148,13 +149,17 @@ class ToolRuntimeRouter:
         logged), so one server that is down does not hide every other tool."""
         if toolgroup_id is not None:
             return await self.group_tools(await self.fetch_toolgroup(toolgroup_id), authorization)
-        tools: list[ToolDef] = []
-        for group in await self.visible_toolgroups():
+
+        async def of(group: ToolGroup) -> list[ToolDef]:
             try:
-                tools += await self.group_tools(group, authorization)
+                return await self.group_tools(group, authorization)
             except LaminaError as exc:
                 log.warning("tool group %s left out of the tool listing: %s", group.identifier, exc.message)
-        return tools
+                return []
+
+        # Concurrently: one slow server costs its timeout once, not once per group after it.
+        listed = await asyncio.gather(*(of(group) for group in await self.visible_toolgroups()))
+        return [tool for tools in listed for tool in tools]
 
     async def get_tool(self, tool_name: str) -> ToolDef:
         for tool in await self.list_tools():
