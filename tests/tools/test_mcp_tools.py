@@ -5,6 +5,7 @@ the calls and the headers; a server that is down or too slow is a clear error, n
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -207,3 +208,26 @@ async def test_mcp_functions_for_the_responses_api(http_server: McpServer, sse_s
         assert result.output is None and "exploded: x" in (result.error or "")
         down = await tools.call_mcp_tool("add", {}, server_url=f"http://127.0.0.1:{free_port()}/mcp")
         assert down.output is None and "cannot be reached" in (down.error or "")
+
+
+def test_registered_groups_and_connectors_survive_a_restart(
+    http_server: McpServer, sse_server: McpServer, tmp_path: Path
+) -> None:
+    config = {**stack_config(http_server, sse_server), "storage": {"dir": str(tmp_path)}}
+    group = {"toolgroup_id": "kept", "provider_id": "mcp", "mcp_endpoint": {"uri": sse_server.url}}
+    connector = {"connector_id": "kept", "url": http_server.url, "authorization": "kept-secret"}
+    with serve(config) as url:
+        beta = url.removesuffix("/v1") + "/v1beta"
+        assert requests.post(f"{url}/toolgroups", json=group, timeout=10).status_code == 200
+        assert requests.post(f"{beta}/connectors", json=connector, timeout=10).status_code == 200
+        routes = {r["path"] for r in requests.get(f"{url}/inspect/routes", timeout=10).json()["data"]}
+        assert {"/v1beta/connectors", "/v1/tool-runtime/invoke", "/v1/prompts"} <= routes
+        assert "/v1beta/connectors/{connector_id}" in requests.get(f"{url}/openapi.json", timeout=10).json()["paths"]
+    with serve(config) as url:
+        beta = url.removesuffix("/v1") + "/v1beta"
+        assert requests.get(f"{url}/toolgroups/kept", timeout=10).json()["mcp_endpoint"]["uri"] == sse_server.url
+        listed = requests.get(f"{beta}/connectors", timeout=10).json()["data"]
+        assert [c["connector_id"] for c in listed] == ["sse-demo", "kept"] and "kept-secret" not in str(listed)
+        tools = requests.get(f"{beta}/connectors/kept/tools", timeout=10).json()["data"]
+        assert {t["name"] for t in tools} == {"add", "slow"}
+        assert http_server.headers[-1].get("authorization") == "Bearer kept-secret"
