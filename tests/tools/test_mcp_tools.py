@@ -13,7 +13,7 @@ import requests
 from e2e_helpers import assert_openai_error
 from fake_openai import free_port
 from lamina.apis.tool_runtime.router import ToolRuntimeRouter
-from lamina.config import resolve
+from lamina.config import ConfigError, resolve
 from lamina.resolver import start_stack
 from lamina.testing import serve
 from mcp_servers import McpServer
@@ -231,3 +231,12 @@ def test_registered_groups_and_connectors_survive_a_restart(
         tools = requests.get(f"{beta}/connectors/kept/tools", timeout=10).json()["data"]
         assert {t["name"] for t in tools} == {"add", "slow"}
         assert http_server.headers[-1].get("authorization") == "Bearer kept-secret"
+
+
+def test_config_errors_name_the_key(http_server: McpServer) -> None:
+    connectors = {"tool_runtime": {"connectors": [{"connector_id": "c", "url": http_server.url}]}}
+    with pytest.raises(ConfigError, match=r"apis.tool_runtime.connectors: .*remote::model-context-protocol"):
+        serve({"apis": connectors}).__enter__()
+    group = {"toolgroup_id": "g", "provider_id": "nope", "mcp_endpoint": {"uri": http_server.url}}
+    with pytest.raises(ConfigError, match=r"apis.tool_runtime.toolgroups: 'g' names unknown provider 'nope'"):
+        serve({"apis": {"tool_runtime": {"toolgroups": [group]}}}).__enter__()

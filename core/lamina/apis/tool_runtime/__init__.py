@@ -22,6 +22,11 @@ async def create_router(config: ToolRuntimeConfig, providers: dict[str, Any], de
             )
     if config.mcp_provider_id is not None and config.mcp_provider_id not in providers:
         raise ConfigError(f"{deps.source}: apis.tool_runtime.mcp_provider_id: no provider '{config.mcp_provider_id}'")
+    if config.connectors and not any(getattr(p, "serves_mcp", False) for p in providers.values()):
+        raise ConfigError(
+            f"{deps.source}: apis.tool_runtime.connectors: connectors are MCP servers, and no tool_runtime provider "
+            "talks to MCP; add one of type remote::model-context-protocol (pip install lamina-tool-mcp)"
+        )
     return ToolRuntimeRouter(config, providers, deps.storage.kv)
 
 
