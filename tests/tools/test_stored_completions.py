@@ -3,13 +3,14 @@ update, delete, messages, streaming, and surviving a restart of the server on th
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import openai
 import pytest
 import requests
 from e2e_helpers import assert_openai_error
-from fake_openai import CHAT_MODEL, FakeOpenAI
+from fake_openai import CHAT_MODEL, TOOL_ARGUMENTS, FakeOpenAI
 from lamina.testing import serve
 
 MODEL = f"fake/{CHAT_MODEL}"
@@ -129,3 +130,44 @@ def test_bad_input_and_unknown_ids(fake: FakeOpenAI, tmp_path: Path) -> None:
             timeout=10,
         )
         assert_openai_error(response, 400, param="store")
+
+
+def test_streamed_tool_calls_are_assembled_per_choice(fake: FakeOpenAI, tmp_path: Path) -> None:
+    tool = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+    with serve(config(fake, tmp_path)) as base_url:
+        client = openai.OpenAI(base_url=base_url, api_key="unused")
+        chunks = list(
+            client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}], tools=[tool], n=2, stream=True, store=True
+            )
+        )
+        stored = client.chat.completions.retrieve(chunks[0].id)
+        assert [c.index for c in stored.choices] == [0, 1]
+        for index, choice in enumerate(stored.choices):
+            assert choice.finish_reason == "tool_calls"
+            [call] = choice.message.tool_calls or []
+            assert (call.id, call.function.name, call.function.arguments) == (
+                f"call_{index}",
+                "weather",
+                TOOL_ARGUMENTS,
+            )
+
+
+def test_a_stream_the_client_leaves_is_not_stored(fake: FakeOpenAI, tmp_path: Path) -> None:
+    fake.reset()
+    fake.stream_delay = 0.2
+    try:
+        with serve(config(fake, tmp_path)) as base_url:
+            body = {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "one two three four five six seven"}],
+                "stream": True,
+                "store": True,
+            }
+            with requests.post(f"{base_url}/chat/completions", json=body, stream=True, timeout=10) as response:
+                assert next(response.iter_lines()).startswith(b"data: ")
+            assert fake.disconnected.wait(10)  # Lamina stopped the upstream's stream when the client left
+            time.sleep(0.5)
+            assert requests.get(f"{base_url}/chat/completions", timeout=10).json()["data"] == []
+    finally:
+        fake.reset()
