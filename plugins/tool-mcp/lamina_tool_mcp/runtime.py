@@ -1,25 +1,21 @@
-"""Talking to MCP servers with the `mcp` package's client: one session per call (servers are remote and calls are
-few), a timeout around each, failures turned into errors that name the server, and tool lists cached."""
+"""Talking to MCP servers (through `client`, the module that imports the `mcp` package): one session per call
+(servers are remote and calls are few), a timeout around each, failures turned into errors that name the server,
+and tool lists cached."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from lamina import LaminaError
-from lamina.apis.tool_runtime.types import ServerInfo, ToolDef, ToolEndpoint, ToolInvocationResult, tool_server_error
-from mcp import ClientSession, McpError
-from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
+from lamina.apis.tool_runtime.types import ServerInfo, ToolDef, ToolEndpoint, ToolInvocationResult
 
 log = logging.getLogger("lamina")
 
@@ -36,34 +32,6 @@ def transport_of(endpoint: ToolEndpoint) -> str:
     return "sse" if urlsplit(endpoint.url or "").path.rstrip("/").endswith("/sse") else "streamable_http"
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside (nested) exception groups: anyio task groups wrap what actually failed."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
-def _explain(server: str, exc: BaseException, timeout: float) -> LaminaError:
-    leaves = _leaves(exc)
-    for leaf in leaves:
-        if isinstance(leaf, LaminaError):
-            return leaf
-    for leaf in leaves:
-        if isinstance(leaf, TimeoutError | httpx.TimeoutException):
-            return tool_server_error(server, f"did not answer within {timeout:g}s", status=504)
-    for leaf in leaves:
-        if isinstance(leaf, httpx.ConnectError | ConnectionError):
-            return tool_server_error(server, f"cannot be reached ({type(leaf).__name__}: {leaf})", status=503)
-    for leaf in leaves:
-        if isinstance(leaf, httpx.HTTPStatusError):
-            return tool_server_error(server, f"answered HTTP {leaf.response.status_code}", status=502)
-    for leaf in leaves:
-        if isinstance(leaf, McpError):
-            return tool_server_error(server, f"MCP error: {leaf.error.message}", status=502)
-    first = leaves[0]
-    return tool_server_error(server, f"failed: {type(first).__name__}: {first}", status=502)
-
-
 class McpToolRuntime:
     serves_mcp = True
 
@@ -71,31 +39,32 @@ class McpToolRuntime:
         self.timeout = timeout_seconds
         self.ttl = list_tools_ttl_seconds
         self._tools: dict[str, tuple[float, list[ToolDef]]] = {}  # cache key -> (expiry, tools)
+        self._client: asyncio.Task[ModuleType] | None = None
 
-    @asynccontextmanager
-    async def _session(self, endpoint: ToolEndpoint) -> AsyncIterator[tuple[ClientSession, Any]]:
-        if not endpoint.url:
-            raise LaminaError("an MCP tool group needs `mcp_endpoint: {uri: ...}`", status=400, param="mcp_endpoint")
-        headers = dict(endpoint.headers)
-        if transport_of(endpoint) == "sse":
-            streams = sse_client(endpoint.url, headers=headers, timeout=self.timeout, sse_read_timeout=self.timeout)
-            async with streams as (read, write), ClientSession(read, write) as session:
-                yield session, await session.initialize()
-        else:
-            client = create_mcp_http_client(headers=headers, timeout=httpx.Timeout(self.timeout))
-            async with (
-                client,
-                streamable_http_client(endpoint.url, http_client=client) as (read, write, _),
-                ClientSession(read, write) as session,
-            ):
-                yield session, await session.initialize()
+    async def _client_module(self) -> ModuleType:
+        # `mcp` takes seconds to import (measured: it more than doubled the start-up of `lamina run starter`, even
+        # imported in a thread), so it is imported at the first call to a server, in a thread: the event loop
+        # keeps serving meanwhile. Concurrent first calls share the one import.
+        if self._client is None:
+            self._client = asyncio.create_task(asyncio.to_thread(importlib.import_module, "lamina_tool_mcp.client"))
+        return await asyncio.shield(self._client)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await asyncio.gather(self._client, return_exceptions=True)
 
     async def _call(
         self, endpoint: ToolEndpoint, action: str, tool: str = "", arguments: dict[str, Any] | None = None
     ) -> Any:
         server = shown(endpoint.url or "")
+        if not endpoint.url:
+            raise LaminaError("an MCP tool group needs `mcp_endpoint: {uri: ...}`", status=400, param="mcp_endpoint")
+        client = await self._client_module()
         try:
-            async with asyncio.timeout(self.timeout), self._session(endpoint) as (session, init):
+            async with (
+                asyncio.timeout(self.timeout),
+                client.session(endpoint, transport_of(endpoint), self.timeout) as (session, init),
+            ):
                 if action == "list":
                     tools = []
                     cursor = None
@@ -109,7 +78,7 @@ class McpToolRuntime:
                     return await session.call_tool(tool, arguments or {})
                 return init
         except (Exception, BaseExceptionGroup) as exc:
-            error = _explain(server, exc, self.timeout)
+            error: LaminaError = client.explain(server, exc, self.timeout)
             log.warning("%s", error.message)
             raise error from None
 
