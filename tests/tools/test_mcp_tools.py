@@ -154,7 +154,7 @@ def test_a_server_that_is_down_is_a_clear_error(base_url: str) -> None:
 def test_a_slow_server_is_a_timeout_result(http_server: McpServer, sse_server: McpServer) -> None:
     with serve(stack_config(http_server, sse_server, timeout=2)) as base_url:
         slow = requests.post(
-            f"{base_url}/tool-runtime/invoke", json={"tool_name": "slow", "kwargs": {"seconds": 6}}, timeout=20
+            f"{base_url}/tool-runtime/invoke", json={"tool_name": "slow", "kwargs": {"seconds": 4}}, timeout=20
         )
     assert slow.status_code == 200
     assert slow.json()["error_code"] == 504 and "did not answer within 2s" in slow.json()["error_message"]
