@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lamina import __version__
 from lamina.config import ConfigError, RunConfig, redact
 from lamina.errors import LaminaError, not_found
-from lamina.http import error_response, json_response, stack_of
+from lamina.http import error_response, json_response, prefix_of, stack_of
 from lamina.openapi import openapi_document
 from lamina.resolver import Stack, start_stack
 
@@ -63,7 +63,7 @@ async def get_provider(request: Request) -> Response:
 
 async def inspect_routes(request: Request) -> Response:
     routes = [
-        {"path": "/v1" + r.path, "methods": sorted(r.methods or []), "api": api}
+        {"path": prefix_of(r) + r.path, "methods": sorted(r.methods or []), "api": api}
         for api, r in request.app.state.route_owners
     ]
     return json_response({"object": "list", "data": routes})
@@ -139,9 +139,11 @@ def routes_app(stack: Stack) -> Starlette:
     owners: list[tuple[str, BaseRoute]] = [("meta", r) for r in meta]
     for name, spec in stack.api_specs.items():
         owners += [(name, r) for r in spec.routes]
+    prefixes = sorted({prefix_of(r) for _, r in owners} - {"/v1"})
     app = Starlette(
         routes=[
-            Mount("/v1", routes=[r for _, r in owners]),
+            Mount("/v1", routes=[r for _, r in owners if prefix_of(r) == "/v1"]),
+            *(Mount(prefix, routes=[r for _, r in owners if prefix_of(r) == prefix]) for prefix in prefixes),
             # Llama Stack's clients ask for the same information here.
             Mount("/v1alpha/admin", routes=meta),
         ],
@@ -184,6 +186,8 @@ async def serve(
     hconfig = Config()
     hconfig.bind = [f"{config.server.host}:{config.server.port}"]
     hconfig.accesslog = logging.getLogger("lamina.access") if config.server.access_log else None
+    # The path without its query string: some queries carry credentials (`?authorization=` of the tool routes).
+    hconfig.access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
     hconfig.errorlog = logging.getLogger("hypercorn.error")  # through our logging, printed once
     hconfig.keep_alive_timeout = 75
     hconfig.graceful_timeout = 3
