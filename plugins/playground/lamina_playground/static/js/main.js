@@ -30,7 +30,7 @@ async function show(tab) {
     panelOf(other).hidden = !selected;
   }
   const name = tab.id.replace("tab-", "");
-  location.hash = name;
+  history.replaceState(null, "", `#${name}`);
   const panel = panelOf(tab);
   panel.setAttribute("aria-busy", "true");
   try {
