@@ -38,11 +38,11 @@ class RequireKey:
         def wrap(app: ASGIApp) -> ASGIApp:
             async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
                 headers = dict(scope.get("headers") or [])
-                if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-                    if headers.get(b"authorization") != f"Bearer {API_KEY}".encode():
-                        error = {"message": "invalid API key", "type": "authentication_error", "param": None}
-                        await JSONResponse({"error": {**error, "code": "invalid_api_key"}}, 401)(scope, receive, send)
-                        return
+                guarded_path = scope["type"] == "http" and scope["path"].startswith("/v1/")
+                if guarded_path and headers.get(b"authorization") != f"Bearer {API_KEY}".encode():
+                    error = {"message": "invalid API key", "type": "authentication_error", "param": None}
+                    await JSONResponse({"error": {**error, "code": "invalid_api_key"}}, 401)(scope, receive, send)
+                    return
                 await app(scope, receive, send)
 
             return guarded
@@ -143,7 +143,9 @@ def test_every_control_has_an_accessible_name(driver: Any) -> None:
         by_id(driver, tab).click()
         panel = by_id(driver, by_id(driver, tab).get_attribute("aria-controls"))
         wait(driver, lambda panel=panel: panel.is_displayed() and panel.get_attribute("aria-busy") is None)
-        assert [p.get_attribute("id") for p in css(driver, "[role=tabpanel]") if p.is_displayed()] == [panel.get_attribute("id")]
+        assert [p.get_attribute("id") for p in css(driver, "[role=tabpanel]") if p.is_displayed()] == [
+            panel.get_attribute("id")
+        ]
         controls = [c for c in css(driver, "input, select, textarea, button") if c.is_displayed()]
         controls += css(driver, "#docs-file") if tab == "tab-documents" else []
         assert len(controls) >= 4

@@ -11,7 +11,9 @@ from importlib.resources import files
 from typing import TYPE_CHECKING
 
 import lamina
+from lamina.http import error_response
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
@@ -40,7 +42,12 @@ def playground_app() -> ASGIApp:
                 headers["Cache-Control"] = "no-cache"
             await send(message)
 
-        await static(scope, receive, send_with_policy)
+        try:
+            await static(scope, receive, send_with_policy)
+        except HTTPException as exc:  # raised before anything is sent; outside a Starlette app nobody answers it
+            error = lamina.not_found(f"no playground file {scope['path']}") if exc.status_code == 404 else None
+            error = error or lamina.LaminaError(str(exc.detail), status=exc.status_code)
+            await error_response(error)(scope, receive, send)
 
     return app
 
