@@ -9,6 +9,7 @@ from e2e_helpers import SECRET
 from fake_openai import CHAT_MODEL, EMBEDDING_MODEL, FakeOpenAI
 
 GUARDED_MODEL = "guarded"  # the fake's chat model behind an output guardrail that cuts e-mail addresses
+STRICT_MODEL = "strict"  # the same model behind an input guardrail that refuses e-mail addresses with a 400
 
 
 def playground_config(fake: FakeOpenAI, **extra: Any) -> dict[str, Any]:
@@ -27,12 +28,18 @@ def playground_config(fake: FakeOpenAI, **extra: Any) -> dict[str, Any]:
             "safety": [{"id": "rules", "type": "inline::rules", "config": {}}],
         },
         "apis": {
-            "inference": {"models": [{"id": GUARDED_MODEL, "provider_id": "fake", "provider_model_id": CHAT_MODEL}]},
+            "inference": {
+                "models": [
+                    {"id": name, "provider_id": "fake", "provider_model_id": CHAT_MODEL}
+                    for name in (GUARDED_MODEL, STRICT_MODEL)
+                ]
+            },
             "vector_io": {"default_embedding_model": f"fake/{EMBEDDING_MODEL}"},
             "safety": {
                 "shields": [{"id": "rules", "provider_id": "rules"}],
                 "guardrails": [
-                    {"shield": "rules", "apply_to": "output", "models": [GUARDED_MODEL], "output_check_chars": 8}
+                    {"shield": "rules", "apply_to": "output", "models": [GUARDED_MODEL], "output_check_chars": 8},
+                    {"shield": "rules", "apply_to": "input", "models": [STRICT_MODEL]},
                 ],
             },
         },

@@ -20,7 +20,7 @@ from fake_openai import FakeOpenAI
 from lamina.hookspecs import hookimpl
 from lamina.plugins import make_plugin_manager
 from lamina.testing import serve
-from playground_config import GUARDED_MODEL, playground_config
+from playground_config import GUARDED_MODEL, STRICT_MODEL, playground_config
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -254,7 +254,7 @@ def test_the_conversation_survives_a_reload(driver: Any) -> None:
     assert by_id(driver, "chat-system").get_attribute("value") == "Be brief."
 
 
-def test_a_guardrail_cutting_the_stream_is_shown(driver: Any, fake_server: FakeOpenAI) -> None:
+def test_guardrails_cutting_a_stream_or_blocking_the_input_are_shown(driver: Any, fake_server: FakeOpenAI) -> None:
     fake_server.reset()
     from selenium.webdriver.support.ui import Select
 
@@ -265,6 +265,13 @@ def test_a_guardrail_cutting_the_stream_is_shown(driver: Any, fake_server: FakeO
     assert "content_filter" in notice
     assert "bob@example.org" not in answer.find_element("css selector", ".content").text
     shot(driver, "03-guardrail-cut")
+    Select(by_id(driver, "chat-model")).select_by_value(STRICT_MODEL)
+    send_message(driver, "my address is bob@example.org")
+    answer = wait_answer_done(driver)
+    notice = answer.find_element("css selector", ".notice.guardrail").text
+    assert "blocked by guardrail 'shield:rules'" in notice and "pii/email" in notice, notice
+    assert fake_server.hits("/v1/chat/completions")[-1]["body"]["model"] == "gpt-fake"  # only the cut stream's
+    assert len(fake_server.hits("/v1/chat/completions")) == 1
     Select(by_id(driver, "chat-model")).select_by_value("fake/gpt-fake")
 
 
@@ -371,10 +378,14 @@ def test_a_401_asks_for_the_key_again(driver: Any) -> None:
 def test_the_page_logged_no_errors_and_loaded_nothing_from_elsewhere(driver: Any, site: str) -> None:
     resources = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert resources and all(name.startswith(site + "/") for name in resources), resources
-    # The 401s the test provoked are logged by chromium as failed resources; anything else is a fault.
+    # Chromium logs the 401s and the guardrail's 400 the tests provoked as failed resources; anything else is a fault.
+    provoked = (
+        "status of 401",
+        "/v1/chat/completions - Failed to load resource: the server responded with a status of 400",
+    )
     errors = [
         entry["message"]
         for entry in driver.get_log("browser")
-        if entry["level"] == "SEVERE" and "status of 401" not in entry["message"]
+        if entry["level"] == "SEVERE" and not any(p in entry["message"] for p in provoked)
     ]
     assert errors == []
