@@ -6,6 +6,7 @@ the server's own `/v1` API like any client, with the API key the user gives it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from importlib.resources import files
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 if TYPE_CHECKING:
     from lamina.resolver import Stack
 
+log = logging.getLogger("lamina.playground")
 PREFIX = "/playground"
 STATIC = files("lamina_playground") / "static"
 # The page loads nothing but its own files and talks only to this server.
@@ -71,4 +73,5 @@ def mount_playground(app: ASGIApp) -> ASGIApp:
 
 @lamina.hookimpl
 def asgi_wrapper(stack: Stack) -> Callable[[ASGIApp], ASGIApp]:
+    log.info("playground at %s/ (lamina-playground)", PREFIX)
     return mount_playground

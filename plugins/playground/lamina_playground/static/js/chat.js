@@ -10,7 +10,13 @@ let running = null; // the AbortController of the request in flight
 function load() {
   try {
     const saved = JSON.parse(localStorage.getItem(STORAGE));
-    if (saved && Array.isArray(saved.messages)) return { messages: saved.messages, settings: saved.settings || {} };
+    if (saved && Array.isArray(saved.messages)) {
+      // An answer still streaming when the page went away never got its end: say so.
+      for (const m of saved.messages) {
+        if (m.role === "assistant" && !m.stats && !m.notice) m.notice = { kind: "stopped", text: "Interrupted by a reload." };
+      }
+      return { messages: saved.messages, settings: saved.settings || {} };
+    }
   } catch {
     // a broken entry starts a new conversation
   }
@@ -50,7 +56,8 @@ export async function loadModels() {
 }
 
 export function setStores(stores) {
-  fillSelect($("chat-store"), stores.map((s) => [s.id, s.name || s.id]), state.settings.store || $("chat-store").value);
+  const options = stores.length ? stores.map((s) => [s.id, s.name || s.id]) : [["", "none yet (Documents tab)"]];
+  fillSelect($("chat-store"), options, state.settings.store || $("chat-store").value);
 }
 
 function formatStats(stats) {
@@ -161,6 +168,9 @@ async function send(text) {
         text: r.content.map((c) => c.text).join("\n"),
       }));
       if (answer.sources.length) system = [system, sourcesPrompt(answer.sources)].filter(Boolean).join("\n\n");
+      else answer.notice = { kind: "info", text: "The search found nothing: answered without documents." };
+    } else if (settings.use_docs) {
+      answer.notice = { kind: "info", text: "No vector store chosen: answered without documents." };
     }
     const body = {
       model: settings.model,
