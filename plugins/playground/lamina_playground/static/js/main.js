@@ -68,4 +68,6 @@ $("inspect-refresh").addEventListener("click", () => show($("tab-inspect")));
 $("api-key-button").addEventListener("click", async () => {
   if (await askForKey("Set the key this page sends, or forget it.")) show(tabs.find((t) => t.ariaSelected === "true"));
 });
-show($(`tab-${location.hash.slice(1)}`) || tabs[0]);
+const tabOfHash = () => $(`tab-${location.hash.slice(1)}`);
+window.addEventListener("hashchange", () => tabOfHash() && show(tabOfHash())); // links like #documents
+show(tabOfHash() || tabs[0]);
