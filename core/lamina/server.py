@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lamina import __version__
-from lamina.config import ConfigError, RunConfig, redact
+from lamina.config import REDACTED, ConfigError, RunConfig, redact
 from lamina.errors import LaminaError, not_found
 from lamina.http import error_response, json_response, prefix_of, stack_of
 from lamina.openapi import openapi_document
@@ -67,6 +68,24 @@ async def inspect_routes(request: Request) -> Response:
         for api, r in request.app.state.route_owners
     ]
     return json_response({"object": "list", "data": routes})
+
+
+# The password of a URL's user info (`postgresql://user:PASSWORD@host/db`): a secret under a harmless key.
+URL_PASSWORD = re.compile(r"(?<=://)([^:/@\s]*):[^@/\s]+@")
+
+
+def redact_urls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: redact_urls(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_urls(item) for item in value]
+    return URL_PASSWORD.sub(rf"\1:{REDACTED}@", value) if isinstance(value, str) else value
+
+
+async def inspect_config(request: Request) -> Response:
+    """The run config the server was started with, after substitution, secrets masked."""
+    config = stack_of(request).config
+    return json_response({"source": config.source, "config": redact_urls(redact(config.model_dump(mode="json")))})
 
 
 async def openapi(request: Request) -> Response:
@@ -134,6 +153,7 @@ def routes_app(stack: Stack) -> Starlette:
         Route("/providers", list_providers),
         Route("/providers/{provider_id}", get_provider),
         Route("/inspect/routes", inspect_routes),
+        Route("/inspect/config", inspect_config),
         Route("/openapi.json", openapi),
     ]
     owners: list[tuple[str, BaseRoute]] = [("meta", r) for r in meta]
