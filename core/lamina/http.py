@@ -54,8 +54,9 @@ def error_response(exc: LaminaError) -> Response:
     return Response(dumps(exc.body()), status_code=exc.status, media_type="application/json")
 
 
-async def sse_response(events: AsyncIterator[Any]) -> Response:
-    """Stream events as `data: {json}` lines ending with `data: [DONE]`.
+async def sse_response(events: AsyncIterator[Any], *, named: bool = False) -> Response:
+    """Stream events as `data: {json}` lines ending with `data: [DONE]`; `named`: each preceded by an
+    `event: <its type>` line, as OpenAI's Responses streams are.
 
     The first event is awaited before the response starts, so a failure before the first byte still gets
     its proper status code instead of a 200 with an error inside the stream.
@@ -67,7 +68,7 @@ async def sse_response(events: AsyncIterator[Any]) -> Response:
     except BaseException:
         await _close(events)
         raise
-    return EventStream(first, events)
+    return EventStream(first, events, named=named)
 
 
 class EventStream(Response):
@@ -78,7 +79,7 @@ class EventStream(Response):
     and cancels the pump, which closes the event iterator and with it any upstream request.
     """
 
-    def __init__(self, first: Any, events: AsyncIterator[Any]) -> None:
+    def __init__(self, first: Any, events: AsyncIterator[Any], *, named: bool = False) -> None:
         # No super().__init__(): that would declare a Content-Length for an empty body.
         self.status_code = 200
         self.background = None
@@ -89,6 +90,7 @@ class EventStream(Response):
         ]
         self.first = first
         self.events = events
+        self.encode = _named_event if named else _event
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         pump = asyncio.current_task()
@@ -106,9 +108,9 @@ class EventStream(Response):
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             if self.first is not None:
-                await send({"type": "http.response.body", "body": _event(self.first), "more_body": True})
+                await send({"type": "http.response.body", "body": self.encode(self.first), "more_body": True})
                 async for event in self.events:
-                    await send({"type": "http.response.body", "body": _event(event), "more_body": True})
+                    await send({"type": "http.response.body", "body": self.encode(event), "more_body": True})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
         except asyncio.CancelledError:
             if not disconnected:
@@ -132,6 +134,11 @@ class EventStream(Response):
 
 def _event(event: Any) -> bytes:
     return b"data: " + dumps(event) + b"\n\n"
+
+
+def _named_event(event: Any) -> bytes:
+    kind = event.get("type") if isinstance(event, dict) else None
+    return (b"event: " + str(kind).encode() + b"\n" if kind else b"") + _event(event)
 
 
 async def _close(events: AsyncIterator[Any]) -> None:

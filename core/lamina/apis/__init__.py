@@ -13,9 +13,9 @@ from lamina.specs import ApiSpec, GuardrailSpec
 
 @hookimpl
 def register_apis() -> list[ApiSpec]:
-    from lamina.apis import files, inference, safety, vector_io
+    from lamina.apis import conversations, files, inference, responses, safety, vector_io
 
-    return [inference.API, files.API, vector_io.API, safety.API]
+    return [inference.API, files.API, vector_io.API, safety.API, conversations.API, responses.API]
 
 
 @hookimpl

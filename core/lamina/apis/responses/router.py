@@ -1,0 +1,392 @@
+"""The responses router: context (`previous_response_id`, `conversation`), storage, background jobs and the
+event stream around an orchestrator (the `responses` provider) that runs the model-and-tools loop.
+
+Stored responses live under `responses/<id>`. A streamed or background response is written `in_progress` before
+its first event and rewritten once at the end, so a crash never leaves one that looks finished; a conversation's
+new items (the response's input and output) are appended in one write, just before that final record. Every
+read, list and delete goes through `fetch`, the one place an access check belongs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from pydantic import BaseModel
+
+from lamina.apis.conversations.router import ConversationsRouter
+from lamina.apis.conversations.types import Item, ItemReference, ItemsQuery, new_id, normalize_item, page
+from lamina.apis.responses.provider import ResponsesProvider, Turn
+from lamina.apis.responses.types import CreateResponse, ListQuery, ResponsesConfig, StoredResponse
+from lamina.apis.vector_io.router import Lease, LeaseLost, Stopping
+from lamina.errors import LaminaError, bad_request, not_found
+from lamina.specs import RouterDeps
+from lamina.storage import Registry
+
+log = logging.getLogger("lamina")
+BACKGROUND = "responses.background"
+POLL_SECONDS = 1.0  # how soon a worker notices a background response another process queued
+TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+FINISHED = frozenset({"completed", "incomplete", "failed", "cancelled"})
+
+
+def initial_response(request: CreateResponse, response_id: str) -> dict[str, Any]:
+    """The response object before any output: OpenAI's fields, with the request's parameters echoed."""
+    conversation = request.conversation_id
+    tool_choice = request.tool_choice
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "in_progress",
+        "background": request.background,
+        "conversation": {"id": conversation} if conversation else None,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": request.instructions,
+        "max_output_tokens": request.max_output_tokens,
+        "max_tool_calls": request.max_tool_calls,
+        "metadata": request.metadata or {},
+        "model": request.model,
+        "output": [],
+        "parallel_tool_calls": request.parallel_tool_calls,
+        "previous_response_id": request.previous_response_id,
+        "prompt_cache_key": request.prompt_cache_key,
+        "reasoning": {"effort": None, "summary": None},
+        "safety_identifier": request.safety_identifier,
+        "service_tier": request.service_tier or "default",
+        "store": request.store,
+        "temperature": 1.0 if request.temperature is None else request.temperature,
+        "text": {"format": request.format.wire()},
+        "tool_choice": tool_choice.model_dump(exclude_none=True) if isinstance(tool_choice, BaseModel) else tool_choice,
+        "tools": [tool.model_dump(mode="json", exclude_none=True, by_alias=True) for tool in request.tools],
+        "top_logprobs": request.top_logprobs or 0,
+        "top_p": 1.0 if request.top_p is None else request.top_p,
+        "truncation": request.truncation,
+        "usage": None,
+        "user": request.user,
+    }
+
+
+def failed_response(response: dict[str, Any], exc: LaminaError) -> dict[str, Any]:
+    error = {"code": exc.code or exc.type, "message": exc.message}
+    return {**response, "status": "failed", "error": error}
+
+
+class ResponsesRouter:
+    def __init__(self, config: ResponsesConfig, providers: dict[str, ResponsesProvider], deps: RouterDeps) -> None:
+        self.config = config
+        self.providers = providers
+        self.conversations = deps.api(ConversationsRouter)
+        self.records = Registry(deps.storage.kv, "responses/", StoredResponse, key=lambda r: r.id)
+        self.jobs = deps.storage.jobs
+        self.running: dict[str, asyncio.Task[None]] = {}  # background responses this process is running
+        self.workers: list[asyncio.Task[None]] = []
+        self.wakeup = asyncio.Event()
+        self.stopping = False
+        self.worker_prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def start(self) -> None:
+        if not self.providers:
+            return  # nothing could run a background response; stored ones can still be read
+        self.workers = [
+            asyncio.create_task(self._work(f"{self.worker_prefix}:{i}"), name=f"responses worker {i}")
+            for i in range(self.config.background_workers)
+        ]
+
+    async def close(self) -> None:
+        self.stopping = True
+        for task in self.workers:
+            task.cancel()
+        await asyncio.gather(*self.workers, return_exceptions=True)
+
+    def provider(self) -> ResponsesProvider:
+        if self.config.provider_id is not None:
+            return self.providers[self.config.provider_id]
+        if not self.providers:
+            raise LaminaError(
+                "no responses provider is configured; add one under providers.responses (e.g. inline::responses "
+                "from the lamina-responses package)",
+                status=501,
+                type="not_implemented",
+                code="no_responses_provider",
+            )
+        return next(iter(self.providers.values()))
+
+    # -- stored responses
+
+    async def fetch(self, response_id: str, *, param: str = "response_id") -> StoredResponse:
+        """The stored response `response_id`, or a 404: every access to a stored response starts here."""
+        record = await self.records.get(response_id) if response_id else None
+        if record is None:
+            raise not_found(f"response '{response_id}' not found", param=param)
+        return record
+
+    async def retrieve(self, response_id: str) -> dict[str, Any]:
+        return (await self.fetch(response_id)).response
+
+    async def delete(self, response_id: str) -> dict[str, Any]:
+        record = await self.fetch(response_id)
+        if record.response.get("background") and record.response.get("status") not in FINISHED:
+            await self.cancel(record.id)
+        await self.records.delete(record.id)
+        return {"id": record.id, "object": "response.deleted", "deleted": True}
+
+    async def input_items(self, response_id: str, query: ItemsQuery) -> dict[str, Any]:
+        return page((await self.fetch(response_id)).input_items, query)
+
+    async def list(self, query: ListQuery) -> dict[str, Any]:
+        records = sorted(await self.records.list(), key=lambda r: r.order)
+        responses = [r.response for r in records if query.model is None or r.response.get("model") == query.model]
+        return page(responses, ItemsQuery(limit=query.limit, order=query.order, after=query.after))
+
+    async def history(self, record: StoredResponse) -> list[Item]:
+        """Everything the model saw and said up to and including `record`: the chain of previous responses'
+        inputs and outputs (their instructions excepted, as OpenAI does)."""
+        chain = [record]
+        while (previous := chain[-1].response.get("previous_response_id")) and len(chain) < self.config.max_chain:
+            earlier = await self.records.get(previous)
+            if earlier is None:
+                break  # deleted: the chain starts after it
+            chain.append(earlier)
+        if conversation := record.response.get("conversation"):
+            with contextlib.suppress(LaminaError):  # a deleted conversation leaves the response's own items
+                context = await self.conversations.items(conversation["id"])
+                return context
+        return [item for r in reversed(chain) for item in (*r.input_items, *_outputs(r.response))]
+
+    # -- creating
+
+    async def prepare(self, request: CreateResponse, response_id: str | None = None) -> tuple[Turn, list[Item]]:
+        """The turn to hand the orchestrator, and the normalised input items to store."""
+        if request.previous_response_id and request.conversation:
+            raise bad_request("give `previous_response_id` or `conversation`, not both", param="conversation")
+        context: list[Item] = []
+        if request.previous_response_id:
+            previous = await self.fetch(request.previous_response_id, param="previous_response_id")
+            context = await self.history(previous)
+        elif request.conversation_id is not None:
+            context = await self.conversations.items(request.conversation_id, param="conversation")
+        raw = request.input
+        if isinstance(raw, str):
+            items: list[Item] = [normalize_item_text(raw)] if raw else []
+        else:
+            items = []
+            known = {item.get("id"): item for item in context}
+            for index, item in enumerate(raw):
+                if isinstance(item, ItemReference):
+                    if item.id not in known:
+                        raise bad_request(f"input.{index}.id: no item '{item.id}' in the context", param="input")
+                    items.append(known[item.id])
+                else:
+                    items.append(normalize_item(item))
+        if not items and not context:
+            raise bad_request("`input` must not be empty", param="input")
+        _check_call_outputs(context, items)
+        response = initial_response(request, response_id or new_id("resp"))
+        return Turn(request=request, response=response, context=[*context, *items], stream=request.stream), items
+
+    async def create(self, request: CreateResponse) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+        """A response: its final object, or (`stream`) its events."""
+        if request.background:
+            return await self._queue(request)
+        provider = self.provider()
+        turn, items = await self.prepare(request)
+        events = await provider.respond(turn)
+        run = self._run(turn, items, events, announce=request.stream)
+        if request.stream:
+            return run
+        final: dict[str, Any] = turn.response
+        async with aclosing(run):
+            async for event in run:
+                if event["type"] in TERMINAL_EVENTS:
+                    final = event["response"]
+        return final
+
+    async def _run(
+        self,
+        turn: Turn,
+        items: list[Item],
+        events: AsyncIterator[dict[str, Any]],
+        *,
+        announce: bool,
+        lease: Lease | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Relay the orchestrator's events with sequence numbers; store the response (`announce`: in_progress
+        first, since the client learns its id before it ends) and append to its conversation."""
+        response, request = turn.response, turn.request
+        numbers = itertools.count()
+        stored = StoredResponse(id=response["id"], response=response, input_items=items)
+        if request.store and announce:
+            await self.records.put(stored)
+        finished = False
+        try:
+            yield {"type": "response.created", "response": {**response}, "sequence_number": next(numbers)}
+            yield {"type": "response.in_progress", "response": {**response}, "sequence_number": next(numbers)}
+            async with aclosing(events):  # type: ignore[type-var]
+                try:
+                    async for event in events:
+                        event["sequence_number"] = next(numbers)
+                        if event.get("type") in TERMINAL_EVENTS:
+                            await self._finish(turn, stored, items, event["response"], lease)
+                            finished = True
+                        yield event
+                except LaminaError as exc:
+                    if finished:
+                        raise
+                    log.warning("response %s failed: %s", response["id"], exc.message)
+                    failed = failed_response(response, exc)
+                    await self._finish(turn, stored, items, failed, lease)
+                    finished = True
+                    error = {"code": exc.code or exc.type, "message": exc.message, "param": exc.param}
+                    yield {"type": "error", **error, "sequence_number": next(numbers)}
+                    yield {"type": "response.failed", "response": failed, "sequence_number": next(numbers)}
+        finally:
+            if not finished and request.store and announce:
+                # The client left (or the server is stopping): the work stops, and the record says so.
+                cancelled = stored.model_copy(update={"response": {**response, "status": "cancelled"}})
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.records.put(cancelled))
+
+    async def _finish(
+        self,
+        turn: Turn,
+        stored: StoredResponse,
+        items: list[Item],
+        final: dict[str, Any],
+        lease: Lease | None,
+    ) -> None:
+        if lease is not None:
+            await lease.check()  # a cancelled background response writes nothing more
+        conversation = turn.request.conversation_id
+        if conversation is not None and final.get("status") != "failed":
+            await self.conversations.append(conversation, [*items, *_outputs(final)])
+        if turn.request.store:
+            await self.records.put(stored.model_copy(update={"response": final}))
+
+    # -- background responses
+
+    async def _queue(self, request: CreateResponse) -> dict[str, Any]:
+        if request.stream:
+            raise bad_request("a background response cannot be streamed here; poll it with GET", param="stream")
+        if not request.store:
+            raise bad_request("a background response must be stored (`store` true)", param="store")
+        self.provider()  # 501 now rather than a response queued forever
+        turn, items = await self.prepare(request)
+        response = {**turn.response, "status": "queued"}
+        record = StoredResponse(
+            id=response["id"], response=response, input_items=items, request=request.model_dump(mode="json")
+        )
+        await self.records.put(record)
+        await self.jobs.enqueue(BACKGROUND, record.id, {"response_id": record.id})
+        self.wakeup.set()
+        return response
+
+    async def cancel(self, response_id: str) -> dict[str, Any]:
+        record = await self.fetch(response_id)
+        if not record.response.get("background"):
+            raise bad_request("only background responses can be cancelled", param="response_id")
+        if record.response.get("status") in FINISHED:
+            return record.response
+        await self.jobs.cancel(BACKGROUND, record.id)
+        task = self.running.get(record.id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        cancelled = {**record.response, "status": "cancelled"}
+        await self.records.put(record.model_copy(update={"response": cancelled}))
+        return cancelled
+
+    async def _work(self, worker: str) -> None:
+        lease_seconds = self.config.background_lease_seconds
+        while not self.stopping:
+            self.wakeup.clear()
+            try:
+                job = await self.jobs.claim(BACKGROUND, worker, lease_seconds)
+            except Exception:
+                log.exception("claiming a background response failed")
+                job = None
+            if job is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), POLL_SECONDS)
+                continue
+            lease = Lease(self.jobs, job, worker, lease_seconds, lambda: self.stopping)
+            task = asyncio.create_task(self._background(job.key, lease))
+            self.running[job.key] = task
+            try:
+                await asyncio.shield(task)
+                await self.jobs.finish(job, worker)
+            except (LeaseLost, asyncio.CancelledError) as exc:
+                if not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                if isinstance(exc, asyncio.CancelledError) and self.stopping:
+                    await self.jobs.release(job, worker)  # resumed at once by the next server
+                    raise
+            except Stopping:
+                await self.jobs.release(job, worker)
+                return
+            except Exception:
+                log.exception("background response %s failed", job.key)
+                await self.jobs.finish(job, worker)
+            finally:
+                self.running.pop(job.key, None)
+                await lease.end()
+
+    async def _background(self, response_id: str, lease: Lease) -> None:
+        record = await self.records.get(response_id)
+        if record is None or record.request is None or record.response.get("status") in FINISHED:
+            return
+        request = CreateResponse.model_validate(record.request)
+        # Run from the start (again, after a crash): the response's output is rebuilt, never half kept.
+        response = {**record.response, "status": "in_progress", "output": [], "usage": None}
+        turn, _ = await self.prepare(request, response["id"])
+        turn.response = response
+        await lease.check()
+        await self.records.put(record.model_copy(update={"response": response}))
+        try:
+            events = await self.provider().respond(turn)
+        except LaminaError as exc:
+            await self._finish(turn, record, record.input_items, failed_response(response, exc), lease)
+            return
+        run = self._run(turn, record.input_items, events, announce=False, lease=lease)
+        async with aclosing(run):
+            async for _ in run:
+                pass
+
+
+def normalize_item_text(text: str) -> Item:
+    return {
+        "id": new_id("msg"),
+        "type": "message",
+        "role": "user",
+        "status": "completed",
+        "content": [{"type": "input_text", "text": text}],
+    }
+
+
+def _check_call_outputs(context: list[Item], items: list[Item]) -> None:
+    """A function call's output must answer a call the model made: an upstream would refuse it less clearly."""
+    calls = {item.get("call_id") for item in context if item.get("type") == "function_call"}
+    for index, item in enumerate(items):
+        if item.get("type") == "function_call":
+            calls.add(item.get("call_id"))
+        elif item.get("type") == "function_call_output" and item.get("call_id") not in calls:
+            raise bad_request(
+                f"input.{index}.call_id: no function call '{item.get('call_id')}' to answer in this response's "
+                "context (give `previous_response_id`, `conversation`, or the function_call item too)",
+                param=f"input.{index}.call_id",
+            )
+
+
+def _outputs(response: dict[str, Any]) -> list[Item]:
+    return [item for item in response.get("output") or [] if isinstance(item, dict)]
