@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import requests
 from pydantic import BaseModel, TypeAdapter
 
 
@@ -38,10 +38,10 @@ def stream_events(base_url: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     type."""
     events: list[dict[str, Any]] = []
     name: str | None = None
-    with httpx.stream("POST", f"{base_url}/responses", json={**body, "stream": True}, timeout=30) as response:
-        assert response.status_code == 200, response.read()
+    with requests.post(f"{base_url}/responses", json={**body, "stream": True}, timeout=30, stream=True) as response:
+        assert response.status_code == 200, response.text
         assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
+        for line in response.iter_lines(decode_unicode=True):
             if line.startswith("event: "):
                 name = line[len("event: ") :]
             elif line.startswith("data: "):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import requests
 import openai
 import pytest
 from openai import OpenAI
@@ -17,7 +17,7 @@ def test_conversation_crud(client: OpenAI, base_url: str) -> None:
         metadata={"topic": "demo"}, items=[{"type": "message", "role": "user", "content": "first"}]
     )
     assert conversation.metadata == {"topic": "demo"}
-    assert_lossless(Conversation, httpx.get(f"{base_url}/conversations/{conversation.id}", timeout=10).json())
+    assert_lossless(Conversation, requests.get(f"{base_url}/conversations/{conversation.id}", timeout=10).json())
     updated = client.conversations.update(conversation.id, metadata={"topic": "changed"})
     assert updated.metadata == {"topic": "changed"}
     assert client.conversations.retrieve(conversation.id).metadata == {"topic": "changed"}
@@ -30,7 +30,7 @@ def test_conversation_crud(client: OpenAI, base_url: str) -> None:
     items = client.conversations.items.list(conversation.id, order="asc")
     texts = [item.content[0].text for item in items.data]  # type: ignore[union-attr]
     assert texts == ["first", "second", "third"]
-    raw = httpx.get(f"{base_url}/conversations/{conversation.id}/items", timeout=10).json()
+    raw = requests.get(f"{base_url}/conversations/{conversation.id}/items", timeout=10).json()
     for item in raw["data"]:
         assert_lossless(ConversationItem, item)
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import requests
 import openai
 import pytest
 from openai import OpenAI
-from openai.types.responses import Response, ResponseInputItem, ResponseStreamEvent
+from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
 from responses_helpers import MODEL
 from responses_wire import assert_lossless, stream_events
 from scripted_upstream import ScriptedUpstream
@@ -23,11 +23,11 @@ WEATHER = {
 }
 
 
-def post(base_url: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{base_url}/responses", json=body, timeout=30)
+def post(base_url: str, body: dict[str, Any]) -> requests.Response:
+    return requests.post(f"{base_url}/responses", json=body, timeout=30)
 
 
-def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+def error_of(response: requests.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -49,7 +49,7 @@ def test_create_retrieve_and_delete(client: OpenAI, base_url: str, upstream: Scr
     ]
     assert sent["temperature"] == 0.5 and sent["top_p"] == 0.9 and not sent["stream"]
 
-    raw = httpx.get(f"{base_url}/responses/{response.id}", timeout=10).json()
+    raw = requests.get(f"{base_url}/responses/{response.id}", timeout=10).json()
     assert_lossless(Response, raw)
     assert client.responses.retrieve(response.id).output_text == response.output_text
 
@@ -174,9 +174,9 @@ def test_input_items_pagination(client: OpenAI, base_url: str) -> None:
     assert [item.role for item in rest.data] == ["assistant", "user"] and not rest.has_more
     newest = client.responses.input_items.list(response.id)  # desc by default
     assert newest.data[0].id == rest.data[-1].id
-    raw = httpx.get(f"{base_url}/responses/{response.id}/input_items", timeout=10).json()
+    raw = requests.get(f"{base_url}/responses/{response.id}/input_items", timeout=10).json()
     for item in raw["data"]:
-        assert_lossless(ResponseInputItem, {k: v for k, v in item.items()})
+        assert_lossless(ResponseItem, item)
 
 
 def test_list_responses(client: OpenAI) -> None:
@@ -241,12 +241,12 @@ def test_unknown_previous_response_is_404(base_url: str) -> None:
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"input": [{"type": "function_call", "name": "f"}]}, "input.0.function_call.call_id"),
-        ({"input": [{"role": "robot", "content": "x"}]}, "input.0.message.role"),
+        ({"input": [{"type": "function_call", "name": "f"}]}, "input.0.call_id"),
+        ({"input": [{"role": "robot", "content": "x"}]}, "input.0.role"),
         ({"input": [{"type": "function_call_output", "call_id": "nope", "output": "x"}]}, "input.0.call_id"),
         (
             {"tools": [{"type": "function", "name": "f", "parameters": {"type": "objekt"}}]},
-            "tools.0.function.parameters",
+            "tools.0.parameters",
         ),
         ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format"),
         ({"include": ["everything"]}, "include"),

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+import requests
 import yaml
 from lamina.testing import serve
 from openai import OpenAI
@@ -39,9 +39,9 @@ def lamina_process(run_yaml: Path, log: Path) -> Iterator[tuple[subprocess.Popen
         while True:
             assert process.poll() is None, log.read_text()[-3000:]
             try:
-                if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                if requests.get(f"{base_url}/health", timeout=1).status_code == 200:
                     break
-            except httpx.HTTPError:
+            except requests.RequestException:
                 pass
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
@@ -56,8 +56,8 @@ def test_client_leaving_mid_stream_cancels_the_work(client: OpenAI, base_url: st
     upstream.stream_delay = 0.3
     body = {"model": MODEL, "input": " ".join(f"w{i}" for i in range(40)), "stream": True}
     response_id = None
-    with httpx.stream("POST", f"{base_url}/responses", json=body, timeout=30) as response:
-        for line in response.iter_lines():
+    with requests.post(f"{base_url}/responses", json=body, timeout=30, stream=True) as response:
+        for line in response.iter_lines(decode_unicode=True):
             if '"response.output_text.delta"' in line:
                 break
             if '"response.created"' in line and line.startswith("data: "):

@@ -10,6 +10,7 @@ annotations at the end of the text).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -269,7 +270,7 @@ class Orchestrator:
             result = await self.call(turn, tools, messages, state, "auto")
         usage = {
             "input_tokens": state.usage["input_tokens"],
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": state.usage["output_tokens"],
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": state.usage["input_tokens"] + state.usage["output_tokens"],
@@ -279,7 +280,7 @@ class Orchestrator:
             final.update(status="incomplete", incomplete_details={"reason": incomplete})
             yield {"type": "response.incomplete", "response": final}
         else:
-            final["status"] = "completed"
+            final.update(status="completed", completed_at=int(time.time()))
             yield {"type": "response.completed", "response": final}
 
     async def run_tool(
@@ -437,7 +438,6 @@ def _finish_call(call: Call, state: State) -> list[dict[str, Any]]:
             "type": "response.function_call_arguments.done",
             "item_id": call.item_id,
             "output_index": call.output_index,
-            "name": call.name,
             "arguments": call.arguments,
         },
         {"type": "response.output_item.done", "output_index": call.output_index, "item": item},

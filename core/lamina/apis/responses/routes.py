@@ -5,11 +5,11 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lamina.apis.conversations.routes import query_of
+from lamina.apis.conversations.routes import parse_items_body, query_of
 from lamina.apis.conversations.types import ItemsQuery
 from lamina.apis.responses.router import ResponsesRouter
 from lamina.apis.responses.types import CreateResponse, ListQuery
-from lamina.http import json_response, parse_body, route, router_of, sse_response
+from lamina.http import json_response, route, router_of, sse_response
 
 
 def _responses(request: Request) -> ResponsesRouter:
@@ -18,7 +18,7 @@ def _responses(request: Request) -> ResponsesRouter:
 
 async def create_response(request: Request) -> Response:
     """Create a response (streamed as server-sent events when `stream` is true; queued when `background`)."""
-    body = await parse_body(request, CreateResponse)
+    body = await parse_items_body(request, CreateResponse)
     result = await _responses(request).create(body)
     return json_response(result) if isinstance(result, dict) else await sse_response(result, named=True)
 
