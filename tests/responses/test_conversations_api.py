@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import requests
 import openai
 import pytest
+import requests
 from openai import OpenAI
 from openai.types.conversations import Conversation, ConversationItem
 from responses_helpers import MODEL

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import requests
 import openai
 import pytest
+import requests
 from openai import OpenAI
 from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
 from responses_helpers import MODEL

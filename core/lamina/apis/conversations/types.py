@@ -12,9 +12,9 @@ import secrets
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from lamina.errors import not_found, validation_error
+from lamina.errors import not_found
 
 Item = dict[str, Any]
 
@@ -77,7 +77,7 @@ class FunctionCallOutputItem(_Item):
 
 class FileSearchCallItem(_Item):
     type: Literal["file_search_call"]
-    id: str  # type: ignore[assignment]  # required here: the call's own id
+    id: str  # required here: the call's own id
     queries: list[str]
     status: str
     results: list[dict[str, Any]] | None = None
@@ -202,18 +202,6 @@ class ConversationsConfig(BaseModel):
     """`apis.conversations` in the run config."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-def parse_items(raw: Any, param: str) -> list[BaseModel]:
-    """Validate a list of items that came outside a request model (a job's payload)."""
-    from pydantic import TypeAdapter
-
-    try:
-        return TypeAdapter(list[InputItem]).validate_python(raw)
-    except ValidationError as exc:
-        error = validation_error(exc)
-        error.param = f"{param}.{error.param}" if error.param else param
-        raise error from None
 
 
 def page(items: list[Item], query: ItemsQuery) -> dict[str, Any]:

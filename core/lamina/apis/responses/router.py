@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -144,7 +144,7 @@ class ResponsesRouter:
     async def input_items(self, response_id: str, query: ItemsQuery) -> dict[str, Any]:
         return page((await self.fetch(response_id)).input_items, query)
 
-    async def list(self, query: ListQuery) -> dict[str, Any]:
+    async def list_responses(self, query: ListQuery) -> dict[str, Any]:
         records = sorted(await self.records.list(), key=lambda r: r.order)
         responses = [r.response for r in records if query.model is None or r.response.get("model") == query.model]
         return page(responses, ItemsQuery(limit=query.limit, order=query.order, after=query.after))
@@ -220,7 +220,7 @@ class ResponsesRouter:
         *,
         announce: bool,
         lease: Lease | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Relay the orchestrator's events with sequence numbers; store the response (`announce`: in_progress
         first, since the client learns its id before it ends) and append to its conversation."""
         response, request = turn.response, turn.request

@@ -25,7 +25,7 @@ async def create_response(request: Request) -> Response:
 
 async def list_responses(request: Request) -> Response:
     """List stored responses (newest first by default; `after` cursor, `limit`, `model`)."""
-    return json_response(await _responses(request).list(query_of(request, ListQuery)))
+    return json_response(await _responses(request).list_responses(query_of(request, ListQuery)))
 
 
 async def get_response(request: Request) -> Response:
