@@ -3,6 +3,7 @@ reader of the server-sent events (to see the `event:` lines and the JSON exactly
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -10,12 +11,17 @@ import requests
 from pydantic import BaseModel, TypeAdapter
 
 
+@functools.cache
+def adapter(kind: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(kind)  # building one for the big unions (every stream event) takes a while: once
+
+
 def assert_lossless(kind: Any, raw: Any) -> Any:
     """Parse `raw` (JSON as sent) as the client's type `kind`; every field must be one the client knows (none
     left in `model_extra`, no union member picked for its leniency) and dumping it back must give `raw`."""
-    parsed = TypeAdapter(kind).validate_python(raw)
+    parsed = adapter(kind).validate_python(raw)
     _no_extras(parsed, "$")
-    dumped = TypeAdapter(kind).dump_python(parsed, mode="json", by_alias=True, exclude_unset=True)
+    dumped = adapter(kind).dump_python(parsed, mode="json", by_alias=True, exclude_unset=True)
     assert dumped == raw, f"the client's {kind} does not give back what was sent:\n{dumped}\n!=\n{raw}"
     return parsed
 

@@ -84,6 +84,7 @@ class ScriptedUpstream:
         self.stream_delay = 0.0
         self.hang_seconds = 0.0  # every chat request waits this long before answering
         self.fail_status = 0  # answer chat requests with this status when set
+        self.fail_from = 1  # ... from this chat request on (1: every one)
         self.disconnects = 0
         self.disconnected = threading.Event()
         self.chat_started = threading.Event()
@@ -151,7 +152,7 @@ class ScriptedUpstream:
         self.chat_started.set()
         if self.hang_seconds:
             await asyncio.sleep(self.hang_seconds)
-        if self.fail_status:
+        if self.fail_status and len(self.chats()) >= self.fail_from:
             error = {"message": "scripted failure", "type": "server_error", "param": None, "code": None}
             return web.json_response({"error": error}, status=self.fail_status)
         name, arguments, text = plan(body)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import requests
 from openai import OpenAI
-from openai.types.responses import ResponseStreamEvent
+from openai.types.responses import Response, ResponseStreamEvent
 from responses_helpers import MODEL
 from responses_wire import assert_lossless, stream_events
 from scripted_upstream import ScriptedUpstream
@@ -32,7 +33,7 @@ def store(base_url: str) -> Any:
 
 
 def test_file_search_results_reach_the_model_and_are_cited(
-    client: OpenAI, upstream: ScriptedUpstream, store: Any
+    client: OpenAI, base_url: str, upstream: ScriptedUpstream, store: Any
 ) -> None:
     response = client.responses.create(
         model=MODEL,
@@ -52,6 +53,7 @@ def test_file_search_results_reach_the_model_and_are_cited(
     [citation] = message.content[0].annotations  # type: ignore[union-attr]
     assert citation.type == "file_citation" and citation.filename == "france.txt"
     assert citation.file_id == search.results[0].file_id and citation.index == len(text)
+    assert_lossless(Response, requests.get(f"{base_url}/responses/{response.id}", timeout=10).json())
     tool_message = upstream.chats()[-1]["messages"][-1]
     assert tool_message["role"] == "tool" and "france.txt" in tool_message["content"]
 
@@ -124,3 +126,24 @@ def test_unknown_vector_store_is_404(client: OpenAI) -> None:
             model=MODEL, input="x", tools=[{"type": "file_search", "vector_store_ids": ["vs_missing"]}]
         )
     assert caught.value.body["param"] == "tools.0.vector_store_ids"  # type: ignore[index]
+
+
+def test_upstream_failing_mid_loop(client: OpenAI, base_url: str, upstream: ScriptedUpstream, store: Any) -> None:
+    """The model's provider fails on the call after the search: not streamed, the client gets the provider's
+    error; streamed, an `error` event and `response.failed`, and the stored response says failed."""
+    upstream.fail_status, upstream.fail_from = 503, 2
+    body = {
+        "model": MODEL,
+        "input": "capital of France",
+        "tools": [{"type": "file_search", "vector_store_ids": [store.id]}],
+    }
+    answer = requests.post(f"{base_url}/responses", json=body, timeout=30)
+    assert answer.status_code == 502 and "'up'" in answer.json()["error"]["message"], answer.text
+    upstream.requests.clear()
+    events = stream_events(base_url, body)
+    for event in events:
+        assert_lossless(ResponseStreamEvent, event)
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed" and "'up'" in failed["error"]["message"]
+    assert client.responses.retrieve(failed["id"]).status == "failed"

@@ -78,7 +78,9 @@ def initial_response(request: CreateResponse, response_id: str) -> dict[str, Any
 
 
 def failed_response(response: dict[str, Any], exc: LaminaError) -> dict[str, Any]:
-    error = {"code": exc.code or exc.type, "message": exc.message}
+    # A failed response's `error.code` is one of OpenAI's few codes; the message keeps our detail.
+    code = "rate_limit_exceeded" if exc.status == 429 else "server_error" if exc.status >= 500 else "invalid_prompt"
+    error = {"code": code, "message": exc.message}
     return {**response, "status": "failed", "error": error}
 
 
@@ -237,7 +239,7 @@ class ResponsesRouter:
                     async for event in events:
                         event["sequence_number"] = next(numbers)
                         if event.get("type") in TERMINAL_EVENTS:
-                            await self._finish(turn, stored, items, event["response"], lease)
+                            await self._finish(turn, stored, items, event["response"], lease, announce)
                             finished = True
                         yield event
                 except LaminaError as exc:
@@ -245,8 +247,10 @@ class ResponsesRouter:
                         raise
                     log.warning("response %s failed: %s", response["id"], exc.message)
                     failed = failed_response(response, exc)
-                    await self._finish(turn, stored, items, failed, lease)
+                    await self._finish(turn, stored, items, failed, lease, announce)
                     finished = True
+                    if not announce and lease is None:
+                        raise  # not streamed: the client gets the error itself (a 502 naming the provider, ...)
                     error = {"code": exc.code or exc.type, "message": exc.message, "param": exc.param}
                     yield {"type": "error", **error, "sequence_number": next(numbers)}
                     yield {"type": "response.failed", "response": failed, "sequence_number": next(numbers)}
@@ -264,9 +268,12 @@ class ResponsesRouter:
         items: list[Item],
         final: dict[str, Any],
         lease: Lease | None,
+        announced: bool = False,
     ) -> None:
         if lease is not None:
             await lease.check()  # a cancelled background response writes nothing more
+        if announced and turn.request.store and await self.records.get(stored.id) is None:
+            return  # deleted while it streamed: it stays deleted
         conversation = turn.request.conversation_id
         if conversation is not None and final.get("status") != "failed":
             await self.conversations.append(conversation, [*items, *_outputs(final)])
