@@ -147,3 +147,18 @@ def test_upstream_failing_mid_loop(client: OpenAI, base_url: str, upstream: Scri
     failed = events[-1]["response"]
     assert failed["status"] == "failed" and "'up'" in failed["error"]["message"]
     assert client.responses.retrieve(failed["id"]).status == "failed"
+
+
+def test_forced_file_search_searches_without_asking_the_model(
+    client: OpenAI, upstream: ScriptedUpstream, store: Any
+) -> None:
+    response = client.responses.create(
+        model=MODEL,
+        input="yellow fruit",
+        tools=[{"type": "file_search", "vector_store_ids": [store.id]}],
+        tool_choice={"type": "file_search"},
+    )
+    assert [item.type for item in response.output] == ["file_search_call", "message"]
+    assert response.output[0].queries == ["yellow fruit"]  # type: ignore[union-attr]
+    [only] = upstream.chats()  # one model call: the answer
+    assert only["messages"][-1]["role"] == "tool" and "Bananas" in only["messages"][-1]["content"]

@@ -96,7 +96,9 @@ class Orchestrator:
         tools = await self.check_tools(turn.request)
         messages = to_messages(turn.request.instructions, turn.context)
         state = State()
-        first = await self.call(turn, tools, messages, state, turn.request.tool_choice)
+        first = _forced_search(turn) if tools.file_search is not None else None
+        if first is None:
+            first = await self.call(turn, tools, messages, state, turn.request.tool_choice)
         return self.loop(turn, tools, messages, state, first)
 
     async def check_tools(self, request: CreateResponse) -> Tools:
@@ -464,6 +466,23 @@ async def _chunks(result: dict[str, Any] | AsyncIterator[dict[str, Any]]) -> Asy
         delta = {"content": reply.get("content"), "tool_calls": calls}
         choices.append({"index": choice.get("index", 0), "delta": delta, "finish_reason": choice.get("finish_reason")})
     yield {"choices": choices, "usage": result.get("usage")}
+
+
+def _forced_search(turn: Turn) -> dict[str, Any] | None:
+    """With `tool_choice` naming file_search the search is certain, and its query is the user's last message:
+    run it without asking the model first (a call saved, and small models that ignore a forced tool still
+    search)."""
+    choice = turn.request.tool_choice
+    if not (isinstance(choice, NamedTool) and choice.type == FILE_SEARCH):
+        return None
+    users = [item for item in turn.context if item.get("type") == "message" and item.get("role") == "user"]
+    query = _text_of(users[-1].get("content")).strip() if users else ""
+    if not query:
+        return None
+    arguments = json.dumps({"queries": [query]})
+    call = {"id": new_id("call"), "type": "function", "function": {"name": FILE_SEARCH, "arguments": arguments}}
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    return {"choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}], "usage": None}
 
 
 def _chat_tool_choice(choice: str | NamedTool) -> Any:
