@@ -53,3 +53,16 @@ async def test_agent_with_hosted_file_search(base_url: str, upstream: ScriptedUp
     assert "06:12" in result.final_output
     kinds = [item.type for item in result.new_items]
     assert "tool_call_item" in kinds and kinds[-1] == "message_output_item"
+
+
+async def test_streamed_agent_run(base_url: str, upstream: ScriptedUpstream) -> None:
+    @agents.function_tool
+    def lookup(term: str) -> str:
+        """Look a term up."""
+        return f"{term} means hello"
+
+    agent = agents.Agent(name="streamer", instructions="look up", model=model_for(base_url), tools=[lookup])
+    run = agents.Runner.run_streamed(agent, "ciao")
+    kinds = [event.type async for event in run.stream_events()]
+    assert "raw_response_event" in kinds and "run_item_stream_event" in kinds
+    assert run.final_output == "echo: ciao | system: look up | tools: ciao means hello"

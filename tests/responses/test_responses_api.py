@@ -272,3 +272,23 @@ def test_upstream_failure_names_the_provider(base_url: str, upstream: ScriptedUp
     response = post(base_url, {"model": MODEL, "input": "x"})
     assert response.status_code in (502, 503), response.text
     assert "'up'" in response.json()["error"]["message"]
+
+
+def test_item_reference_reuses_an_earlier_item(client: OpenAI, upstream: ScriptedUpstream) -> None:
+    first = client.responses.create(model=MODEL, input="remember this")
+    earlier = client.responses.input_items.list(first.id).data[0]
+    client.responses.create(
+        model=MODEL,
+        previous_response_id=first.id,
+        input=[{"type": "item_reference", "id": earlier.id}, {"role": "user", "content": "and this"}],
+    )
+    contents = [m["content"] for m in upstream.chats()[-1]["messages"]]
+    assert contents == ["remember this", "echo: remember this", "remember this", "and this"]
+    error = error_of(
+        post(
+            client.base_url.__str__().rstrip("/"),
+            {"model": MODEL, "input": [{"type": "item_reference", "id": "msg_x"}]},
+        ),
+        400,
+    )
+    assert error["param"] == "input.0.id"
