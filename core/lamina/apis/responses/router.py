@@ -187,7 +187,9 @@ class ResponsesRouter:
             for index, item in enumerate(raw):
                 if isinstance(item, ItemReference):
                     if item.id not in known:
-                        raise bad_request(f"input.{index}.id: no item '{item.id}' in the context", param=f"input.{index}.id")
+                        raise bad_request(
+                            f"input.{index}.id: no item '{item.id}' in the context", param=f"input.{index}.id"
+                        )
                     items.append(known[item.id])
                 else:
                     items.append(normalize_item(item))
