@@ -40,10 +40,15 @@ class ConversationsRouter:
         self.conversations = Registry(kv, "conversations/", Conversation, key=lambda c: c.id)
         self.batches = Registry(kv, ITEMS_PREFIX, ItemBatch, key=lambda b: f"{b.conversation_id}/{b.key}")
 
+    def allowed(self, conversation: Conversation) -> bool:
+        """Whether this request may see `conversation`: the one access check (auth decides it from `owner`)."""
+        return True
+
     async def fetch(self, conversation_id: str, *, param: str = "conversation_id") -> Conversation:
-        """The conversation `conversation_id`, or a 404: every access to a conversation starts here."""
+        """The conversation `conversation_id`, or a 404: every access to a conversation (and its items) starts
+        here."""
         conversation = await self.conversations.get(conversation_id) if conversation_id else None
-        if conversation is None:
+        if conversation is None or not self.allowed(conversation):
             raise not_found(f"conversation '{conversation_id}' not found", param=param)
         return conversation
 

@@ -126,10 +126,15 @@ class ResponsesRouter:
 
     # -- stored responses
 
+    def allowed(self, record: StoredResponse) -> bool:
+        """Whether this request may see `record`: the one access check, used by `fetch` and by listings (auth
+        decides it from `record.owner`; without auth, everything is visible)."""
+        return True
+
     async def fetch(self, response_id: str, *, param: str = "response_id") -> StoredResponse:
         """The stored response `response_id`, or a 404: every access to a stored response starts here."""
         record = await self.records.get(response_id) if response_id else None
-        if record is None:
+        if record is None or not self.allowed(record):
             raise not_found(f"response '{response_id}' not found", param=param)
         return record
 
@@ -147,7 +152,7 @@ class ResponsesRouter:
         return page((await self.fetch(response_id)).input_items, query)
 
     async def list_responses(self, query: ListQuery) -> dict[str, Any]:
-        records = sorted(await self.records.list(), key=lambda r: r.order)
+        records = sorted((r for r in await self.records.list() if self.allowed(r)), key=lambda r: r.order)
         responses = [r.response for r in records if query.model is None or r.response.get("model") == query.model]
         return page(responses, ItemsQuery(limit=query.limit, order=query.order, after=query.after))
 
