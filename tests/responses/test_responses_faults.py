@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import requests
 import yaml
 from lamina.testing import serve
@@ -119,3 +120,26 @@ def test_everything_stored_survives_a_restart(upstream: ScriptedUpstream, tmp_pa
         follow = client.responses.create(model=MODEL, input="again", previous_response_id=first.id)
         assert follow.output_text == "echo: again"
         assert [m["content"] for m in upstream.chats()[-1]["messages"]] == ["remember", "echo: remember", "again"]
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_background_response_runs_it_again(upstream: ScriptedUpstream, tmp_path: Path) -> None:
+    config = responses_config(upstream, responses={"background_lease_seconds": 1})
+    config["storage"] = {"dir": str(tmp_path / "data")}
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(yaml.safe_dump({"version": 1, **config}))
+    log = tmp_path / "lamina.log"
+    upstream.hang_seconds = 30
+    with lamina_process(run_yaml, log) as (process, url):
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+        queued = client.responses.create(model=MODEL, input="outlive a crash", background=True)
+        assert upstream.chat_started.wait(15)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    upstream.hang_seconds = 0
+    with lamina_process(run_yaml, log) as (_, url):
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+        deadline = time.monotonic() + 30
+        while (done := client.responses.retrieve(queued.id)).status != "completed" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert done.status == "completed" and done.output_text == "echo: outlive a crash"

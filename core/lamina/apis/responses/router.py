@@ -300,8 +300,10 @@ class ResponsesRouter:
         record = StoredResponse(
             id=response["id"], response=response, input_items=items, request=request.model_dump(mode="json")
         )
+        # The job first, carrying the record: a crash between the two writes leaves a job that writes the record
+        # itself, never a record `queued` forever.
+        await self.jobs.enqueue(BACKGROUND, record.id, {"record": record.model_dump(mode="json")})
         await self.records.put(record)
-        await self.jobs.enqueue(BACKGROUND, record.id, {"response_id": record.id})
         self.wakeup.set()
         return response
 
@@ -334,7 +336,7 @@ class ResponsesRouter:
                     await asyncio.wait_for(self.wakeup.wait(), POLL_SECONDS)
                 continue
             lease = Lease(self.jobs, job, worker, lease_seconds, lambda: self.stopping)
-            task = asyncio.create_task(self._background(job.key, lease))
+            task = asyncio.create_task(self._background(job.key, job.payload.get("record"), lease))
             self.running[job.key] = task
             try:
                 await asyncio.shield(task)
@@ -356,8 +358,10 @@ class ResponsesRouter:
                 self.running.pop(job.key, None)
                 await lease.end()
 
-    async def _background(self, response_id: str, lease: Lease) -> None:
+    async def _background(self, response_id: str, queued: dict[str, Any] | None, lease: Lease) -> None:
         record = await self.records.get(response_id)
+        if record is None and queued is not None:
+            record = StoredResponse.model_validate(queued)  # its server died before writing it
         if record is None or record.request is None or record.response.get("status") in FINISHED:
             return
         request = CreateResponse.model_validate(record.request)
