@@ -249,15 +249,18 @@ class ResponsesRouter:
                             await self._finish(turn, stored, items, event["response"], lease, announce)
                             finished = True
                         yield event
-                except LaminaError as exc:
+                except (LeaseLost, Stopping):
+                    raise  # a background response cancelled, taken over or stopping: nothing more to write
+                except Exception as caught:
                     if finished:
                         raise
+                    exc = caught if isinstance(caught, LaminaError) else _internal(caught)
                     log.warning("response %s failed: %s", response["id"], exc.message)
                     failed = failed_response(response, exc)
                     await self._finish(turn, stored, items, failed, lease, announce)
                     finished = True
                     if not announce and lease is None:
-                        raise  # not streamed: the client gets the error itself (a 502 naming the provider, ...)
+                        raise exc from None  # not streamed: the client gets the error (a 502 naming the provider)
                     error = {"code": exc.code or exc.type, "message": exc.message, "param": exc.param}
                     yield {"type": "error", **error, "sequence_number": next(numbers)}
                     yield {"type": "response.failed", "response": failed, "sequence_number": next(numbers)}
@@ -367,19 +370,26 @@ class ResponsesRouter:
         request = CreateResponse.model_validate(record.request)
         # Run from the start (again, after a crash): the response's output is rebuilt, never half kept.
         response = {**record.response, "status": "in_progress", "output": [], "usage": None}
-        turn, _ = await self.prepare(request, response["id"])
-        turn.response = response
         await lease.check()
         await self.records.put(record.model_copy(update={"response": response}))
         try:
+            # Again: its previous response or conversation may be gone since it was queued.
+            turn, _ = await self.prepare(request, response["id"])
+            turn.response = response
             events = await self.provider().respond(turn)
         except LaminaError as exc:
-            await self._finish(turn, record, record.input_items, failed_response(response, exc), lease)
+            await lease.check()
+            await self.records.put(record.model_copy(update={"response": failed_response(response, exc)}))
             return
         run = self._run(turn, record.input_items, events, announce=False, lease=lease)
         async with aclosing(run):
             async for _ in run:
                 pass
+
+
+def _internal(exc: Exception) -> LaminaError:
+    log.error("response failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+    return LaminaError("internal error while running the response", status=500, type="server_error")
 
 
 def normalize_item_text(text: str) -> Item:
