@@ -292,3 +292,17 @@ def test_item_reference_reuses_an_earlier_item(client: OpenAI, upstream: Scripte
         400,
     )
     assert error["param"] == "input.0.id"
+
+
+async def test_library_client_responses(upstream: ScriptedUpstream, tmp_path: Any) -> None:
+    from lamina.client import LibraryClient
+    from responses_helpers import responses_config
+
+    config = {**responses_config(upstream), "storage": {"dir": str(tmp_path)}}
+    async with LibraryClient(config) as library:
+        answer = await library.responses.create(model=MODEL, input="in process")
+        assert isinstance(answer, dict) and answer["output"][0]["content"][0]["text"] == "echo: in process"
+        assert (await library.responses.retrieve(answer["id"]))["status"] == "completed"
+        events = [event["type"] async for event in await library.responses.create(model=MODEL, input="s", stream=True)]
+        assert events[0] == "response.created" and events[-1] == "response.completed"
+        await library.responses.delete(answer["id"])
