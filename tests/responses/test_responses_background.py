@@ -61,3 +61,40 @@ def test_background_response_resumes_after_a_restart(upstream: ScriptedUpstream,
         client = OpenAI(base_url=url, api_key="unused", max_retries=0)
         done = poll(client, queued.id)
         assert done.status == "completed" and done.output_text == "echo: survive a restart"
+
+
+def test_streamed_background_response(client: OpenAI, base_url: str, upstream: ScriptedUpstream) -> None:
+    from openai.types.responses import ResponseStreamEvent
+    from responses_wire import assert_lossless, stream_events
+
+    weather = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    events = stream_events(base_url, {"model": MODEL, "input": "stream it later", "background": True})
+    for event in events:
+        assert_lossless(ResponseStreamEvent, event)
+    kinds = [e["type"] for e in events]
+    assert kinds[:2] == ["response.created", "response.queued"] and kinds[-1] == "response.completed"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert text == "echo: stream it later" == events[-1]["response"]["output"][0]["content"][0]["text"]
+
+    with client.responses.stream(model=MODEL, input="w", tools=[weather], background=True) as stream:
+        final = stream.get_final_response()
+    assert final.output[0].type == "function_call"
+
+
+def test_leaving_a_streamed_background_response_does_not_stop_it(
+    client: OpenAI, base_url: str, upstream: ScriptedUpstream
+) -> None:
+    import json
+
+    import requests
+
+    upstream.hang_seconds = 1
+    body = {"model": MODEL, "input": "keep going", "background": True, "stream": True}
+    with requests.post(f"{base_url}/responses", json=body, timeout=30, stream=True) as response:
+        for line in response.iter_lines(decode_unicode=True):
+            if line.startswith("data: "):
+                response_id = json.loads(line[6:])["response"]["id"]
+                break
+    done = poll(client, response_id)
+    assert done.status == "completed" and done.output_text == "echo: keep going"

@@ -35,6 +35,7 @@ from lamina.storage import Registry
 log = logging.getLogger("lamina")
 BACKGROUND = "responses.background"
 POLL_SECONDS = 1.0  # how soon a worker notices a background response another process queued
+FOLLOW_SECONDS = 0.05  # how often a streamed background response's record is read for news
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 FINISHED = frozenset({"completed", "incomplete", "failed", "cancelled"})
 
@@ -207,7 +208,8 @@ class ResponsesRouter:
     async def create(self, request: CreateResponse) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
         """A response: its final object, or (`stream`) its events."""
         if request.background:
-            return await self._queue(request)
+            queued = await self._queue(request)
+            return self._follow(queued) if request.stream else queued
         provider = self.provider()
         turn, items = await self.prepare(request)
         events = await provider.respond(turn)
@@ -293,8 +295,6 @@ class ResponsesRouter:
     # -- background responses
 
     async def _queue(self, request: CreateResponse) -> dict[str, Any]:
-        if request.stream:
-            raise bad_request("a background response cannot be streamed here; poll it with GET", param="stream")
         if not request.store:
             raise bad_request("a background response must be stored (`store` true)", param="store")
         self.provider()  # 501 now rather than a response queued forever
@@ -309,6 +309,25 @@ class ResponsesRouter:
         await self.records.put(record)
         self.wakeup.set()
         return response
+
+    async def _follow(self, queued: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """A streamed background response: its events as the stored record moves (the job may run in any process
+        sharing the storage); leaving stops the following, not the response."""
+        numbers = itertools.count()
+        yield {"type": "response.created", "response": queued, "sequence_number": next(numbers)}
+        yield {"type": "response.queued", "response": queued, "sequence_number": next(numbers)}
+        status = "queued"
+        while True:
+            record = await self.records.get(queued["id"])
+            response = record.response if record is not None else {**queued, "status": "cancelled"}
+            if response["status"] == "in_progress" and status == "queued":
+                yield {"type": "response.in_progress", "response": response, "sequence_number": next(numbers)}
+            status = response["status"]
+            if status in FINISHED:
+                break
+            await asyncio.sleep(FOLLOW_SECONDS)
+        for event in replay(response):
+            yield {**event, "sequence_number": next(numbers)}
 
     async def cancel(self, response_id: str) -> dict[str, Any]:
         record = await self.fetch(response_id)
@@ -385,6 +404,60 @@ class ResponsesRouter:
         async with aclosing(run):
             async for _ in run:
                 pass
+
+
+def replay(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events (without sequence numbers) that stream a finished response's output, then its end: what a client
+    following a background response receives once it is done."""
+    events: list[dict[str, Any]] = []
+    for index, item in enumerate(_outputs(response)):
+        kind, item_id = item.get("type"), item.get("id", "")
+        where = {"item_id": item_id, "output_index": index}
+        if kind == "message":
+            events.append(
+                {"type": "response.output_item.added", "output_index": index, "item": {**item, "content": []}}
+            )
+            for content_index, part in enumerate(item.get("content") or []):
+                at = {**where, "content_index": content_index}
+                text = part.get("text", "")
+                empty = {**part, "text": "", "annotations": []}
+                events.append({"type": "response.content_part.added", **at, "part": empty})
+                events.append({"type": "response.output_text.delta", **at, "delta": text, "logprobs": []})
+                for n, annotation in enumerate(part.get("annotations") or []):
+                    events.append(
+                        {
+                            "type": "response.output_text.annotation.added",
+                            **at,
+                            "annotation": annotation,
+                            "annotation_index": n,
+                        }
+                    )
+                events.append({"type": "response.output_text.done", **at, "text": text, "logprobs": []})
+                events.append({"type": "response.content_part.done", **at, "part": part})
+        elif kind == "function_call":
+            events.append(
+                {
+                    "type": "response.output_item.added",
+                    "output_index": index,
+                    "item": {**item, "arguments": "", "status": "in_progress"},
+                }
+            )
+            arguments = item.get("arguments", "")
+            events.append({"type": "response.function_call_arguments.delta", **where, "delta": arguments})
+            events.append({"type": "response.function_call_arguments.done", **where, "arguments": arguments})
+        else:
+            events.append({"type": "response.output_item.added", "output_index": index, "item": item})
+            if kind == "file_search_call":
+                for step in ("in_progress", "searching", "completed"):
+                    events.append({"type": f"response.file_search_call.{step}", **where})
+        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+    status = response.get("status")
+    if status == "failed":
+        error = response.get("error") or {}
+        events.append({"type": "error", "code": error.get("code"), "message": error.get("message", ""), "param": None})
+    terminal = {"completed": "response.completed", "incomplete": "response.incomplete", "failed": "response.failed"}
+    events.append({"type": terminal.get(status or "", "response.failed"), "response": response})
+    return events
 
 
 def _internal(exc: Exception) -> LaminaError:
