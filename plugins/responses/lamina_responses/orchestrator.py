@@ -56,6 +56,10 @@ class Tools:
         ]
         return [*tools, FILE_SEARCH_FUNCTION] if self.file_search else tools
 
+    def runs_here(self, name: str) -> bool:
+        """Whether a call of this tool runs on the server (`run_tool`) rather than in the client."""
+        return name == FILE_SEARCH and self.file_search is not None
+
 
 @dataclass
 class Call:
@@ -211,7 +215,7 @@ class Orchestrator:
                             call.name += function.get("name") or ""
                             arguments = function.get("arguments") or ""
                             call.arguments += arguments
-                            if call.output_index < 0 and call.name and call.name != FILE_SEARCH:
+                            if call.output_index < 0 and call.name and not tools.runs_here(call.name):
                                 if message is not None:
                                     for event in self._close_message(message, state):
                                         yield event
@@ -229,8 +233,8 @@ class Orchestrator:
             if message is not None:
                 for event in self._close_message(message, state):
                     yield event
-            client_calls = [c for c in calls.values() if c.name != FILE_SEARCH]
-            server_calls = [c for c in calls.values() if c.name == FILE_SEARCH]
+            client_calls = [c for c in calls.values() if not tools.runs_here(c.name)]
+            server_calls = [c for c in calls.values() if tools.runs_here(c.name)]
             for call in client_calls:
                 if call.output_index < 0:
                     for event in _announce(call, state):
