@@ -213,7 +213,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--chunks", type=int, default=10000)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="100 requests (as `nox -s bench -- --quick` asks)")
+    args, _ = parser.parse_known_args()  # `nox -s bench -- ...` hands every script the same arguments
+    if args.quick:
+        args.requests = 100
     up_port, port = free_port(), free_port()
     import yaml
 
