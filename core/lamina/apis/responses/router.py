@@ -160,16 +160,15 @@ class ResponsesRouter:
     async def history(self, record: StoredResponse) -> list[Item]:
         """Everything the model saw and said up to and including `record`: the chain of previous responses'
         inputs and outputs (their instructions excepted, as OpenAI does)."""
+        if conversation := record.response.get("conversation"):
+            with contextlib.suppress(LaminaError):  # a deleted conversation leaves the response's own items
+                return await self.conversations.items(conversation["id"])
         chain = [record]
         while (previous := chain[-1].response.get("previous_response_id")) and len(chain) < self.config.max_chain:
             earlier = await self.records.get(previous)
             if earlier is None:
                 break  # deleted: the chain starts after it
             chain.append(earlier)
-        if conversation := record.response.get("conversation"):
-            with contextlib.suppress(LaminaError):  # a deleted conversation leaves the response's own items
-                context = await self.conversations.items(conversation["id"])
-                return context
         return [item for r in reversed(chain) for item in (*r.input_items, *_outputs(r.response))]
 
     # -- creating
