@@ -27,10 +27,10 @@ from lamina.apis.conversations.router import ConversationsRouter
 from lamina.apis.conversations.types import Item, ItemReference, ItemsQuery, new_id, normalize_item, page
 from lamina.apis.responses.provider import ResponsesProvider, Turn
 from lamina.apis.responses.types import CreateResponse, ListQuery, ResponsesConfig, StoredResponse
-from lamina.apis.vector_io.router import Lease, LeaseLost, Stopping
 from lamina.errors import LaminaError, bad_request, not_found
 from lamina.specs import RouterDeps
 from lamina.storage import Registry
+from lamina.storage.lease import Lease, LeaseLost, Stopping
 
 log = logging.getLogger("lamina")
 BACKGROUND = "responses.background"
