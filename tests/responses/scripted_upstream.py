@@ -3,7 +3,7 @@ tests/e2e/fake_openai.py: a real aiohttp server in a thread of its own).
 
 It behaves like a model that uses tools: when a request carries tools and no tool output has come back since the
 last user message, it calls a tool (the one `tool_choice` names, else `file_search` when offered, else the first
-function) with arguments built from the user's message; otherwise it answers in text built from what it
+function) with arguments built from the user's message (the message itself when it is a JSON object); otherwise it answers in text built from what it
 received — the last user message and every tool output after it — so a test can prove tool outputs reached the
 model. A user message containing `loop` makes it call tools forever (for `max_tool_calls`). Embeddings are
 bags of hashed words, so a query finds the chunks that share its words. `python scripted_upstream.py PORT`
@@ -62,6 +62,12 @@ def plan(body: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None, str]:
         parameters = next((t["function"].get("parameters") or {} for t in tools if t["function"]["name"] == name), {})
         fields = list((parameters.get("properties") or {}).keys()) or ["question"]
         arguments = {"queries": [user]} if name == "file_search" else dict.fromkeys(fields, user)
+        try:  # a user message that is a JSON object is taken as the arguments, as they are
+            given = json.loads(user)
+        except ValueError:
+            given = None
+        if isinstance(given, dict) and name != "file_search":
+            arguments = given
         return name, arguments, ""
     text = f"echo: {user}"
     if system:

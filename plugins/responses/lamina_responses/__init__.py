@@ -26,7 +26,13 @@ async def create(config: OrchestratorConfig, deps: lamina.Deps) -> Any:
         vector: VectorStoresRouter | None = deps.api(VectorStoresRouter)
     except LookupError:
         vector = None  # no vector_io provider configured: file_search answers 400
-    return Orchestrator(config, deps.api(InferenceRouter), vector)
+    try:
+        from lamina.apis.tool_runtime.router import ToolRuntimeRouter
+
+        tool_runtime: ToolRuntimeRouter | None = deps.api(ToolRuntimeRouter)
+    except LookupError:
+        tool_runtime = None  # no tool_runtime provider configured: the mcp tool answers 400
+    return Orchestrator(config, deps.api(InferenceRouter), vector, tool_runtime)
 
 
 @lamina.hookimpl
@@ -38,8 +44,8 @@ def register_providers() -> list[lamina.ProviderSpec]:
             config=OrchestratorConfig,
             create=create,
             # Optional, so a distro whose upstreams are all switched off still starts: the responses API itself
-            # needs inference (it is always there, maybe with no models), and file_search needs vector_io.
-            optional_needs=("inference", "vector_io"),
+            # needs inference (it is always there, maybe with no models), file_search vector_io, mcp tool_runtime.
+            optional_needs=("inference", "vector_io", "tool_runtime"),
             description="The Responses API's loop: chat completions, function tools and file search",
         )
     ]

@@ -25,6 +25,7 @@ from lamina.errors import LaminaError, bad_request
 
 if TYPE_CHECKING:
     from lamina.apis.inference.router import InferenceRouter
+    from lamina.apis.tool_runtime.router import ToolRuntimeRouter
     from lamina.apis.vector_io.router import VectorStoresRouter
 
     from lamina_responses import OrchestratorConfig
@@ -45,20 +46,39 @@ FILE_SEARCH_FUNCTION = {
 
 
 @dataclass
+class McpTool:
+    """A tool of an MCP server a request's `mcp` tool offers, and where to call it."""
+
+    server: dict[str, Any]  # the request's `mcp` tool: server_label, server_url or connector_id, headers, ...
+    name: str
+    description: str | None
+    parameters: dict[str, Any]
+
+
+@dataclass
 class Tools:
     functions: dict[str, FunctionTool]
     file_search: FileSearchTool | None
+    mcp: dict[str, McpTool] = field(default_factory=dict)
+    listings: list[dict[str, Any]] = field(default_factory=list)  # mcp_list_tools items, shown first
 
     def chat_tools(self) -> list[dict[str, Any]]:
         tools = [
             {"type": "function", "function": f.model_dump(exclude={"type"}, exclude_none=True)}
             for f in self.functions.values()
         ]
+        tools += [
+            {
+                "type": "function",
+                "function": {"name": t.name, "description": t.description or "", "parameters": t.parameters},
+            }
+            for t in self.mcp.values()
+        ]
         return [*tools, FILE_SEARCH_FUNCTION] if self.file_search else tools
 
     def runs_here(self, name: str) -> bool:
         """Whether a call of this tool runs on the server (`run_tool`) rather than in the client."""
-        return name == FILE_SEARCH and self.file_search is not None
+        return (name == FILE_SEARCH and self.file_search is not None) or name in self.mcp
 
 
 @dataclass
@@ -90,11 +110,16 @@ class State:
 
 class Orchestrator:
     def __init__(
-        self, config: OrchestratorConfig, inference: InferenceRouter, vector: VectorStoresRouter | None
+        self,
+        config: OrchestratorConfig,
+        inference: InferenceRouter,
+        vector: VectorStoresRouter | None,
+        tool_runtime: ToolRuntimeRouter | None = None,
     ) -> None:
         self.config = config
         self.inference = inference
         self.vector = vector
+        self.tool_runtime = tool_runtime
 
     async def respond(self, turn: Turn) -> AsyncIterator[dict[str, Any]]:
         tools = await self.check_tools(turn.request)
@@ -108,7 +133,11 @@ class Orchestrator:
     async def check_tools(self, request: CreateResponse) -> Tools:
         functions: dict[str, FunctionTool] = {}
         file_search: FileSearchTool | None = None
+        servers: list[tuple[int, dict[str, Any]]] = []
         for index, tool in enumerate(request.tools):
+            if isinstance(tool, HostedTool) and tool.type == "mcp" and self.tool_runtime is not None:
+                servers.append((index, _mcp_server(index, tool.model_dump())))
+                continue
             if isinstance(tool, HostedTool):
                 raise bad_request(
                     f"tools.{index}: tool type '{tool.type}' needs a tool runtime, and none is installed; "
@@ -138,6 +167,37 @@ class Orchestrator:
                         exc.param = f"tools.{index}.vector_store_ids"
                         raise
                 file_search = tool
+        mcp: dict[str, McpTool] = {}
+        listings: list[dict[str, Any]] = []
+        for index, server in servers:
+            assert self.tool_runtime is not None
+            allowed = server.get("allowed_tools")
+            if isinstance(allowed, dict):
+                allowed = allowed.get("tool_names")
+            defs = await self.tool_runtime.list_mcp_tools(
+                server_url=server.get("server_url"),
+                connector_id=server.get("connector_id"),
+                headers=server.get("headers"),
+                authorization=server.get("authorization"),
+                allowed_tools=allowed,
+            )
+            shown = []
+            for tool_def in defs:
+                if tool_def.name in functions or tool_def.name in mcp or tool_def.name == FILE_SEARCH:
+                    raise bad_request(
+                        f"tools.{index}: MCP tool '{tool_def.name}' of '{server['server_label']}' has the name of "
+                        "another tool; narrow `allowed_tools`",
+                        param=f"tools.{index}.allowed_tools",
+                    )
+                schema = tool_def.input_schema or {"type": "object", "properties": {}}
+                mcp[tool_def.name] = McpTool(server, tool_def.name, tool_def.description, schema)
+                listed = {"name": tool_def.name, "input_schema": schema}
+                if tool_def.description:
+                    listed["description"] = tool_def.description
+                shown.append(listed)
+            listings.append(
+                {"id": new_id("mcpl"), "type": "mcp_list_tools", "server_label": server["server_label"], "tools": shown}
+            )
         choice = request.tool_choice
         if isinstance(choice, NamedTool):
             known = choice.type == "function" and choice.name in functions
@@ -149,7 +209,7 @@ class Orchestrator:
                     ),
                     param="tool_choice",
                 )
-        return Tools(functions, file_search)
+        return Tools(functions, file_search, mcp, listings)
 
     async def call(
         self,
@@ -189,6 +249,14 @@ class Orchestrator:
         request = turn.request
         include_results = "file_search_call.results" in request.include
         incomplete: str | None = None
+        for listing in tools.listings:
+            index = len(state.output)
+            state.output.append(listing)
+            at = {"item_id": listing["id"], "output_index": index}
+            yield {"type": "response.output_item.added", "output_index": index, "item": {**listing, "tools": []}}
+            yield {"type": "response.mcp_list_tools.in_progress", **at}
+            yield {"type": "response.mcp_list_tools.completed", **at}
+            yield {"type": "response.output_item.done", "output_index": index, "item": listing}
         while True:
             message: Message | None = None
             calls: dict[int, Call] = {}
@@ -297,6 +365,8 @@ class Orchestrator:
         The one place server-side tools are dispatched: a tool runtime (MCP, web search) plugs in here."""
         if call.name == FILE_SEARCH and tools.file_search is not None:
             return await self.file_search(call, tools.file_search, state, include_results, events)
+        if call.name in tools.mcp:
+            return await self.mcp_call(call, tools.mcp[call.name], state, events)
         raise bad_request(f"the model called tool '{call.name}', which this server cannot run", param="tools")
 
     async def file_search(
@@ -358,6 +428,49 @@ class Orchestrator:
             for i, r in enumerate(results, start=1)
         ]
         return f"File search results for {'; '.join(queries)}:\n\n" + "\n\n".join(shown)
+
+    async def mcp_call(self, call: Call, tool: McpTool, state: State, events: list[dict[str, Any]]) -> str:
+        assert self.tool_runtime is not None  # check_tools offered MCP tools only with a tool runtime
+        server = tool.server
+        item_id, index = new_id("mcp"), len(state.output)
+        item: dict[str, Any] = {
+            "id": item_id,
+            "type": "mcp_call",
+            "server_label": server["server_label"],
+            "name": call.name,
+            "arguments": call.arguments,
+            "status": "in_progress",
+        }
+        state.output.append(item)
+        at = {"item_id": item_id, "output_index": index}
+        events.append({"type": "response.output_item.added", "output_index": index, "item": {**item, "arguments": ""}})
+        events.append({"type": "response.mcp_call_arguments.delta", **at, "delta": call.arguments})
+        events.append({"type": "response.mcp_call_arguments.done", **at, "arguments": call.arguments})
+        events.append({"type": "response.mcp_call.in_progress", **at})
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except json.JSONDecodeError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            output, error = None, f"the arguments are not a JSON object: {call.arguments[:200]}"
+        else:
+            result = await self.tool_runtime.call_mcp_tool(
+                call.name,
+                arguments,
+                server_url=server.get("server_url"),
+                connector_id=server.get("connector_id"),
+                headers=server.get("headers"),
+                authorization=server.get("authorization"),
+            )
+            output, error = result.output, result.error
+        if error is None:
+            item.update(status="completed", output=output or "")
+        else:
+            text = [{"type": "text", "text": error}]
+            item.update(status="failed", error={"type": "mcp_tool_execution_error", "content": text})
+        events.append({"type": f"response.mcp_call.{'completed' if error is None else 'failed'}", **at})
+        events.append({"type": "response.output_item.done", "output_index": index, "item": {**item}})
+        return output or "" if error is None else f"The tool failed: {error}"
 
     def _close_message(self, message: Message, state: State) -> list[dict[str, Any]]:
         annotations = [
@@ -472,6 +585,32 @@ async def _chunks(result: dict[str, Any] | AsyncIterator[dict[str, Any]]) -> Asy
     yield {"choices": choices, "usage": result.get("usage")}
 
 
+def _mcp_server(index: int, tool: dict[str, Any]) -> dict[str, Any]:
+    """A request's `mcp` tool, checked: a 400 naming the field for what this server cannot do."""
+    if not isinstance(tool.get("server_label"), str) or not tool["server_label"]:
+        raise bad_request(
+            f"tools.{index}.server_label: an mcp tool needs a `server_label`", param=f"tools.{index}.server_label"
+        )
+    if (tool.get("server_url") is None) == (tool.get("connector_id") is None):
+        raise bad_request(
+            f"tools.{index}: give exactly one of `server_url` and `connector_id`", param=f"tools.{index}.server_url"
+        )
+    approval = tool.get("require_approval", "always")
+    never = approval == "never" or (
+        isinstance(approval, dict) and not (approval.get("always") or {}).get("tool_names") and "never" in approval
+    )
+    if not never:
+        raise bad_request(
+            f"tools.{index}.require_approval: approval requests are not supported here; set `require_approval` to "
+            "'never' to let the server call this MCP server's tools",
+            param=f"tools.{index}.require_approval",
+        )
+    headers = tool.get("headers")
+    if headers is not None and not (isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())):
+        raise bad_request(f"tools.{index}.headers: must map names to strings", param=f"tools.{index}.headers")
+    return tool
+
+
 def _forced_search(turn: Turn) -> dict[str, Any] | None:
     """With `tool_choice` naming file_search the search is certain, and its query is the user's last message:
     run it without asking the model first (a call saved, and small models that ignore a forced tool still
@@ -561,6 +700,16 @@ def to_messages(instructions: str | None, items: list[Item]) -> list[dict[str, A
                     else "(the results of this earlier search were not kept)"
                 )
                 messages.append({"role": "tool", "tool_call_id": item["id"], "content": shown})
+        elif kind == "mcp_call":
+            call = {
+                "id": item["id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+            messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            error = item.get("error")
+            shown = item.get("output") or (f"The tool failed: {error}" if error else "")
+            messages.append({"role": "tool", "tool_call_id": item["id"], "content": shown})
         elif kind == "function_call_output":
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": _text_of(item.get("output"))})
     return messages
