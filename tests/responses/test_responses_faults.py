@@ -73,6 +73,7 @@ def test_client_leaving_mid_stream_cancels_the_work(client: OpenAI, base_url: st
     assert client.responses.retrieve(response_id).status == "cancelled"
 
 
+@pytest.mark.slow  # two `lamina run` processes: ~6 s
 def test_sigkill_mid_stream_leaves_nothing_half_done(upstream: ScriptedUpstream, tmp_path: Path) -> None:
     config = responses_config(upstream)
     config["storage"] = {"dir": str(tmp_path / "data")}
