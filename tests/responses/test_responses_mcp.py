@@ -77,8 +77,30 @@ def test_mcp_events_and_a_failing_call(mcp_url: str, mcp_server: McpServer, upst
     assert events[-1]["type"] == "response.completed"
 
 
-def test_approvals_are_refused_by_name(mcp_url: str, mcp_server: McpServer) -> None:
+def test_approval_flow(mcp_url: str, mcp_server: McpServer, upstream: ScriptedUpstream) -> None:
+    """require_approval (default "always"): the response ends with an mcp_approval_request; approving it in the
+    next request runs the call, and the model answers from its output."""
+    client = OpenAI(base_url=mcp_url, api_key="unused", max_retries=0)
+    calc = {"type": "mcp", "server_label": "calc", "server_url": mcp_server.url, "allowed_tools": ["add"]}
+    asked = client.responses.create(model=MODEL, input='{"a": 4, "b": 5}', tools=[calc])
+    request = asked.output[-1]
+    assert request.type == "mcp_approval_request" and request.name == "add" and asked.status == "completed"
+    before = len(mcp_server.calls)
+    approved = client.responses.create(
+        model=MODEL,
+        previous_response_id=asked.id,
+        input=[{"type": "mcp_approval_response", "approval_request_id": request.id, "approve": True}],
+        tools=[calc],
+    )
+    call = next(item for item in approved.output if item.type == "mcp_call")
+    assert call.output == "9" and call.approval_request_id == request.id
+    assert mcp_server.calls[before:] == [("add", {"a": 4, "b": 5})]
+    assert approved.output_text.endswith("| tools: 9")
+    assert_lossless(Response, requests.get(f"{mcp_url}/responses/{approved.id}", timeout=10).json())
+
+
+def test_bad_require_approval_is_400(mcp_url: str, mcp_server: McpServer) -> None:
     client = OpenAI(base_url=mcp_url, api_key="unused", max_retries=0)
     with pytest.raises(openai.BadRequestError) as caught:
-        client.responses.create(model=MODEL, input="x", tools=[tool(mcp_server, require_approval="always")])
+        client.responses.create(model=MODEL, input="x", tools=[tool(mcp_server, require_approval="sometimes")])
     assert caught.value.body["param"] == "tools.0.require_approval"  # type: ignore[index]

@@ -53,6 +53,7 @@ class McpTool:
     name: str
     description: str | None
     parameters: dict[str, Any]
+    needs_approval: bool = False
 
 
 @dataclass
@@ -61,6 +62,11 @@ class Tools:
     file_search: FileSearchTool | None
     mcp: dict[str, McpTool] = field(default_factory=dict)
     listings: list[dict[str, Any]] = field(default_factory=list)  # mcp_list_tools items, shown first
+    approved: set[str] = field(default_factory=set)  # approval request ids the client approved, run this turn
+
+    def awaits_approval(self, call: Call) -> bool:
+        tool = self.mcp.get(call.name)
+        return tool is not None and tool.needs_approval and call.call_id not in self.approved
 
     def chat_tools(self) -> list[dict[str, Any]]:
         tools = [
@@ -125,7 +131,9 @@ class Orchestrator:
         tools = await self.check_tools(turn.request)
         messages = to_messages(turn.request.instructions, turn.context)
         state = State()
-        first = _forced_search(turn) if tools.file_search is not None else None
+        first = _approved_calls(turn, tools)
+        if first is None and tools.file_search is not None:
+            first = _forced_search(turn)
         if first is None:
             first = await self.call(turn, tools, messages, state, turn.request.tool_choice)
         return self.loop(turn, tools, messages, state, first)
@@ -190,7 +198,8 @@ class Orchestrator:
                         param=f"tools.{index}.allowed_tools",
                     )
                 schema = tool_def.input_schema or {"type": "object", "properties": {}}
-                mcp[tool_def.name] = McpTool(server, tool_def.name, tool_def.description, schema)
+                approval = _needs_approval(server.get("require_approval", "always"), tool_def.name)
+                mcp[tool_def.name] = McpTool(server, tool_def.name, tool_def.description, schema, approval)
                 listed = {"name": tool_def.name, "input_schema": schema}
                 if tool_def.description:
                     listed["description"] = tool_def.description
@@ -309,6 +318,21 @@ class Orchestrator:
                         yield event
                 for event in _finish_call(call, state):
                     yield event
+            waiting = [c for c in server_calls if tools.awaits_approval(c)]
+            if waiting and not client_calls:
+                for call in waiting:  # the client approves (or not) in its next request; the response ends here
+                    index = len(state.output)
+                    item = {
+                        "id": new_id("mcpr"),
+                        "type": "mcp_approval_request",
+                        "server_label": tools.mcp[call.name].server["server_label"],
+                        "name": call.name,
+                        "arguments": call.arguments,
+                    }
+                    state.output.append(item)
+                    yield {"type": "response.output_item.added", "output_index": index, "item": item}
+                    yield {"type": "response.output_item.done", "output_index": index, "item": item}
+                break
             if finish == "length":
                 incomplete = "max_output_tokens"
                 break
@@ -366,7 +390,7 @@ class Orchestrator:
         if call.name == FILE_SEARCH and tools.file_search is not None:
             return await self.file_search(call, tools.file_search, state, include_results, events)
         if call.name in tools.mcp:
-            return await self.mcp_call(call, tools.mcp[call.name], state, events)
+            return await self.mcp_call(call, tools.mcp[call.name], state, events, call.call_id in tools.approved)
         raise bad_request(f"the model called tool '{call.name}', which this server cannot run", param="tools")
 
     async def file_search(
@@ -429,7 +453,9 @@ class Orchestrator:
         ]
         return f"File search results for {'; '.join(queries)}:\n\n" + "\n\n".join(shown)
 
-    async def mcp_call(self, call: Call, tool: McpTool, state: State, events: list[dict[str, Any]]) -> str:
+    async def mcp_call(
+        self, call: Call, tool: McpTool, state: State, events: list[dict[str, Any]], approved: bool = False
+    ) -> str:
         assert self.tool_runtime is not None  # check_tools offered MCP tools only with a tool runtime
         server = tool.server
         item_id, index = new_id("mcp"), len(state.output)
@@ -441,6 +467,8 @@ class Orchestrator:
             "arguments": call.arguments,
             "status": "in_progress",
         }
+        if approved:
+            item["approval_request_id"] = call.call_id
         state.output.append(item)
         at = {"item_id": item_id, "output_index": index}
         events.append({"type": "response.output_item.added", "output_index": index, "item": {**item, "arguments": ""}})
@@ -596,19 +624,47 @@ def _mcp_server(index: int, tool: dict[str, Any]) -> dict[str, Any]:
             f"tools.{index}: give exactly one of `server_url` and `connector_id`", param=f"tools.{index}.server_url"
         )
     approval = tool.get("require_approval", "always")
-    never = approval == "never" or (
-        isinstance(approval, dict) and not (approval.get("always") or {}).get("tool_names") and "never" in approval
-    )
-    if not never:
+    if not (approval in ("always", "never") or isinstance(approval, dict)):
         raise bad_request(
-            f"tools.{index}.require_approval: approval requests are not supported here; set `require_approval` to "
-            "'never' to let the server call this MCP server's tools",
+            f"tools.{index}.require_approval: 'always', 'never' or {{always: {{tool_names}}, never: {{tool_names}}}}",
             param=f"tools.{index}.require_approval",
         )
     headers = tool.get("headers")
     if headers is not None and not (isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())):
         raise bad_request(f"tools.{index}.headers: must map names to strings", param=f"tools.{index}.headers")
     return tool
+
+
+def _needs_approval(approval: Any, name: str) -> bool:
+    if approval == "never":
+        return False
+    if isinstance(approval, dict):
+        never = (approval.get("never") or {}).get("tool_names") or []
+        always = (approval.get("always") or {}).get("tool_names") or []
+        return name in always or name not in never
+    return True
+
+
+def _approved_calls(turn: Turn, tools: Tools) -> dict[str, Any] | None:
+    """Calls the client approved (`mcp_approval_response` items answering `mcp_approval_request`s) and that have
+    not run yet: run first, as if the model had just asked for them again."""
+    requests = {i.get("id"): i for i in turn.context if i.get("type") == "mcp_approval_request"}
+    ran = {i.get("approval_request_id") for i in turn.context if i.get("type") == "mcp_call"}
+    calls = []
+    for item in turn.context:
+        request_id = item.get("approval_request_id")
+        if item.get("type") != "mcp_approval_response" or not item.get("approve") or request_id in ran:
+            continue
+        request = requests.get(request_id)
+        if request is None or request.get("name") not in tools.mcp:
+            continue
+        tools.approved.add(request_id)
+        function = {"name": request["name"], "arguments": request.get("arguments") or "{}"}
+        calls.append({"id": request_id, "type": "function", "function": function})
+    if not calls:
+        return None
+    message = {"role": "assistant", "content": None, "tool_calls": calls}
+    return {"choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}], "usage": None}
 
 
 def _forced_search(turn: Turn) -> dict[str, Any] | None:
