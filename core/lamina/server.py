@@ -22,6 +22,7 @@ from lamina.config import ConfigError, RunConfig, redact
 from lamina.errors import LaminaError, not_found
 from lamina.http import error_response, json_response, stack_of
 from lamina.openapi import openapi_document
+from lamina.requestlog import with_request_ids
 from lamina.resolver import Stack, start_stack
 
 log = logging.getLogger("lamina")
@@ -148,7 +149,7 @@ def create_app(stack: Stack) -> ASGIApp:
     )
     app.state.stack = stack
     app.state.route_owners = owners
-    wrapped = catch_unexpected(app)
+    wrapped = with_request_ids(catch_unexpected(app))
     wrappers: list[Callable[[ASGIApp], ASGIApp] | None] = stack.pm.hook.asgi_wrapper(stack=stack)
     for wrapper in wrappers:
         if wrapper is not None:
