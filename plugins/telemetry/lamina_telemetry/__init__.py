@@ -68,7 +68,7 @@ def observer(config: RunConfig) -> Observer | None:
     endpoint = traces_endpoint(settings)
     if endpoint is None and not settings.metrics:
         return None
-    from lamina_telemetry.observer import Telemetry
+    from lamina_telemetry.telemetry import Telemetry  # not `.observer`: that would shadow this hook
 
     return Telemetry(settings, endpoint)
 
@@ -76,5 +76,6 @@ def observer(config: RunConfig) -> Observer | None:
 @hookimpl
 def asgi_wrapper(stack: Stack) -> Callable[[ASGIApp], ASGIApp] | None:
     telemetry: Any = current()
-    from_us = type(telemetry).__module__ == "lamina_telemetry.observer"
+    # The observer this plugin installed (a module name rather than isinstance: importing the class is heavy).
+    from_us = type(telemetry).__module__ == "lamina_telemetry.telemetry"
     return telemetry.asgi_wrapper if from_us else None
