@@ -28,15 +28,17 @@ class TelemetryConfig(BaseModel):
     enabled: bool = True  # false (or OTEL_SDK_DISABLED=true): nothing is installed, nothing is measured
     metrics: bool = True  # Prometheus metrics on `metrics_path`
     metrics_path: str = "/metrics"
-    # Traces go to an OTLP/HTTP (protobuf) endpoint: this, else OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the full URL),
-    # else OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces. None of them set: no traces.
+    # Traces and metrics go to an OTLP/HTTP (protobuf) endpoint: this + /v1/traces (/v1/metrics), else
+    # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (..._METRICS_ENDPOINT, full URLs), else OTEL_EXPORTER_OTLP_ENDPOINT +
+    # /v1/traces (/v1/metrics). None set: no export (and no tracing at all); /metrics still answers.
     otlp_endpoint: str | None = None
     otlp_headers: dict[str, str] = {}  # else OTEL_EXPORTER_OTLP_HEADERS
     service_name: str | None = None  # else OTEL_SERVICE_NAME, else "lamina"
     # Share of new traces sampled (a request with a sampled `traceparent` is always followed); else
     # OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, else 1.0.
     sampling_ratio: float | None = Field(None, ge=0, le=1)
-    export_interval_seconds: float = Field(15, gt=0)  # how often metrics are pushed over OTLP, when traces are
+    # How often metrics are pushed over OTLP; else OTEL_METRIC_EXPORT_INTERVAL (milliseconds), else 60 s.
+    export_interval_seconds: float | None = Field(None, gt=0)
 
 
 def settings_of(config: RunConfig) -> TelemetryConfig:
@@ -48,15 +50,16 @@ def settings_of(config: RunConfig) -> TelemetryConfig:
         raise ConfigError(f"{config.source}: telemetry.{where}: {first['msg']}") from None
 
 
-def traces_endpoint(settings: TelemetryConfig) -> str | None:
-    if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+def otlp_endpoint(settings: TelemetryConfig, signal: str) -> str | None:
+    """Where to send `signal` ("traces" or "metrics") over OTLP/HTTP, the standard variables' way; None: nowhere."""
+    if os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").strip().lower() == "none":
         return None
     if settings.otlp_endpoint:
-        return settings.otlp_endpoint.rstrip("/") + "/v1/traces"
-    if url := os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return f"{settings.otlp_endpoint.rstrip('/')}/v1/{signal}"
+    if url := os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"):
         return url
     if base := os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        return base.rstrip("/") + "/v1/traces"
+        return f"{base.rstrip('/')}/v1/{signal}"
     return None
 
 
@@ -65,12 +68,12 @@ def observer(config: RunConfig) -> Observer | None:
     settings = settings_of(config)
     if not settings.enabled or os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
-    endpoint = traces_endpoint(settings)
-    if endpoint is None and not settings.metrics:
+    traces = otlp_endpoint(settings, "traces")
+    if traces is None and not settings.metrics:
         return None
     from lamina_telemetry.telemetry import Telemetry  # not `.observer`: that would shadow this hook
 
-    return Telemetry(settings, endpoint)
+    return Telemetry(settings, traces, otlp_endpoint(settings, "metrics") if settings.metrics else None)
 
 
 @hookimpl

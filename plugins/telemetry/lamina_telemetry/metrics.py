@@ -64,8 +64,12 @@ class Metrics:
             "lamina:ingestion_job_duration_seconds", "Vector-store ingestion jobs, by outcome.",
             ("status",), buckets=JOB_BUCKETS, registry=r,
         )  # fmt: skip
-        self.auth_denials = Counter("lamina:auth_denials", "Requests refused by authentication.", ("reason",), registry=r)
-        self.rate_limited = Counter("lamina:rate_limit_hits", "Requests refused by a rate limit.", ("limit",), registry=r)
+        self.auth_denials = Counter(
+            "lamina:auth_denials", "Requests refused by authentication.", ("reason",), registry=r
+        )
+        self.rate_limited = Counter(
+            "lamina:rate_limit_hits", "Requests refused by a rate limit.", ("limit",), registry=r
+        )
 
     def request(self, route: str, method: str, status: int, provider: str, seconds: float) -> None:
         self.http_requests.labels(route, method, str(status), provider).inc()

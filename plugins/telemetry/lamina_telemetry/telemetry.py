@@ -33,25 +33,39 @@ TRACE_HEADERS = {b"traceparent": "traceparent", b"tracestate": "tracestate"}
 
 
 class Telemetry(observe.Observer):
-    def __init__(self, settings: TelemetryConfig, traces_endpoint: str | None) -> None:
+    def __init__(self, settings: TelemetryConfig, traces_endpoint: str | None, metrics_endpoint: str | None) -> None:
         self.settings = settings
         self.metrics = Metrics() if settings.metrics else None
         self.tracer_provider: TracerProvider | None = None
         self.tracer: trace.Tracer | None = None
+        self.pusher: Any = None
+        attributes: dict[str, Any] = {}
+        if settings.service_name or not os.environ.get("OTEL_SERVICE_NAME"):
+            attributes["service.name"] = settings.service_name or "lamina"
+        resource = Resource.create(attributes)  # OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME merged in
         if traces_endpoint is not None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            attributes: dict[str, Any] = {}
-            if settings.service_name or not os.environ.get("OTEL_SERVICE_NAME"):
-                attributes["service.name"] = settings.service_name or "lamina"
-            sampler = None if settings.sampling_ratio is None else ParentBased(TraceIdRatioBased(settings.sampling_ratio))
-            self.tracer_provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
+            ratio = settings.sampling_ratio
+            # No ratio in the config: the SDK's own reading of OTEL_TRACES_SAMPLER(_ARG), default always on.
+            sampler = None if ratio is None else ParentBased(TraceIdRatioBased(ratio))
+            self.tracer_provider = TracerProvider(resource=resource, sampler=sampler)
             exporter = OTLPSpanExporter(endpoint=traces_endpoint, headers=settings.otlp_headers or None)
             self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
             self.tracer = self.tracer_provider.get_tracer("lamina")
             log.info("telemetry: traces to %s", traces_endpoint)
         if self.metrics is not None:
             log.info("telemetry: Prometheus metrics on %s", settings.metrics_path)
+            if metrics_endpoint is not None:
+                from lamina_telemetry.otlp_metrics import MetricsPusher
+
+                interval = settings.export_interval_seconds
+                if interval is None:
+                    interval = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000")) / 1000
+                self.pusher = MetricsPusher(
+                    self.metrics.registry, resource, metrics_endpoint, settings.otlp_headers, interval
+                )
+                log.info("telemetry: metrics to %s every %gs", metrics_endpoint, interval)
 
     # -- the seams core calls
 
@@ -83,6 +97,8 @@ class Telemetry(observe.Observer):
     async def close(self) -> None:
         if self.tracer_provider is not None:
             await asyncio.to_thread(self.tracer_provider.shutdown)  # exports what is left
+        if self.pusher is not None:
+            await asyncio.to_thread(self.pusher.stop)
 
     # -- the server span, request metrics and /metrics
 

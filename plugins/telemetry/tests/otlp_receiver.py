@@ -12,6 +12,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 
@@ -36,11 +40,13 @@ def value_of(value: AnyValue) -> Any:
 class OTLPReceiver:
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
+        # The last push's points: (metric name, its attributes) -> a sum's or gauge's value, a histogram's count.
+        self.points: dict[tuple[str, frozenset[tuple[str, Any]]], float] = {}
         self.posts: list[str] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
@@ -48,6 +54,9 @@ class OTLPReceiver:
                 if self.path == "/v1/traces":
                     receiver._take(ExportTraceServiceRequest.FromString(body))
                     answer = ExportTraceServiceResponse().SerializeToString()
+                elif self.path == "/v1/metrics":
+                    receiver._take_metrics(ExportMetricsServiceRequest.FromString(body))
+                    answer = ExportMetricsServiceResponse().SerializeToString()
                 else:
                     answer = b""
                 self.send_response(200)
@@ -78,6 +87,20 @@ class OTLPReceiver:
                             service=str(resource.get("service.name")),
                         )
                     )
+
+    def _take_metrics(self, request: ExportMetricsServiceRequest) -> None:
+        for resource_metrics in request.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    kind = metric.WhichOneof("data")
+                    for point in getattr(metric, kind).data_points:
+                        labels = frozenset((a.key, value_of(a.value)) for a in point.attributes)
+                        if kind == "histogram":
+                            assert sum(point.bucket_counts) == point.count, metric
+                            value = float(point.count)
+                        else:
+                            value = point.as_double if point.HasField("as_double") else float(point.as_int)
+                        self.points[(metric.name, labels)] = value
 
     def named(self, name: str) -> list[ReceivedSpan]:
         return [s for s in self.spans if s.name == name]

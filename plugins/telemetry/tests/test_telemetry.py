@@ -6,19 +6,19 @@ Spans are read after the server stopped: stopping flushes the exporter, so nothi
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import requests
 from fake_openai import CHAT_MODEL, EMBEDDING_MODEL, FakeOpenAI
 from lamina.testing import serve
 from openai import OpenAI
-from otlp_receiver import OTLPReceiver, ReceivedSpan
+from otlp_receiver import OTLPReceiver
 from prometheus_client.parser import text_string_to_metric_families
 
+T = TypeVar("T")
 SERVER, CLIENT, INTERNAL = 2, 3, 1
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
@@ -54,9 +54,9 @@ def gateway(fake: FakeOpenAI, telemetry: dict[str, Any], *, vectors: bool = Fals
     return config
 
 
-def one(spans: list[ReceivedSpan]) -> ReceivedSpan:
-    assert len(spans) == 1, spans
-    return spans[0]
+def one(found: list[T]) -> T:
+    assert len(found) == 1, found
+    return found[0]
 
 
 def test_a_streamed_chat_is_one_trace_from_the_clients_traceparent_to_the_upstream(fake: FakeOpenAI) -> None:
@@ -114,7 +114,7 @@ def test_a_streamed_chat_is_one_trace_from_the_clients_traceparent_to_the_upstre
 
     # The upstream got a traceparent of the same trace, whose parent is the gateway's HTTP client span.
     headers = {k.lower(): v for k, v in upstream_usage["headers"].items()}
-    version, trace_id, parent_id, flags = headers["traceparent"].split("-")
+    _, trace_id, parent_id, flags = headers["traceparent"].split("-")
     assert (trace_id, parent_id, flags) == (CLIENT_TRACE, http.span_id, "01")
 
 
@@ -168,11 +168,16 @@ def test_metrics_count_the_requests_sent(fake: FakeOpenAI, tmp_path: Path) -> No
     fake.reset()
     chat_route = frozenset({("route", "/v1/chat/completions"), ("method", "POST"), ("provider", "fake")})
     model = frozenset({("model_name", CHAT_MODEL), ("provider", "fake")})
-    with serve(gateway(fake, {})) as base_url:  # no OTLP endpoint: metrics only
+    receiver = OTLPReceiver().__enter__()
+    # Pushed over OTLP once, as the server stops (the interval is longer than the test).
+    telemetry = {"otlp_endpoint": receiver.endpoint, "export_interval_seconds": 3600}
+    with serve(gateway(fake, telemetry)) as base_url:
         client = OpenAI(base_url=base_url, api_key="unused", max_retries=0)
         prompt_tokens = generated = 0
         for text in ("hello there", "a longer question with more words"):
-            answer = client.chat.completions.create(model=f"fake/{CHAT_MODEL}", messages=[{"role": "user", "content": text}])
+            answer = client.chat.completions.create(
+                model=f"fake/{CHAT_MODEL}", messages=[{"role": "user", "content": text}]
+            )
             assert answer.usage is not None
             prompt_tokens += answer.usage.prompt_tokens
             generated += answer.usage.completion_tokens
@@ -212,6 +217,16 @@ def test_metrics_count_the_requests_sent(fake: FakeOpenAI, tmp_path: Path) -> No
     assert value("lamina:upstream_errors_total", frozenset({("provider", "fake"), ("kind", "upstream_error")})) == 1
     latency = frozenset({("route", "/v1/chat/completions"), ("method", "POST")})
     assert value("lamina:http_request_duration_seconds_count", latency) == 5
+
+    # The same numbers over OTLP (names without Prometheus' _total/_count suffixes).
+    receiver.__exit__()
+    pushed = receiver.points
+    assert pushed[("lamina:http_requests", chat_route | {("status", "200")})] == 3
+    assert pushed[("lamina:prompt_tokens", model)] == prompt_tokens
+    assert pushed[("lamina:generation_tokens", model)] == generated
+    assert pushed[("lamina:time_to_first_token_seconds", model)] == 1
+    assert pushed[("lamina:http_request_duration_seconds", latency)] == 5
+    assert pushed[("lamina:active_streams", model)] == 0
 
 
 def test_the_auth_seam_counts_denials_and_rate_limit_hits(fake: FakeOpenAI) -> None:
@@ -256,7 +271,43 @@ def test_switched_off_nothing_is_installed(fake: FakeOpenAI) -> None:
 def test_a_bad_telemetry_section_is_a_config_error_naming_the_key(fake: FakeOpenAI) -> None:
     from lamina.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"telemetry\.sampling_ratio"):
-        with serve(gateway(fake, {"sampling_ratio": 2})):
-            pass
-    time.sleep(0)  # the server never started: nothing to wait for
+    with pytest.raises(ConfigError, match=r"telemetry\.sampling_ratio"), serve(gateway(fake, {"sampling_ratio": 2})):
+        pass
+
+
+def test_log_lines_and_error_bodies_carry_the_trace_id(fake: FakeOpenAI) -> None:
+    """A user's error report (its body's ids) leads to the request's log line and to its trace."""
+    import io
+    import json
+    import logging
+
+    from lamina.requestlog import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    request_log = logging.getLogger("lamina.request")
+    level = request_log.level
+    request_log.addHandler(handler)
+    request_log.setLevel(logging.INFO)
+    try:
+        with OTLPReceiver() as receiver:
+            with serve(gateway(fake, {"otlp_endpoint": receiver.endpoint})) as base_url:
+                refused = requests.post(
+                    base_url + "/chat/completions",
+                    json={"model": f"fake/{CHAT_MODEL}", "messages": [], "temperature": "hot"},
+                    timeout=10,
+                )
+            spans = list(receiver.spans)
+    finally:
+        request_log.removeHandler(handler)
+        request_log.setLevel(level)
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["request_id"] == refused.headers["x-request-id"]
+    server = one([s for s in spans if s.kind == SERVER])
+    assert error["trace_id"] == server.trace_id
+    assert server.attributes["http.response.status_code"] == 400
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    line = one([entry for entry in lines if entry.get("request_id") == error["request_id"]])
+    assert line["trace_id"] == server.trace_id and line["status"] == 400 and line["route"] == "/v1/chat/completions"
