@@ -21,6 +21,8 @@ MODEL = ("model_name", "provider")
 
 class Metrics:
     def __init__(self) -> None:
+        # A metric's child per label values: `labels()` costs ~5 us a call, a dict lookup a tenth of that.
+        self.children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.http_requests = Counter(
             "lamina:http_requests", "HTTP requests by route, method, status and provider.",
@@ -71,9 +73,16 @@ class Metrics:
             "lamina:rate_limit_hits", "Requests refused by a rate limit.", ("limit",), registry=r
         )
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), labels)
+        found = self.children.get(key)
+        if found is None:
+            found = self.children[key] = metric.labels(*labels)
+        return found
+
     def request(self, route: str, method: str, status: int, provider: str, seconds: float) -> None:
-        self.http_requests.labels(route, method, str(status), provider).inc()
-        self.http_latency.labels(route, method).observe(seconds)
+        self.child(self.http_requests, route, method, str(status), provider).inc()
+        self.child(self.http_latency, route, method).observe(seconds)
 
     def record(self, event: str, value: float, attributes: Mapping[str, Any]) -> None:
         """Events from `lamina.observe.record`; an unknown one is ignored (a newer core may send more)."""

@@ -78,7 +78,7 @@ class InstrumentedProvider:
     def _failed(self, span: Span | None, exc: BaseException) -> None:
         fail(span, exc)
         if self.metrics is not None and not isinstance(exc, GeneratorExit):
-            self.metrics.upstream_errors.labels(self.provider_id, error_kind(exc)).inc()
+            self.metrics.child(self.metrics.upstream_errors, self.provider_id, error_kind(exc)).inc()
 
     # -- any provider call (vector search, files, safety, ...)
 
@@ -109,7 +109,9 @@ class InstrumentedProvider:
             if span is not None:
                 span.end()
             if metrics is not None:
-                metrics.provider_latency.labels(self.provider_id, operation).observe(time.perf_counter() - started)
+                metrics.child(metrics.provider_latency, self.provider_id, operation).observe(
+                    time.perf_counter() - started
+                )
             return result
 
         return call
@@ -205,20 +207,20 @@ class InstrumentedProvider:
         metrics = self.metrics
         if metrics is not None:
             labels = (model, self.provider_id)
-            metrics.e2e_latency.labels(*labels).observe(time.perf_counter() - started)
+            metrics.child(metrics.e2e_latency, *labels).observe(time.perf_counter() - started)
             if isinstance(input_tokens, int):
-                metrics.prompt_tokens.labels(*labels).inc(input_tokens)
+                metrics.child(metrics.prompt_tokens, *labels).inc(input_tokens)
             if isinstance(output_tokens, int):
-                metrics.generation_tokens.labels(*labels).inc(output_tokens)
+                metrics.child(metrics.generation_tokens, *labels).inc(output_tokens)
             for reason in reasons:
-                metrics.success.labels(*labels, reason).inc()
+                metrics.child(metrics.success, *labels, reason).inc()
         return input_tokens, output_tokens
 
     async def _stream(self, chunks: Any, span: Span | None, model: str, started: float) -> AsyncIterator[Any]:
         metrics = self.metrics
         labels = (model, self.provider_id)
         if metrics is not None:
-            metrics.active_streams.labels(*labels).inc()
+            metrics.child(metrics.active_streams, *labels).inc()
         first_at = None
         usage = None
         reasons: list[str] = []
@@ -231,7 +233,7 @@ class InstrumentedProvider:
                     if span is not None:
                         span.add_event("gen_ai.first_token")
                     if metrics is not None:
-                        metrics.ttft.labels(*labels).observe(first_at - started)
+                        metrics.child(metrics.ttft, *labels).observe(first_at - started)
                 if type(chunk) is dict:
                     last = chunk
                     if chunk.get("usage"):
@@ -255,10 +257,10 @@ class InstrumentedProvider:
             _, output_tokens = self._finished(span, model, last, usage, reasons, started, content_chunks)
             if metrics is not None and first_at is not None and isinstance(output_tokens, int) and output_tokens > 1:
                 per_token = (time.perf_counter() - first_at) / (output_tokens - 1)
-                metrics.tpot.labels(*labels).observe(per_token)
+                metrics.child(metrics.tpot, *labels).observe(per_token)
         finally:
             if metrics is not None:
-                metrics.active_streams.labels(*labels).dec()
+                metrics.child(metrics.active_streams, *labels).dec()
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()

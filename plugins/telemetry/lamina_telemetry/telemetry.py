@@ -32,6 +32,27 @@ PROPAGATOR = TraceContextTextMapPropagator()
 TRACE_HEADERS = {b"traceparent": "traceparent", b"tracestate": "tracestate"}
 
 
+class CurrentSpan:
+    """A child span made current for a `with` block: `start_as_current_span` without its generator machinery."""
+
+    __slots__ = ("attributes", "name", "span", "token", "tracer")
+
+    def __init__(self, tracer: trace.Tracer, name: str, attributes: Mapping[str, Any]) -> None:
+        self.tracer, self.name, self.attributes = tracer, name, attributes
+
+    def __enter__(self) -> trace.Span:
+        self.span = self.tracer.start_span(self.name, attributes=self.attributes or None)
+        self.token = context.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: Any) -> None:
+        context.detach(self.token)
+        if exc is not None:
+            self.span.record_exception(exc)
+            self.span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+        self.span.end()
+
+
 class Telemetry(observe.Observer):
     def __init__(self, settings: TelemetryConfig, traces_endpoint: str | None, metrics_endpoint: str | None) -> None:
         self.settings = settings
@@ -72,7 +93,7 @@ class Telemetry(observe.Observer):
     def span(self, name: str, attributes: Mapping[str, Any]) -> AbstractContextManager[Any]:
         if self.tracer is None:
             return observe.NO_SPAN
-        return self.tracer.start_as_current_span(name, attributes=attributes, record_exception=True)
+        return CurrentSpan(self.tracer, name, attributes)
 
     def record(self, event: str, value: float, attributes: Mapping[str, Any]) -> None:
         if self.metrics is not None:
