@@ -311,3 +311,18 @@ def test_log_lines_and_error_bodies_carry_the_trace_id(fake: FakeOpenAI) -> None
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     line = one([entry for entry in lines if entry.get("request_id") == error["request_id"]])
     assert line["trace_id"] == server.trace_id and line["status"] == 400 and line["route"] == "/v1/chat/completions"
+
+
+def test_the_grafana_dashboard_queries_only_metrics_we_expose() -> None:
+    import json
+    import re
+
+    from lamina_telemetry.metrics import Metrics
+
+    dashboard = Path(__file__).resolve().parents[3] / "docs" / "grafana-dashboard.json"
+    queries = [t["expr"] for p in json.loads(dashboard.read_text())["panels"] for t in p["targets"]]
+    used = {name for query in queries for name in re.findall(r"lamina:[a-z0-9_]+", query)}
+    suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
+    exposed = {family.name + suffix for family in Metrics().registry.collect() for suffix in suffixes[family.type]}
+    assert used and used <= exposed, used - exposed
+    assert {"lamina:time_to_first_token_seconds_bucket", "lamina:generation_tokens_total"} <= used
