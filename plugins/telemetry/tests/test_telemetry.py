@@ -326,3 +326,21 @@ def test_the_grafana_dashboard_queries_only_metrics_we_expose() -> None:
     exposed = {family.name + suffix for family in Metrics().registry.collect() for suffix in suffixes[family.type]}
     assert used and used <= exposed, used - exposed
     assert {"lamina:time_to_first_token_seconds_bucket", "lamina:generation_tokens_total"} <= used
+
+
+def test_sampling_ratio_zero_keeps_only_traces_a_sampled_client_asked_for(fake: FakeOpenAI) -> None:
+    fake.reset()
+    with OTLPReceiver() as receiver:
+        with serve(gateway(fake, {"otlp_endpoint": receiver.endpoint, "sampling_ratio": 0})) as base_url:
+            body = {"model": f"fake/{CHAT_MODEL}", "messages": [{"role": "user", "content": "hi"}]}
+            assert requests.post(base_url + "/chat/completions", json=body, timeout=10).status_code == 200
+            sampled = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}
+            assert requests.post(base_url + "/chat/completions", json=body, headers=sampled, timeout=10).ok
+        spans = list(receiver.spans)
+    assert spans and {s.trace_id for s in spans} == {CLIENT_TRACE}
+    # Unsampled, the upstream still gets a traceparent (its sampled flag clear), so it can follow the decision.
+    flags = [
+        int({k.lower(): v for k, v in r["headers"].items()}["traceparent"].rsplit("-", 1)[1], 16)
+        for r in fake.hits("/v1/chat/completions")
+    ]
+    assert [f & 1 for f in flags] == [0, 1]
