@@ -7,11 +7,13 @@ the resolver installs it for as long as the stack runs. Until then every functio
         ...
     observe.record("auth_denied", reason="bad_key")         # count an event (metrics)
     aiohttp.ClientSession(trace_configs=observe.client_hooks("aiohttp"))   # outbound calls traced, traceparent sent
+    headers = {**observe.propagation_headers(), **headers}  # a client it cannot hook: at least the traceparent
 
 Span names core and first-party plugins use (an observer may rename or drop them):
-  `router <path>` around each /v1 handler, `ingestion_job` around a vector-store file's ingestion;
-  a tool call should open `execute_tool <tool name>` and an MCP call `mcp <method>` (GenAI conventions), both
-  with `gen_ai.tool.name`; nothing calls tools yet, so these are the seam for whoever adds them.
+  `router <METHOD> <path>` around each API handler, `ingestion_job` around a vector-store file's ingestion.
+  Provider calls are spans through `wrap_provider`: lamina-telemetry names a tool runtime's `invoke_tool`
+  `execute_tool <tool name>` (GenAI conventions, `gen_ai.tool.name`) and an MCP provider's listing
+  `mcp tools/list`; a tool called some other way should open the same spans here.
 Events (`record`) with their attributes:
   `auth_denied` (reason), `rate_limited` (limit), `ingestion_job` (value: seconds; status),
   `ingestion_queue_depth` (value: jobs waiting).
@@ -52,6 +54,10 @@ class Observer:
     def client_hooks(self, library: str) -> list[Any]:
         """Instrumentation for an HTTP client library's sessions: `aiohttp` → a list of `aiohttp.TraceConfig`."""
         return []
+
+    def propagation_headers(self) -> dict[str, str]:
+        """Headers carrying the current trace to a server called now (W3C `traceparent`, `tracestate`)."""
+        return {}
 
     def wrap_provider(self, instance: Any, provider_id: str, spec: ProviderSpec) -> Any:
         """A started provider instance, or a wrapper of it, for its router (called once per provider)."""
@@ -94,6 +100,11 @@ def trace_id() -> str | None:
 def client_hooks(library: str) -> list[Any]:
     observer = _observer
     return [] if observer is None else observer.client_hooks(library)
+
+
+def propagation_headers() -> dict[str, str]:
+    observer = _observer
+    return {} if observer is None else observer.propagation_headers()
 
 
 def wrap_provider(instance: Any, provider_id: str, spec: ProviderSpec) -> Any:

@@ -61,6 +61,10 @@ class Metrics:
             "lamina:upstream_errors", "Provider and upstream failures by kind (the error code, or exception type).",
             ("provider", "kind"), registry=r,
         )  # fmt: skip
+        self.tool_calls = Counter(
+            "lamina:tool_calls", "Server-side tool calls (tool runtime, MCP) by outcome.",
+            ("provider", "outcome"), registry=r,
+        )  # fmt: skip
         self.ingestion_depth = Gauge("lamina:ingestion_queue_depth", "Ingestion jobs queued or running.", registry=r)
         self.ingestion_seconds = Histogram(
             "lamina:ingestion_job_duration_seconds", "Vector-store ingestion jobs, by outcome.",

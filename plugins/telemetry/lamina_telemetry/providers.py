@@ -57,11 +57,12 @@ class InstrumentedProvider:
         if name.startswith("_"):
             return value
         if inspect.iscoroutinefunction(value):
-            wrapped = (
-                self._inference(value, name)
-                if self.spec.api == "inference" and name in OPERATIONS
-                else self._call(value, name)
-            )
+            if self.spec.api == "inference" and name in OPERATIONS:
+                wrapped = self._inference(value, name)
+            elif self.spec.api == "tool_runtime" and name in ("invoke_tool", "list_tools"):
+                wrapped = self._tool(value, name)
+            else:
+                wrapped = self._call(value, name)
         elif inspect.isasyncgenfunction(value):
             wrapped = self._generator(value, name)
         else:
@@ -132,6 +133,57 @@ class InstrumentedProvider:
                 await events.aclose()
             if span is not None:
                 span.end()
+
+        return call
+
+    # -- tools: `execute_tool <name>` (GenAI conventions), MCP listings
+
+    def _tool(self, method: Callable[..., Any], operation: str) -> Callable[..., Any]:
+        mcp = bool(getattr(self.instance, "serves_mcp", False))
+        metrics = self.metrics
+
+        async def call(endpoint: Any, *args: Any, **kwargs: Any) -> Any:
+            attributes: dict[str, Any] = {
+                "lamina.provider.id": self.provider_id,
+                "lamina.provider.type": self.spec.type,
+            }
+            url = getattr(endpoint, "url", None)
+            if url:
+                attributes["server.address"] = str(url).split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+            if operation == "invoke_tool":
+                tool = str(args[0] if args else kwargs.get("tool_name", ""))
+                name = f"execute_tool {tool}"
+                attributes |= {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool}
+                if mcp:
+                    attributes["mcp.method.name"] = "tools/call"
+            else:
+                name = "mcp tools/list" if mcp else "tool_runtime.list_tools"
+                if mcp:
+                    attributes["mcp.method.name"] = "tools/list"
+            span, token = self._start(name, attributes)
+            started = time.perf_counter()
+            try:
+                result = await method(endpoint, *args, **kwargs)
+            except BaseException as exc:
+                self._failed(span, exc)
+                raise
+            finally:
+                if token is not None:
+                    context.detach(token)  # type: ignore[arg-type]
+            error = getattr(result, "error_message", None)
+            if span is not None:
+                if error:
+                    span.set_attribute("error.type", "tool_error")
+                    span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
+                span.end()
+            if metrics is not None:
+                metrics.child(metrics.provider_latency, self.provider_id, operation).observe(
+                    time.perf_counter() - started
+                )
+                if operation == "invoke_tool":
+                    outcome = "error" if error else "ok"
+                    metrics.child(metrics.tool_calls, self.provider_id, outcome).inc()
+            return result
 
         return call
 

@@ -112,6 +112,13 @@ class Telemetry(observe.Observer):
 
         return [aiohttp_trace_config(self.tracer)]
 
+    def propagation_headers(self) -> dict[str, str]:
+        if self.tracer is None:
+            return {}
+        headers: dict[str, str] = {}
+        PROPAGATOR.inject(headers)
+        return headers
+
     def wrap_provider(self, instance: Any, provider_id: str, spec: ProviderSpec) -> Any:
         return InstrumentedProvider(instance, provider_id, spec, self.tracer, self.metrics)
 

@@ -7,4 +7,5 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests" / "e2e"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests" / "tools"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))

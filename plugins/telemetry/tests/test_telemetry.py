@@ -344,3 +344,45 @@ def test_sampling_ratio_zero_keeps_only_traces_a_sampled_client_asked_for(fake: 
         for r in fake.hits("/v1/chat/completions")
     ]
     assert [f & 1 for f in flags] == [0, 1]
+
+
+def test_a_tool_call_over_mcp_is_an_execute_tool_span_and_the_server_gets_the_trace() -> None:
+    pytest.importorskip("mcp")
+    from mcp_servers import McpServer
+
+    with McpServer("streamable_http") as mcp_server, OTLPReceiver() as receiver:
+        config = {
+            "providers": {"tool_runtime": [{"id": "mcp", "type": "remote::model-context-protocol"}]},
+            "apis": {
+                "tool_runtime": {
+                    "toolgroups": [
+                        {"toolgroup_id": "mcp::demo", "provider_id": "mcp", "mcp_endpoint": {"uri": mcp_server.url}}
+                    ]
+                }
+            },
+            "telemetry": {"otlp_endpoint": receiver.endpoint},
+        }
+        with serve(config) as base_url:
+            result = requests.post(
+                f"{base_url}/tool-runtime/invoke",
+                json={"tool_name": "add", "kwargs": {"a": 20, "b": 22}},
+                headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"},
+                timeout=30,
+            )
+            assert result.status_code == 200 and result.json()["error_message"] is None, result.text
+        spans = [s for s in receiver.spans if s.trace_id == CLIENT_TRACE]
+        server_headers = list(mcp_server.headers)
+
+    server = one([s for s in spans if s.kind == SERVER])
+    router = one(receiver.children(server))
+    tool = one([s for s in receiver.children(router) if s.name == "execute_tool add"])
+    assert tool.attributes["gen_ai.operation.name"] == "execute_tool"
+    assert tool.attributes["gen_ai.tool.name"] == "add"
+    assert tool.attributes["mcp.method.name"] == "tools/call"
+    assert tool.attributes["lamina.provider.id"] == "mcp"
+    # The MCP server was called inside the tool runtime's spans (listing the tools, then calling one): its
+    # requests carry them as parents, in the client's trace.
+    runtime_spans = {s.span_id: s.name for s in receiver.children(router)}
+    parents = [h["traceparent"].split("-")[1:3] for h in server_headers if "traceparent" in h]
+    assert parents and all(trace_id == CLIENT_TRACE for trace_id, _ in parents), parents
+    assert {runtime_spans.get(parent) for _, parent in parents} == {"execute_tool add", "mcp tools/list"}, parents
