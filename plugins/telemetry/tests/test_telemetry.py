@@ -386,3 +386,17 @@ def test_a_tool_call_over_mcp_is_an_execute_tool_span_and_the_server_gets_the_tr
     parents = [h["traceparent"].split("-")[1:3] for h in server_headers if "traceparent" in h]
     assert parents and all(trace_id == CLIENT_TRACE for trace_id, _ in parents), parents
     assert {runtime_spans.get(parent) for _, parent in parents} == {"execute_tool add", "mcp tools/list"}, parents
+
+
+def test_the_standard_otel_variables_switch_export_on(fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    with OTLPReceiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "from-the-environment")
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+        with serve(gateway(fake, {})) as base_url:  # nothing in the run config
+            assert requests.get(base_url + "/models", timeout=10).status_code == 200
+        spans = list(receiver.spans)
+        posts = list(receiver.posts)
+    server = one([s for s in spans if s.kind == SERVER and s.name == "GET /v1/models"])
+    assert server.service == "from-the-environment"
+    assert "/v1/metrics" in posts  # metrics go to the same collector
