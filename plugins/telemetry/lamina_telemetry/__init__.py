@@ -73,12 +73,15 @@ def observer(config: RunConfig) -> Observer | None:
         return None
     from lamina_telemetry.telemetry import Telemetry  # not `.observer`: that would shadow this hook
 
-    return Telemetry(settings, traces, otlp_endpoint(settings, "metrics") if settings.metrics else None)
+    telemetry = Telemetry(settings, traces, otlp_endpoint(settings, "metrics") if settings.metrics else None)
+    telemetry.config = config  # which stack it observes: see asgi_wrapper
+    return telemetry
 
 
 @hookimpl
 def asgi_wrapper(stack: Stack) -> Callable[[ASGIApp], ASGIApp] | None:
     telemetry: Any = current()
-    # The observer this plugin installed (a module name rather than isinstance: importing the class is heavy).
-    from_us = type(telemetry).__module__ == "lamina_telemetry.telemetry"
-    return telemetry.asgi_wrapper if from_us else None
+    # The observer this plugin installed for this stack (another stack in the process, a test's, may have its own
+    # still installed); the module's name rather than isinstance: importing the class is heavy.
+    ours = type(telemetry).__module__ == "lamina_telemetry.telemetry" and telemetry.config is stack.config
+    return telemetry.asgi_wrapper if ours else None

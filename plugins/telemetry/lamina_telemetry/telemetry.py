@@ -56,6 +56,7 @@ class CurrentSpan:
 class Telemetry(observe.Observer):
     def __init__(self, settings: TelemetryConfig, traces_endpoint: str | None, metrics_endpoint: str | None) -> None:
         self.settings = settings
+        self.config: object = None  # the run config of the stack it was made for
         self.metrics = Metrics() if settings.metrics else None
         self.tracer_provider: TracerProvider | None = None
         self.tracer: trace.Tracer | None = None
