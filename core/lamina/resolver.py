@@ -173,9 +173,9 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
     data_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as exits:
         # Before anything starts, so providers' HTTP sessions and first calls are observed too.
+        # The process has one observer: the last stack started decides, none included, until it closes.
         observer: observe.Observer | None = pm.hook.observer(config=config)
-        if observer is not None:
-            exits.push_async_callback(_stop_observing, observer, observe.install(observer))
+        exits.push_async_callback(_stop_observing, observer, observe.install(observer))
         storage = await storage_backends(pm)[config.storage.type].create(checked.storage_config, data_dir)
         exits.push_async_callback(storage.close)
         stack = Stack(config, pm, storage, apis, GuardrailChain())
@@ -228,10 +228,11 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
         yield stack
 
 
-async def _stop_observing(observer: observe.Observer, previous: observe.Observer | None) -> None:
+async def _stop_observing(observer: observe.Observer | None, previous: observe.Observer | None) -> None:
     if observe.current() is observer:
         observe.install(previous)
-    await observer.close()
+    if observer is not None:
+        await observer.close()
 
 
 def _push_close(exits: AsyncExitStack, obj: Any) -> None:

@@ -13,7 +13,6 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 import yaml
 from e2e_helpers import assert_openai_error
@@ -162,6 +161,7 @@ def test_an_observer_plugin_sees_routes_providers_and_puts_its_trace_id_in_error
 
     pm = core_only()
     pm.register(ObservingPlugin(), name="test-observer")
+    before = observe.current()  # another test's server may still be running, with its own
     with serve(gateway(fake), pm=pm) as base_url:
         assert observe.current() is recorder
         assert chat(base_url, "hi").status_code == 200
@@ -169,10 +169,17 @@ def test_an_observer_plugin_sees_routes_providers_and_puts_its_trace_id_in_error
     assert error["trace_id"] == "f" * 32
     assert recorder.wrapped == [("up", "remote::openai")]
     assert ("router POST /v1/chat/completions", {}) in recorder.spans
-    assert recorder.closed and observe.current() is None
+    assert recorder.closed and observe.current() is before
 
 
-@pytest.fixture(autouse=True)
-def _no_observer_left() -> Any:
-    yield
-    assert observe.current() is None
+def test_a_server_without_an_observer_is_not_observed(fake: FakeOpenAI) -> None:
+    """The last stack started decides, even with another stack's observer installed in the process."""
+    other = Recorder()
+    previous = observe.install(other)
+    try:
+        with serve(gateway(fake), pm=core_only()) as base_url:
+            assert observe.current() is None
+            assert chat(base_url, "hi").status_code == 200
+        assert observe.current() is other and not other.wrapped and not other.spans
+    finally:
+        observe.install(previous)
