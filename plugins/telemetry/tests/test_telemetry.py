@@ -129,7 +129,13 @@ def test_a_vector_store_search_and_its_ingestion_are_traced(fake: FakeOpenAI) ->
             assert done.status == "completed", done.last_error
             hits = client.vector_stores.search(vector_store_id=store.id, query="where did the cat sit")
             assert hits.data
+            samples = metric_samples(base_url)
         spans = list(receiver.spans)
+
+    assert samples[("lamina:ingestion_job_duration_seconds_count", frozenset({("status", "done")}))] == 1
+    assert samples[("lamina:ingestion_queue_depth", frozenset())] == 1  # sampled as the worker took the one job
+    search_calls = frozenset({("provider", "hnswlib"), ("operation", "query")})
+    assert samples[("lamina:provider_call_duration_seconds_count", search_calls)] == 1
 
     server = one([s for s in spans if s.kind == SERVER and s.name == "POST /v1/vector_stores/{store_id}/search"])
     router = one(receiver.children(server))
