@@ -62,6 +62,7 @@ class RunConfig(_Strict):
     storage: StorageConfig = StorageConfig()
     providers: dict[str, list[ProviderEntry]] = {}
     apis: dict[str, dict[str, Any]] = {}  # API name -> that API's config, validated by the API when it starts
+    telemetry: dict[str, Any] = {}  # for an observability plugin (lamina-telemetry), which validates it
     source: str = Field("<dict>", exclude=True)  # where it was read from, for error messages
     # API name -> the variables that would enable its providers that were left out, for `lamina run`'s advice
     disabled: dict[str, list[str]] = Field({}, exclude=True)

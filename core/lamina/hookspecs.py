@@ -14,6 +14,8 @@ from starlette.types import ASGIApp
 if TYPE_CHECKING:
     import click
 
+    from lamina.config import RunConfig
+    from lamina.observe import Observer
     from lamina.resolver import Stack
     from lamina.specs import (
         ApiSpec,
@@ -79,3 +81,8 @@ def register_commands(cli: click.Group) -> None:
 @hookspec
 def asgi_wrapper(stack: Stack) -> Callable[[ASGIApp], ASGIApp] | None:
     """Wrap the finished ASGI app with middleware; wrappers apply in hook call order."""
+
+
+@hookspec(firstresult=True)
+def observer(config: RunConfig) -> Observer | None:
+    """Observability for the stack about to start (tracing, metrics): an `Observer` installed until it closes."""

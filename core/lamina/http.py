@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from lamina import observe
 from lamina.errors import LaminaError, bad_request, validation_error
 from lamina.providers import ProviderFailed
 
@@ -50,8 +52,15 @@ def json_response(obj: Any, status: int = 200) -> Response:
     return Response(dumps(obj), status_code=status, media_type="application/json")
 
 
+def error_body(exc: LaminaError) -> dict[str, Any]:
+    """The error's OpenAI body, with the request's ids (request_id, trace_id) so a report can be found in logs."""
+    body = exc.body()
+    body["error"].update(observe.error_ids())
+    return body
+
+
 def error_response(exc: LaminaError) -> Response:
-    return Response(dumps(exc.body()), status_code=exc.status, media_type="application/json")
+    return Response(dumps(error_body(exc)), status_code=exc.status, media_type="application/json")
 
 
 async def sse_response(events: AsyncIterator[Any], *, framing: type[EventStream] | None = None) -> Response:
@@ -89,7 +98,7 @@ class EventStream(Response):
 
     @staticmethod
     def error_event(exc: LaminaError) -> Any:
-        return exc.body()
+        return error_body(exc)
 
     def __init__(self, first: Any, events: AsyncIterator[Any]) -> None:
         # No super().__init__(): that would declare a Content-Length for an empty body.
@@ -193,7 +202,14 @@ def route(
 ) -> ApiRoute:
     """A route for an `ApiSpec`'s `routes`, described in `/v1/openapi.json` with these models. It is served under
     `prefix` + `path`: `/v1` for OpenAI's routes; Llama Stack has some under `/v1alpha` or `/v1beta`."""
-    built = ApiRoute(path, endpoint, methods=[method])
+    span_name = f"router {method} {prefix}{path}"
+
+    async def observed(request: Request) -> Response:
+        with observe.span(span_name):
+            return await endpoint(request)
+
+    functools.update_wrapper(observed, endpoint)
+    built = ApiRoute(path, observed, methods=[method])
     built.body, built.response, built.query, built.prefix = body, response, query, prefix
     return built
 

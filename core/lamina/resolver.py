@@ -12,6 +12,7 @@ import pluggy
 from pydantic import BaseModel
 from starlette.applications import Starlette
 
+from lamina import observe
 from lamina.config import ConfigError, RunConfig, validate_section
 from lamina.guardrails import GuardrailChain
 from lamina.plugins import (
@@ -171,6 +172,10 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
     data_dir = config.data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as exits:
+        # Before anything starts, so providers' HTTP sessions and first calls are observed too.
+        # The process has one observer: the last stack started decides, none included, until it closes.
+        observer: observe.Observer | None = pm.hook.observer(config=config)
+        exits.push_async_callback(_stop_observing, observer, observe.install(observer))
         storage = await storage_backends(pm)[config.storage.type].create(checked.storage_config, data_dir)
         exits.push_async_callback(storage.close)
         stack = Stack(config, pm, storage, apis, GuardrailChain())
@@ -221,6 +226,13 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
         if stack.guardrails.guardrails:
             log.info("guardrails on text generation: %s", ", ".join(g.name for g in stack.guardrails.guardrails))
         yield stack
+
+
+async def _stop_observing(observer: observe.Observer | None, previous: observe.Observer | None) -> None:
+    if observe.current() is observer:
+        observe.install(previous)
+    if observer is not None:
+        await observer.close()
 
 
 def _push_close(exits: AsyncExitStack, obj: Any) -> None:

@@ -23,6 +23,7 @@ from lamina.config import REDACTED, ConfigError, RunConfig, redact
 from lamina.errors import LaminaError, not_found
 from lamina.http import error_response, json_response, prefix_of, stack_of
 from lamina.openapi import openapi_document
+from lamina.requestlog import with_request_ids
 from lamina.resolver import Stack, start_stack
 
 log = logging.getLogger("lamina")
@@ -176,7 +177,7 @@ def routes_app(stack: Stack) -> Starlette:
 
 def create_app(stack: Stack) -> ASGIApp:
     """The stack's HTTP app: its routes, wrapped by the HTTP edge's middleware and the plugins' `asgi_wrapper`s."""
-    wrapped = catch_unexpected(stack.http_app())
+    wrapped = with_request_ids(catch_unexpected(stack.http_app()))
     wrappers: list[Callable[[ASGIApp], ASGIApp] | None] = stack.pm.hook.asgi_wrapper(stack=stack)
     for wrapper in wrappers:
         if wrapper is not None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from lamina import LaminaError, UpstreamError
+from lamina import LaminaError, UpstreamError, observe
 from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelInfo
 from pydantic import BaseModel
 
@@ -32,6 +32,7 @@ class OpenAIAdapter:
             headers=headers,
             connector=aiohttp.TCPConnector(limit=config.max_connections, ttl_dns_cache=300),
             cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies; skipping the jar saves CPU
+            trace_configs=observe.client_hooks("aiohttp") or None,  # spans and `traceparent`, when observed
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
             ),

@@ -30,6 +30,7 @@ import time
 import uuid
 from typing import Any
 
+from lamina import observe
 from lamina.apis.files.router import FilesRouter
 from lamina.apis.inference.router import InferenceRouter
 from lamina.apis.inference.types import EmbeddingRequest
@@ -422,8 +423,13 @@ class VectorStoresRouter:
                     await asyncio.wait_for(self.wakeup.wait(), POLL_SECONDS)
                 continue
             lease = Lease(self.jobs, job, worker, self.settings.ingestion_lease_seconds, lambda: self.stopping)
+            if observe.current() is not None:
+                observe.record("ingestion_queue_depth", await self.jobs.count(INGEST))
+            began, status = time.perf_counter(), "error"
             try:
-                await self._ingest(job, lease)
+                with observe.span("ingestion_job", {"lamina.job.key": job.key, "lamina.job.attempt": job.attempts}):
+                    await self._ingest(job, lease)
+                status = "done"
             except LeaseLost:
                 log.info("ingestion of %s stopped: its job was cancelled, replaced or taken over", job.key)
             except Stopping:
@@ -435,6 +441,7 @@ class VectorStoresRouter:
             except Exception:
                 log.exception("ingestion of %s failed", job.key)  # the record could not even be marked failed
             finally:
+                observe.record("ingestion_job", time.perf_counter() - began, status=status)
                 await lease.end()
 
     async def _ingest(self, job: Job, lease: Lease) -> None:
