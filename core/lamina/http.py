@@ -51,7 +51,7 @@ def json_response(obj: Any, status: int = 200) -> Response:
 
 
 def error_response(exc: LaminaError) -> Response:
-    return Response(dumps(exc.body()), status_code=exc.status, media_type="application/json")
+    return Response(dumps(exc.body()), status_code=exc.status, media_type="application/json", headers=exc.headers)
 
 
 async def sse_response(events: AsyncIterator[Any]) -> Response:

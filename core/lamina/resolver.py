@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import pluggy
 from pydantic import BaseModel
 
+from lamina.auth import Auth, start_auth
 from lamina.config import ConfigError, RunConfig, validate_section
 from lamina.guardrails import GuardrailChain
 from lamina.plugins import (
@@ -42,6 +43,7 @@ class Stack:
     provider_configs: dict[str, BaseModel] = field(default_factory=dict)  # provider id -> its validated config
     apis: dict[str, object] = field(default_factory=dict)  # API name -> router
     providers: dict[str, object] = field(default_factory=dict)  # provider id -> instance
+    auth: Auth | None = None  # the `auth:` section, started; None when auth is off
     _by_type: dict[type, object] = field(default_factory=dict, repr=False)
 
     def api(self, kind: type[R]) -> R:
@@ -163,6 +165,7 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
         storage = await storage_backends(pm)[config.storage.type].create(checked.storage_config, data_dir)
         exits.push_async_callback(storage.close)
         stack = Stack(config, pm, storage, apis, GuardrailChain())
+        stack.auth = await start_auth(config.auth, pm, storage, data_dir, exits, config.source)
         for api in checked.order:
             providers: dict[str, Any] = {}
             for entry in config.providers.get(api, []):

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lamina import __version__
+from lamina.auth import protect, usage_endpoint
 from lamina.config import ConfigError, RunConfig, redact
 from lamina.errors import LaminaError, not_found
 from lamina.http import error_response, json_response, stack_of
@@ -142,13 +143,13 @@ def create_app(stack: Stack) -> ASGIApp:
         routes=[
             Mount("/v1", routes=[r for _, r in owners]),
             # Llama Stack's clients ask for the same information here.
-            Mount("/v1alpha/admin", routes=meta),
+            Mount("/v1alpha/admin", routes=[*meta, Route("/usage", usage_endpoint)]),
         ],
         exception_handlers={LaminaError: lamina_error, HTTPException: http_error, Exception: unexpected_error},
     )
     app.state.stack = stack
     app.state.route_owners = owners
-    wrapped = catch_unexpected(app)
+    wrapped = catch_unexpected(protect(app, stack))
     wrappers: list[Callable[[ASGIApp], ASGIApp] | None] = stack.pm.hook.asgi_wrapper(stack=stack)
     for wrapper in wrappers:
         if wrapper is not None:

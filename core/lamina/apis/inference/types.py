@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lamina.access import Owner
+
 Number = Annotated[float, Field(allow_inf_nan=False)]
 
 
@@ -140,6 +142,7 @@ class Model(BaseModel):
     model_type: Literal["llm", "embedding"] = "llm"
     metadata: dict[str, Any] = {}
     source: Literal["discovered", "registered", "config", "unlisted"] = "discovered"
+    owner: Owner | None = None  # who registered it (lamina.auth); None for the run config's and providers' models
 
 
 class RegisterModel(BaseModel):
