@@ -10,7 +10,7 @@ class JwtConfig(ProviderConfig):
     jwks_url: str = Field(description="where the issuer publishes its signing keys (OIDC: jwks_uri)")
     issuer: str | None = Field(None, description="the `iss` every token must have; unchecked when unset")
     audience: str | None = Field(None, description="the `aud` every token must have; unchecked when unset")
-    algorithms: list[str] = ["RS256", "ES256"]
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     principal_claim: str = "sub"
     claims_mapping: dict[str, str] = Field(
         {"roles": "roles", "groups": "teams", "teams": "teams", "projects": "projects"},
