@@ -105,6 +105,22 @@ class MemoryCounters:
         pass
 
 
+# One command per check: add to each window (giving it its lifetime when it is new), then read the others. A script
+# is one round trip and atomic, where a pipeline of INCRBY/EXPIRE/GET costs twice the parsing.
+UPDATE_SCRIPT = """
+local added = tonumber(ARGV[1])
+local out = {}
+for i = 1, added do
+  local amount = tonumber(ARGV[2 * i])
+  local value = redis.call('INCRBY', KEYS[i], amount)
+  if value == amount then redis.call('EXPIRE', KEYS[i], ARGV[2 * i + 1]) end
+  out[i] = value
+end
+for i = added + 1, #KEYS do out[i] = tonumber(redis.call('GET', KEYS[i]) or '0') end
+return out
+"""
+
+
 class RedisCounters:
     def __init__(self, url: str) -> None:
         try:
@@ -117,17 +133,23 @@ class RedisCounters:
                 type="server_error",
             ) from None
         self.client: Any = redis.asyncio.Redis.from_url(url)
+        self.script: Any = self.client.register_script(UPDATE_SCRIPT)
 
     async def update(self, increments: Sequence[tuple[str, int, int]], reads: Sequence[str]) -> list[int]:
-        pipe = self.client.pipeline(transaction=False)
-        for key, amount, ttl in increments:
-            pipe.incrby(key, amount)
-            pipe.expire(key, ttl, nx=True)
-        for key in reads:
-            pipe.get(key)
-        answers = await pipe.execute()
-        incremented = [int(value) for value in answers[0 : 2 * len(increments) : 2]]
-        return incremented + [int(value or 0) for value in answers[2 * len(increments) :]]
+        keys = [key for key, _, _ in increments] + list(reads)
+        args: list[int] = [len(increments)]
+        for _, amount, ttl in increments:
+            args += [amount, ttl]
+        try:
+            answers = await self.script(keys=keys, args=args)
+        except Exception as exc:
+            raise LaminaError(
+                f"the rate-limit counters (Redis) cannot be reached: {type(exc).__name__}",
+                status=503,
+                type="server_error",
+                code="rate_limiter_unavailable",
+            ) from None
+        return [int(value) for value in answers]
 
     async def close(self) -> None:
         await self.client.aclose()
