@@ -23,6 +23,7 @@ from lamina.paths import home
 PLACEHOLDER = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)(?:(:=|:\+)([^}]*))?\}")
 PLACEHOLDER_NAME = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)")
 SECRET_KEY = re.compile(r"(api_?key|token|secret|password|authorization|credential)", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")  # redis://user:PASSWORD@host
 REDACTED = "********"
 log = logging.getLogger("lamina")
 M = TypeVar("M", bound=BaseModel)
@@ -204,6 +205,8 @@ def redact(value: Any) -> Any:
         }
     if isinstance(value, list):
         return [redact(item) for item in value]
+    if isinstance(value, str) and "@" in value:
+        return URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", value)
     return value
 
 

@@ -277,3 +277,22 @@ def test_lamina_keys_create_list_revoke(fake: FakeOpenAI, tmp_path: Path) -> Non
         lamina("keys", "revoke", record["id"], "--config", str(run_yaml))
         assert_openai_error(requests.get(f"{url}/files", headers=bearer(key), timeout=5), 401)
     assert json.loads(lamina("keys", "list", "--json", "--config", str(run_yaml)).stdout)[0]["status"] == "revoked"
+
+
+def test_lamina_auth_turns_api_keys_on_in_the_starter_distro(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamina.cli import find_run_config
+    from lamina.config import load
+
+    monkeypatch.setenv("LAMINA_HOME", str(tmp_path))
+    for name in [n for n in os.environ if n.startswith(("OPENAI_", "VLLM_", "OLLAMA_", "LLAMACPP_", "EMBEDDING_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("LAMINA_AUTH", raising=False)
+    assert load(find_run_config("starter")).auth.providers == []  # off unless asked for
+    monkeypatch.setenv("LAMINA_AUTH", "api_keys")
+    key = lamina("keys", "create", "alice").stdout.splitlines()[-1]  # the starter's storage under LAMINA_HOME
+    config = load(find_run_config("starter"))
+    assert config.data_dir() == tmp_path / "starter"
+    config.storage.dir = str(config.data_dir())  # `serve` would use a temporary folder
+    with serve(config) as url:
+        assert_openai_error(requests.get(f"{url}/files", timeout=5), 401)
+        assert requests.get(f"{url}/files", headers=bearer(key), timeout=5).status_code == 200
