@@ -31,9 +31,12 @@ from lamina.errors import LaminaError
 from lamina.quotas import Quotas, QuotasConfig, RequestUsage, current_usage, read_usage
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pluggy
 
     from lamina.resolver import Stack
+    from lamina.specs import AuthProviderSpec
     from lamina.storage import Storage
 
 log = logging.getLogger("lamina")
@@ -123,18 +126,15 @@ def unauthorized(message: str, code: str) -> LaminaError:
     return error
 
 
-async def start_auth(
-    config: AuthConfig, pm: pluggy.PluginManager, storage: Storage, data_dir: Any, exits: AsyncExitStack, source: str
-) -> Auth | None:
-    """Start the `auth:` section's providers and quotas; None when it lists no provider (auth is off)."""
+def check_auth(config: AuthConfig, pm: pluggy.PluginManager, source: str) -> list[tuple[str, AuthProviderSpec, Any]]:
+    """Each auth provider of the section with its spec and validated config. Raises ConfigError."""
     from lamina.config import ConfigError, validate_section
     from lamina.plugins import auth_provider_specs
-    from lamina.specs import AuthDeps
 
     if not config.providers:
-        return None
+        return []
     specs = auth_provider_specs(pm)
-    authenticators = []
+    checked = []
     for entry in config.providers:
         spec = specs.get(entry.type)
         if spec is None:
@@ -142,12 +142,28 @@ async def start_auth(
                 f"{source}: auth.providers '{entry.id}': no auth provider type '{entry.type}' is installed; "
                 f"known: {', '.join(sorted(specs)) or 'none'} (JWTs and custom endpoints: pip install lamina-auth)"
             )
-        provider_config = validate_section(spec.config, entry.config, source, f"auth.providers '{entry.id}' config")
-        folder = data_dir / "auth" / entry.id
-        authenticator = await spec.create(provider_config, AuthDeps(entry.id, folder, storage))
+        where = f"auth.providers '{entry.id}' config"
+        checked.append((entry.id, spec, validate_section(spec.config, entry.config, source, where)))
+    return checked
+
+
+async def start_auth(
+    config: AuthConfig, pm: pluggy.PluginManager, storage: Storage, data_dir: Path, exits: AsyncExitStack, source: str
+) -> Auth | None:
+    """Start the `auth:` section's providers and quotas; None when it lists no provider (auth is off)."""
+    from lamina.specs import AuthDeps
+
+    checked = check_auth(config, pm, source)
+    if not checked:
+        return None
+    authenticators = []
+    for provider_id, spec, provider_config in checked:
+        authenticator = await spec.create(
+            provider_config, AuthDeps(provider_id, data_dir / "auth" / provider_id, storage)
+        )
         if (close := getattr(authenticator, "close", None)) is not None:
             exits.push_async_callback(close)
-        authenticators.append((entry.id, authenticator))
+        authenticators.append((provider_id, authenticator))
     quotas = Quotas(config.quotas, storage.kv)
     quotas.start()
     exits.push_async_callback(quotas.close)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pluggy
 from pydantic import BaseModel
 
-from lamina.auth import Auth, start_auth
+from lamina.auth import Auth, check_auth, start_auth
 from lamina.config import ConfigError, RunConfig, validate_section
 from lamina.guardrails import GuardrailChain
 from lamina.plugins import (
@@ -149,6 +149,7 @@ def check(config: RunConfig, pm: pluggy.PluginManager) -> Plan:
             f"known: {', '.join(sorted(backends)) or 'none'}"
         )
     storage_config = validate_section(backend.config, config.storage.config, config.source, "storage.config")
+    check_auth(config.auth, pm, config.source)
     return Plan(apis, types, order, api_configs, provider_configs, storage_config)
 
 
