@@ -106,3 +106,14 @@ def test_an_unreachable_jwks_is_a_503(tmp_path: Path, endpoint: Endpoint) -> Non
         response = get(url, "/files", token(rsa_key(), "k1", "alice"))
         assert response.status_code == 503
         assert "sso" in response.json()["error"]["message"]
+
+
+def test_a_scope_claim_limits_the_apis(tmp_path: Path, endpoint: Endpoint) -> None:
+    key = rsa_key()
+    endpoint.answer = lambda method, body: (200, {"keys": [jwk(key, "k1")]})
+    scoped = config(tmp_path, endpoint)
+    scoped["auth"]["providers"][0]["config"]["scopes_claim"] = "scope"
+    with serve(scoped) as url:
+        assert get(url, "/files", token(key, "k1", "alice", scope="files inference")).status_code == 200
+        refused = get(url, "/files", token(key, "k1", "alice", scope="inference"))
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "permission_denied"
