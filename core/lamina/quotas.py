@@ -296,7 +296,7 @@ class Quotas:
 
     def account(self, caller: Principal, usage: RequestUsage) -> None:
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        row = (day, caller.key_id or caller.principal, caller.principal, usage.model)
+        row = (day, caller.key_id or caller.principal, caller.principal, usage.model or "-")  # "-": no model
         counts = self.usage.setdefault(row, [0, 0, 0])
         counts[0] += 1
         counts[1] += usage.prompt_tokens

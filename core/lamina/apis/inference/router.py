@@ -28,7 +28,7 @@ from lamina.apis.inference.types import (
 )
 from lamina.errors import LaminaError, bad_request, conflict, not_found
 from lamina.providers import malformed
-from lamina.quotas import note_usage
+from lamina.quotas import note_model, note_usage
 from lamina.storage import Registry
 
 if TYPE_CHECKING:
@@ -236,6 +236,7 @@ def _errors_name(sent: str, model: Model) -> Iterator[None]:
 
 def _relabel(result: Any, sent: str, model: Model, provider: Any) -> Result:
     """Answer with the model id the client used, not the provider's own."""
+    note_model(sent)  # for usage accounting, also when a stream reports no usage
     if isinstance(result, dict):
         result["model"] = sent
         note_usage(sent, result.get("usage"))
