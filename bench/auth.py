@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import secrets
 import statistics
@@ -103,7 +104,7 @@ async def main(requests: int) -> None:
         claims = {"sub": "alice", "exp": int(time.time()) + 3600, "jti": str(n)}
         return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
 
-    fresh_tokens = [sign(n) for n in range(requests)]
+    fresh_tokens: list[str] = []  # signed when their variant's turn comes
     keys_provider = {"id": "keys", "type": "api_keys", "config": {"cache_seconds": 60}}
     jwt_provider = {"id": "sso", "type": "jwt", "config": {"jwks_url": jwks_url}}
     prefix = f"lamina-bench-{secrets.token_hex(4)}:"
@@ -133,6 +134,7 @@ async def main(requests: int) -> None:
             same = sign(-1)
             return lambda i: same
         if name.startswith("jwt, new"):
+            fresh_tokens.extend(sign(n) for n in range(requests))
             return lambda i: fresh_tokens[i]
         return lambda i: None
 
@@ -153,6 +155,7 @@ async def main(requests: int) -> None:
                 api_key, _ = await create_key(stack.storage.kv, "alice")
                 tokens[label] = token_of(label, api_key)
             timings: dict[str, list[float]] = {label: [] for label in apps}
+            gc.collect()  # each phase starts without the garbage of the previous ones
             for label, app in apps.items():  # warm up: the first verification, the JWKS fetch, imports
                 assert await call(app, tokens[label](0)) == 200, label
             for i in range(requests):
