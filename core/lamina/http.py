@@ -152,11 +152,12 @@ def router_of(request: Request, kind: type[R]) -> R:
 
 class ApiRoute(Route):
     """A Starlette route carrying what `/v1/openapi.json` needs to describe it: the models of its JSON body, its
-    answer and its query string."""
+    answer and its query string; and `prefix`, what its path is served under."""
 
     body: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
+    prefix: str = "/v1"
 
 
 def route(
@@ -167,8 +168,15 @@ def route(
     body: type[BaseModel] | None = None,
     response: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
+    prefix: str = "/v1",
 ) -> ApiRoute:
-    """A route for an `ApiSpec`'s `routes`, described in `/v1/openapi.json` with these models."""
+    """A route for an `ApiSpec`'s `routes`, described in `/v1/openapi.json` with these models. It is served under
+    `prefix` + `path`: `/v1` for OpenAI's routes; Llama Stack has some under `/v1alpha` or `/v1beta`."""
     built = ApiRoute(path, endpoint, methods=[method])
-    built.body, built.response, built.query = body, response, query
+    built.body, built.response, built.query, built.prefix = body, response, query, prefix
     return built
+
+
+def prefix_of(r: object) -> str:
+    """What a route of an `ApiSpec` is served under (`/v1` unless it is a `route(..., prefix=...)`)."""
+    return r.prefix if isinstance(r, ApiRoute) else "/v1"

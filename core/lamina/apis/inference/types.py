@@ -7,9 +7,10 @@ import struct
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lamina.access import Owner
+from lamina.apis.inference.stored import check_metadata
 
 Number = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -89,6 +90,9 @@ class ChatCompletionRequest(_Open):
     logit_bias: dict[str, Number] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
+    store: bool | None = None  # kept by Lamina (lamina.apis.inference.stored), never sent upstream
+
+    _check_metadata = field_validator("metadata")(check_metadata)
 
     @property
     def token_limit(self) -> int | None:
