@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from contextlib import AsyncExitStack
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +99,22 @@ def require(action: Action, kind: str, identifier: str, owner: Owner | None) -> 
     """Raise a 403 unless the current caller may `action` the object (one it can already see, or a new one)."""
     if not can(action, kind, identifier, owner):
         raise forbidden(f"you may not {action} {kind} '{identifier}'")
+
+
+@contextmanager
+def acting_as(section: Auth | None, owner: Owner | None) -> Iterator[None]:
+    """Do work outside the request that asked for it (a batch's lines, run by a background worker) as the owner of
+    the object it belongs to: what it reads is checked, and what it creates is owned, as if that caller had asked.
+    `section` is the stack's (`stack.auth`); a no-op when auth is off or the object has no owner."""
+    if section is None or owner is None:
+        yield
+        return
+    principal = Principal(principal=owner.principal, attributes=owner.attributes)
+    token = _caller.set(Caller(principal, section.policy))
+    try:
+        yield
+    finally:
+        _caller.reset(token)
 
 
 class Auth:

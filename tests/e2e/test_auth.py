@@ -296,3 +296,39 @@ def test_lamina_auth_turns_api_keys_on_in_the_starter_distro(tmp_path: Path, mon
     with serve(config) as url:
         assert_openai_error(requests.get(f"{url}/files", timeout=5), 401)
         assert requests.get(f"{url}/files", headers=bearer(key), timeout=5).status_code == 200
+
+
+def test_stored_completions_and_batches_belong_to_their_caller(fake: FakeOpenAI, tmp_path: Path) -> None:
+    import time
+
+    with serve(stack_config(fake, tmp_path)) as url:
+        alice, bob = make_key(tmp_path, "alice"), make_key(tmp_path, "bob")
+        body = {"model": CHAT, "messages": [{"role": "user", "content": "remember me"}], "store": True}
+        stored = requests.post(f"{url}/chat/completions", json=body, headers=bearer(alice), timeout=10).json()["id"]
+        assert requests.get(f"{url}/chat/completions/{stored}", headers=bearer(alice), timeout=5).status_code == 200
+        assert_openai_error(requests.get(f"{url}/chat/completions/{stored}", headers=bearer(bob), timeout=5), 404)
+        assert_openai_error(requests.delete(f"{url}/chat/completions/{stored}", headers=bearer(bob), timeout=5), 404)
+        assert requests.get(f"{url}/chat/completions", headers=bearer(bob), timeout=5).json()["data"] == []
+
+        line = {"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions", "body": {**body, "store": True}}
+        sent = {"file": ("batch.jsonl", (json.dumps(line) + "\n").encode())}
+        input_id = requests.post(
+            f"{url}/files", files=sent, data={"purpose": "batch"}, headers=bearer(alice), timeout=10
+        ).json()["id"]
+        create = {"input_file_id": input_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+        assert_openai_error(requests.post(f"{url}/batches", json=create, headers=bearer(bob), timeout=10), 404)
+        batch = requests.post(f"{url}/batches", json=create, headers=bearer(alice), timeout=10).json()
+        deadline = time.monotonic() + 60
+        while batch["status"] not in ("completed", "failed", "expired", "cancelled") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            batch = requests.get(f"{url}/batches/{batch['id']}", headers=bearer(alice), timeout=5).json()
+        assert batch["status"] == "completed", batch
+        assert_openai_error(requests.get(f"{url}/batches/{batch['id']}", headers=bearer(bob), timeout=5), 404)
+        assert requests.get(f"{url}/batches", headers=bearer(bob), timeout=5).json()["data"] == []
+        # The batch ran as alice: its output file and the completion its line stored are hers.
+        output = batch["output_file_id"]
+        assert requests.get(f"{url}/files/{output}/content", headers=bearer(alice), timeout=5).status_code == 200
+        assert_openai_error(requests.get(f"{url}/files/{output}/content", headers=bearer(bob), timeout=5), 404)
+        listed = requests.get(f"{url}/chat/completions", headers=bearer(alice), timeout=5).json()["data"]
+        assert len(listed) == 2
+        assert requests.get(f"{url}/chat/completions", headers=bearer(bob), timeout=5).json()["data"] == []
