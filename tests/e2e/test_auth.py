@@ -298,7 +298,7 @@ def test_lamina_auth_turns_api_keys_on_in_the_starter_distro(tmp_path: Path, mon
         assert requests.get(f"{url}/files", headers=bearer(key), timeout=5).status_code == 200
 
 
-def test_stored_completions_and_batches_belong_to_their_caller(fake: FakeOpenAI, tmp_path: Path) -> None:
+def test_stored_completions_prompts_and_batches_belong_to_their_caller(fake: FakeOpenAI, tmp_path: Path) -> None:
     import time
 
     with serve(stack_config(fake, tmp_path)) as url:
@@ -309,6 +309,13 @@ def test_stored_completions_and_batches_belong_to_their_caller(fake: FakeOpenAI,
         assert_openai_error(requests.get(f"{url}/chat/completions/{stored}", headers=bearer(bob), timeout=5), 404)
         assert_openai_error(requests.delete(f"{url}/chat/completions/{stored}", headers=bearer(bob), timeout=5), 404)
         assert requests.get(f"{url}/chat/completions", headers=bearer(bob), timeout=5).json()["data"] == []
+        prompt = requests.post(
+            f"{url}/prompts", json={"prompt": "Hi {{name}}", "variables": ["name"]}, headers=bearer(alice), timeout=5
+        )
+        prompt_id = prompt.json()["prompt_id"]
+        assert requests.get(f"{url}/prompts/{prompt_id}", headers=bearer(alice), timeout=5).status_code == 200
+        assert_openai_error(requests.get(f"{url}/prompts/{prompt_id}", headers=bearer(bob), timeout=5), 404)
+        assert requests.get(f"{url}/prompts", headers=bearer(bob), timeout=5).json()["data"] == []
 
         line = {"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions", "body": {**body, "store": True}}
         sent = {"file": ("batch.jsonl", (json.dumps(line) + "\n").encode())}
