@@ -142,6 +142,15 @@ class EventStream(Response):
         await send({"type": "http.response.body", "body": self.encode(self.error_event(exc)), "more_body": False})
 
 
+class NamedEventStream(EventStream):
+    """Each event preceded by an `event: <its type>` line, as OpenAI's Responses streams are."""
+
+    @staticmethod
+    def encode(event: Any) -> bytes:
+        kind = event.get("type") if isinstance(event, dict) else None
+        return (b"event: " + str(kind).encode() + b"\n" if kind else b"") + _event(event)
+
+
 def _event(event: Any) -> bytes:
     return b"data: " + dumps(event) + b"\n\n"
 

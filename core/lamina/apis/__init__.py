@@ -13,9 +13,29 @@ from lamina.specs import ApiSpec, GuardrailSpec
 
 @hookimpl
 def register_apis() -> list[ApiSpec]:
-    from lamina.apis import batches, files, inference, prompts, safety, tool_runtime, vector_io
+    from lamina.apis import (
+        batches,
+        conversations,
+        files,
+        inference,
+        prompts,
+        responses,
+        safety,
+        tool_runtime,
+        vector_io,
+    )
 
-    return [inference.API, files.API, vector_io.API, safety.API, batches.API, prompts.API, tool_runtime.API]
+    return [
+        inference.API,
+        files.API,
+        vector_io.API,
+        safety.API,
+        batches.API,
+        prompts.API,
+        tool_runtime.API,
+        conversations.API,
+        responses.API,
+    ]
 
 
 @hookimpl
