@@ -311,6 +311,8 @@ def test_redact_masks_secrets_only() -> None:
         "headers": {"Authorization": "Bearer z"},
         "empty_api_key": "",
         "port": 1,
+        "redis_url": "redis://:hunter2@127.0.0.1:6379/0",
+        "email": "ops@example.com",
     }
     assert redact(tree) == {
         "api_key": REDACTED,
@@ -319,4 +321,6 @@ def test_redact_masks_secrets_only() -> None:
         "headers": {"Authorization": REDACTED},
         "empty_api_key": "",
         "port": 1,
+        "redis_url": f"redis://:{REDACTED}@127.0.0.1:6379/0",  # a password in a URL, whatever the key's name
+        "email": "ops@example.com",
     }

@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lamina.auth import AuthConfig
 from lamina.paths import home
 
 PLACEHOLDER = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)(?:(:=|:\+)([^}]*))?\}")
 PLACEHOLDER_NAME = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)")
 SECRET_KEY = re.compile(r"(api_?key|token|secret|password|authorization|credential)", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")  # redis://user:PASSWORD@host
 REDACTED = "********"
 log = logging.getLogger("lamina")
 M = TypeVar("M", bound=BaseModel)
@@ -63,6 +65,7 @@ class RunConfig(_Strict):
     providers: dict[str, list[ProviderEntry]] = {}
     apis: dict[str, dict[str, Any]] = {}  # API name -> that API's config, validated by the API when it starts
     telemetry: dict[str, Any] = {}  # for an observability plugin (lamina-telemetry), which validates it
+    auth: AuthConfig = AuthConfig()  # off unless it lists a provider (docs/auth.md)
     source: str = Field("<dict>", exclude=True)  # where it was read from, for error messages
     # API name -> the variables that would enable its providers that were left out, for `lamina run`'s advice
     disabled: dict[str, list[str]] = Field({}, exclude=True)
@@ -164,8 +167,9 @@ def resolve(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
                 continue
             enabled.append(substitute(entry, f"providers.{api}[{i}]", missing))
         providers[api] = enabled
-    if "apis" in raw:
-        raw["apis"] = drop_disabled(raw["apis"])
+    for section in ("apis", "auth"):  # auth: a provider whose id substitutes to nothing is off
+        if section in raw:
+            raw[section] = drop_disabled(raw[section])
     rest = substitute(raw, "", missing)
     if missing:
         raise ConfigError(f"{source}: environment variable(s) not set: {', '.join(missing)}")
@@ -202,6 +206,8 @@ def redact(value: Any) -> Any:
         }
     if isinstance(value, list):
         return [redact(item) for item in value]
+    if isinstance(value, str) and "@" in value:
+        return URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", value)
     return value
 
 

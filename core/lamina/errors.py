@@ -23,6 +23,9 @@ class LaminaError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        self.headers: dict[str, str] | None = (
+            None  # sent with the error (a 429's Retry-After, a 401's WWW-Authenticate)
+        )
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from lamina.resolver import Stack
     from lamina.specs import (
         ApiSpec,
+        AuthProviderSpec,
         CatalogueEntry,
         DistroSpec,
         GuardrailSpec,
@@ -70,6 +71,12 @@ def register_model_catalogue() -> list[CatalogueEntry]:
 @hookspec
 def register_guardrails() -> list[GuardrailSpec]:
     """Guardrails on text generation: checks of the input before the provider runs and of the output as it streams."""
+    raise NotImplementedError
+
+
+@hookspec
+def register_auth_providers() -> list[AuthProviderSpec]:
+    """Ways to authenticate callers (API keys, JWTs, ...), chosen by the run config's `auth.providers`."""
     raise NotImplementedError
 
 

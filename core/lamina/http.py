@@ -60,7 +60,7 @@ def error_body(exc: LaminaError) -> dict[str, Any]:
 
 
 def error_response(exc: LaminaError) -> Response:
-    return Response(dumps(error_body(exc)), status_code=exc.status, media_type="application/json")
+    return Response(dumps(error_body(exc)), status_code=exc.status, media_type="application/json", headers=exc.headers)
 
 
 async def sse_response(events: AsyncIterator[Any], *, framing: type[EventStream] | None = None) -> Response:

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from starlette.applications import Starlette
 
 from lamina import observe
+from lamina.auth import Auth, check_auth, start_auth
 from lamina.config import ConfigError, RunConfig, validate_section
 from lamina.guardrails import GuardrailChain
 from lamina.plugins import (
@@ -44,6 +45,7 @@ class Stack:
     provider_configs: dict[str, BaseModel] = field(default_factory=dict)  # provider id -> its validated config
     apis: dict[str, object] = field(default_factory=dict)  # API name -> router
     providers: dict[str, object] = field(default_factory=dict)  # provider id -> instance
+    auth: Auth | None = None  # the `auth:` section, started; None when auth is off
     _by_type: dict[type, object] = field(default_factory=dict, repr=False)
     _app: Starlette | None = field(default=None, repr=False)
 
@@ -159,6 +161,7 @@ def check(config: RunConfig, pm: pluggy.PluginManager) -> Plan:
             f"known: {', '.join(sorted(backends)) or 'none'}"
         )
     storage_config = validate_section(backend.config, config.storage.config, config.source, "storage.config")
+    check_auth(config.auth, pm, config.source)
     return Plan(apis, types, order, api_configs, provider_configs, storage_config)
 
 
@@ -179,6 +182,7 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
         storage = await storage_backends(pm)[config.storage.type].create(checked.storage_config, data_dir)
         exits.push_async_callback(storage.close)
         stack = Stack(config, pm, storage, apis, GuardrailChain())
+        stack.auth = await start_auth(config.auth, pm, storage, data_dir, exits, config.source)
         for api in checked.order:
             providers: dict[str, Any] = {}
             for entry in config.providers.get(api, []):

@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lamina import __version__
+from lamina.auth import protect, usage_endpoint
 from lamina.config import REDACTED, ConfigError, RunConfig, redact
 from lamina.errors import LaminaError, not_found
 from lamina.http import error_response, json_response, prefix_of, stack_of
@@ -166,7 +167,7 @@ def routes_app(stack: Stack) -> Starlette:
             Mount("/v1", routes=[r for _, r in owners if prefix_of(r) == "/v1"]),
             *(Mount(prefix, routes=[r for _, r in owners if prefix_of(r) == prefix]) for prefix in prefixes),
             # Llama Stack's clients ask for the same information here.
-            Mount("/v1alpha/admin", routes=meta),
+            Mount("/v1alpha/admin", routes=[*meta, Route("/usage", usage_endpoint)]),
         ],
         exception_handlers={LaminaError: lamina_error, HTTPException: http_error, Exception: unexpected_error},
     )
@@ -177,7 +178,7 @@ def routes_app(stack: Stack) -> Starlette:
 
 def create_app(stack: Stack) -> ASGIApp:
     """The stack's HTTP app: its routes, wrapped by the HTTP edge's middleware and the plugins' `asgi_wrapper`s."""
-    wrapped = with_request_ids(catch_unexpected(stack.http_app()))
+    wrapped = with_request_ids(catch_unexpected(protect(stack.http_app(), stack)))
     wrappers: list[Callable[[ASGIApp], ASGIApp] | None] = stack.pm.hook.asgi_wrapper(stack=stack)
     for wrapper in wrappers:
         if wrapper is not None:

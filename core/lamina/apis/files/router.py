@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from lamina import auth
 from lamina.apis.files.provider import FilesProvider, Upload
 from lamina.apis.files.types import FileDeleted, FileList, FileObject, FileRecord, FilesConfig, ListQuery
 from lamina.errors import LaminaError, not_found
@@ -96,12 +97,13 @@ class FilesRouter:
 
     async def lookup(self, file_id: str, *, param: str = "file_id") -> FileRecord:
         """The one place a file is found by id: every route and every other API (vector stores) reaches a file
-        through here, so this is where a check of who may see it (its owner, once there is auth) goes."""
+        through here, so this is where the caller's access is checked: a file it may not read does not exist
+        for it."""
         record = await self.registry.get(file_id)
         if record is not None and _expired(record.file, time.time()):
             await self._remove(file_id)
             record = None
-        if record is None:
+        if record is None or not auth.can("read", "file", file_id, record.owner):
             raise not_found(f"file '{file_id}' not found", param=param)
         return record
 
@@ -111,6 +113,12 @@ class FilesRouter:
     async def upload(self, upload: Upload, *, filename: str, purpose: str, expires_after: int | None) -> FileObject:
         """Store a received upload under a new id and register it; `expires_after` is in seconds."""
         file_id = "file-" + secrets.token_hex(12)
+        owner = auth.owner()
+        try:
+            auth.require("create", "file", file_id, owner)
+        except LaminaError:
+            upload.abort()
+            raise
         await self.pending.put(Pending(id=file_id, since=time.time()))
         try:
             size = await self.provider.finish_upload(upload, file_id)
@@ -127,7 +135,7 @@ class FilesRouter:
             purpose=purpose,
             expires_at=None if expires_after is None else created_at + expires_after,
         )
-        await self.registry.put(FileRecord(file=file, order=order_at(now)))
+        await self.registry.put(FileRecord(file=file, order=order_at(now), owner=owner))
         await self.pending.delete(file_id)
         return file
 
@@ -137,9 +145,10 @@ class FilesRouter:
         for record in await self.registry.list():
             if _expired(record.file, now):
                 await self._remove(record.file.id)
-            elif query.purpose is None or record.file.purpose == query.purpose:
+            elif (query.purpose is None or record.file.purpose == query.purpose) and auth.can(
+                "read", "file", record.file.id, record.owner
+            ):
                 records.append(record)
-        # Once files have owners, the listing keeps the caller's here, as `lookup` checks them by id.
         descending = query.order == "desc"
         records.sort(key=lambda r: (r.order, r.file.id), reverse=descending)
         if query.after is not None:
@@ -198,7 +207,8 @@ class FilesRouter:
         return copy
 
     async def delete_file(self, file_id: str) -> FileDeleted:
-        await self.lookup(file_id)
+        record = await self.lookup(file_id)
+        auth.require("delete", "file", file_id, record.owner)
         await self._remove(file_id)
         return FileDeleted(id=file_id)
 

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lamina.access import Owner
 from lamina.errors import LaminaError
 from lamina.specs import ProviderConfig
 
@@ -30,6 +31,7 @@ class FileRecord(BaseModel):
 
     file: FileObject
     order: str
+    owner: Owner | None = None  # who uploaded it (lamina.auth); None: uploaded while auth was off
 
 
 class FilesConfig(ProviderConfig):

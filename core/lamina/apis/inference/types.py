@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lamina.access import Owner
 from lamina.apis.inference.stored import check_metadata
 
 Number = Annotated[float, Field(allow_inf_nan=False)]
@@ -145,6 +146,7 @@ class Model(BaseModel):
     model_type: Literal["llm", "embedding"] = "llm"
     metadata: dict[str, Any] = {}
     source: Literal["discovered", "registered", "config", "unlisted"] = "discovered"
+    owner: Owner | None = None  # who registered it (lamina.auth); None for the run config's and providers' models
 
 
 class RegisterModel(BaseModel):

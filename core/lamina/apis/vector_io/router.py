@@ -30,7 +30,8 @@ import time
 import uuid
 from typing import Any
 
-from lamina import observe
+from lamina import auth, observe
+from lamina.access import Action
 from lamina.apis.files.router import FilesRouter
 from lamina.apis.inference.router import InferenceRouter
 from lamina.apis.inference.types import EmbeddingRequest
@@ -140,10 +141,14 @@ class VectorStoresRouter:
 
     # -- records
 
-    async def _store(self, store_id: str) -> StoreRecord:
+    async def _store(self, store_id: str, action: Action = "read") -> StoreRecord:
+        """The one place a store is found by id: every route (and its files and batches) goes through here, so
+        the caller's access is checked here. A store the caller may not read does not exist for it."""
         store = await self.stores.get(store_id)
-        if store is None:
+        if store is None or not auth.can("read", "vector_store", store_id, store.owner):
             raise not_found(f"vector store '{store_id}' not found", param="vector_store_id")
+        if action != "read":
+            auth.require(action, "vector_store", store_id, store.owner)
         return store
 
     async def _file(self, store_id: str, file_id: str) -> FileRecord:
@@ -248,10 +253,12 @@ class VectorStoresRouter:
         provider_id = request.provider_id or next(iter(self.providers))
         if provider_id not in self.providers:
             raise bad_request(f"no vector_io provider '{provider_id}'", param="provider_id")
+        store_id = new_id("vs_")
+        auth.require("create", "vector_store", store_id, auth.owner())
         for file_id in request.file_ids:
             await self.files_api.get_file(file_id)
         store = StoreRecord(
-            id=new_id("vs_"),
+            id=store_id,
             created_at=int(time.time()),
             name=request.name or "",
             description=request.description,
@@ -262,6 +269,7 @@ class VectorStoresRouter:
             provider_id=provider_id,
             order=time.time_ns(),
             chunk_attributes=True,
+            owner=auth.owner(),
         )
         await self.providers[provider_id].create_store(store.id)
         await self.stores.put(store)
@@ -273,12 +281,13 @@ class VectorStoresRouter:
         by_store: dict[str, list[FileRecord]] = {}
         for record in await self.files.list():
             by_store.setdefault(record.vector_store_id, []).append(record)
-        return paginate(
-            await self.stores.list(), query, lambda store: self._store_view(store, by_store.get(store.id, []))
-        )
+        visible = [
+            store for store in await self.stores.list() if auth.can("read", "vector_store", store.id, store.owner)
+        ]
+        return paginate(visible, query, lambda store: self._store_view(store, by_store.get(store.id, [])))
 
     async def update_store(self, store_id: str, request: UpdateStore) -> dict[str, Any]:
-        store = await self._store(store_id)
+        store = await self._store(store_id, "update")
         changes: dict[str, Any] = {"last_active_at": self._last_active(store)}
         if request.name is not None:
             changes["name"] = request.name
@@ -290,7 +299,7 @@ class VectorStoresRouter:
         return await self.store_view(store_id)
 
     async def delete_store(self, store_id: str) -> None:
-        store = await self._store(store_id)
+        store = await self._store(store_id, "delete")
         async with self.write_lock:
             for record in await self.files.list(f"{store_id}/"):
                 await self.jobs.cancel(INGEST, f"{store_id}/{record.id}")
@@ -304,7 +313,7 @@ class VectorStoresRouter:
     # -- files
 
     async def attach(self, store_id: str, request: AttachFile) -> dict[str, Any]:
-        await self._store(store_id)
+        await self._store(store_id, "update")
         await self.files_api.get_file(request.file_id)  # 404 for an unknown file
         record = FileRecord(
             id=request.file_id,
@@ -340,7 +349,7 @@ class VectorStoresRouter:
         return paginate(records, query, FileRecord.view)
 
     async def update_file(self, store_id: str, file_id: str, attributes: Attributes | None) -> dict[str, Any]:
-        store = await self._store(store_id)
+        store = await self._store(store_id, "update")
         async with self.write_lock:
             record = (await self._file(store_id, file_id)).model_copy(update={"attributes": attributes or {}})
             await self.files.put(record)
@@ -350,7 +359,7 @@ class VectorStoresRouter:
         return record.view()
 
     async def detach(self, store_id: str, file_id: str) -> None:
-        store = await self._store(store_id)
+        store = await self._store(store_id, "update")
         async with self.write_lock:
             await self._file(store_id, file_id)
             await self.jobs.cancel(INGEST, f"{store_id}/{file_id}")
@@ -372,7 +381,7 @@ class VectorStoresRouter:
     # -- batches
 
     async def create_batch(self, store_id: str, request: CreateBatch) -> dict[str, Any]:
-        await self._store(store_id)
+        await self._store(store_id, "update")
         if request.file_ids and request.files:
             raise bad_request("give `file_ids` or `files`, not both", param="files")
         entries = request.files or [
@@ -396,7 +405,7 @@ class VectorStoresRouter:
         return await self.batch_view(store_id, batch.id)
 
     async def cancel_batch(self, store_id: str, batch_id: str) -> dict[str, Any]:
-        store = await self._store(store_id)
+        store = await self._store(store_id, "update")
         async with self.write_lock:
             batch = await self._batch(store_id, batch_id)
             await self.batches.put(batch.model_copy(update={"status": "cancelled"}))
@@ -660,7 +669,7 @@ class VectorStoresRouter:
     # -- raw vector IO
 
     async def insert_chunks(self, request: InsertRequest) -> dict[str, Any]:
-        store = await self._store(request.vector_store_id)
+        store = await self._store(request.vector_store_id, "update")
         missing = [i for i, c in enumerate(request.chunks) if c.embedding is None]
         vectors: list[list[float] | None] = [c.embedding for c in request.chunks]
         if missing:
