@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,10 +33,55 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
 
+JSON_TYPES = ("application/json", "text/json")
+OFF_LOOP_BYTES = 256 * 1024  # bodies larger than this are parsed in a worker thread, not on the event loop
+
+
 async def parse_body(request: Request, model: type[Model]) -> Model:
+    content_type = request.headers.get("content-type")
+    if content_type is not None:
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        # A browser can post to any origin without a preflight only as text/plain, a form or multipart: refusing
+        # those keeps web pages from driving a server the user runs locally.
+        if not (media_type in JSON_TYPES or media_type.endswith("+json")):
+            raise LaminaError(
+                f"this endpoint takes a JSON body (Content-Type: application/json), not '{media_type}'",
+                status=415,
+                code="unsupported_media_type",
+            )
     body = await request.body()
     if not body:
         raise bad_request("request body is empty; send a JSON object", code="invalid_json")
+    if len(body) > OFF_LOOP_BYTES:
+        # Parsing megabytes takes tens of milliseconds: in a thread, the loop keeps serving other requests.
+        return await asyncio.to_thread(_validate, model, body)
+    return _validate(model, body)
+
+
+LONG_DIGITS = re.compile(rb"\d{19}")  # the only bodies that may hold an integer beyond 64 bits
+INT64 = range(-(2**63), 2**63)
+
+
+def _check_integers(body: bytes) -> None:
+    """Refuse integers that do not fit in 64 bits (in any field, extra fields included): no upstream, encoder or
+    store takes them, so kept they fail later, or are stored and fail every later read."""
+
+    def parse_int(digits: str) -> int:
+        value = int(digits)
+        if value not in INT64:
+            raise bad_request(
+                f"the integer {digits[:24]}{'...' if len(digits) > 24 else ''} does not fit in 64 bits",
+                code="invalid_value",
+            )
+        return value
+
+    with contextlib.suppress(ValueError):  # not JSON: pydantic says so below, with its position
+        json.loads(body, parse_int=parse_int)
+
+
+def _validate(model: type[Model], body: bytes) -> Model:
+    if LONG_DIGITS.search(body):
+        _check_integers(body)
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
@@ -157,6 +205,7 @@ class ApiRoute(Route):
     body: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
+    raw_body: bool = False  # the handler streams the body itself (uploads): no JSON body limit applies
 
 
 def route(
@@ -167,8 +216,10 @@ def route(
     body: type[BaseModel] | None = None,
     response: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
+    raw_body: bool = False,
 ) -> ApiRoute:
-    """A route for an `ApiSpec`'s `routes`, described in `/v1/openapi.json` with these models."""
+    """A route for an `ApiSpec`'s `routes`, described in `/v1/openapi.json` with these models. `raw_body`: the
+    handler reads the request body as a stream and enforces its own size limit (file uploads)."""
     built = ApiRoute(path, endpoint, methods=[method])
-    built.body, built.response, built.query = body, response, query
+    built.body, built.response, built.query, built.raw_body = body, response, query, raw_body
     return built

@@ -20,7 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lamina import __version__
 from lamina.config import ConfigError, RunConfig, redact
 from lamina.errors import LaminaError, not_found
-from lamina.http import error_response, json_response, stack_of
+from lamina.guard import guard, warn_if_exposed
+from lamina.http import ApiRoute, error_response, json_response, stack_of
 from lamina.openapi import openapi_document
 from lamina.resolver import Stack, start_stack
 
@@ -82,7 +83,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
     message = {404: f"no route {request.method} {request.url.path}", 405: f"method {request.method} not allowed"}
-    return error_response(LaminaError(message.get(exc.status_code, str(exc.detail)), status=exc.status_code, type=kind))
+    response = error_response(
+        LaminaError(message.get(exc.status_code, str(exc.detail)), status=exc.status_code, type=kind)
+    )
+    response.headers.update(exc.headers or {})  # a 405's Allow
+    return response
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
@@ -148,7 +153,10 @@ def create_app(stack: Stack) -> ASGIApp:
     )
     app.state.stack = stack
     app.state.route_owners = owners
-    wrapped = catch_unexpected(app)
+    raw_bodies = {
+        (m, "/v1" + r.path) for _, r in owners if isinstance(r, ApiRoute) and r.raw_body for m in r.methods or ()
+    }
+    wrapped = guard(catch_unexpected(app), stack.config, raw_bodies)
     wrappers: list[Callable[[ASGIApp], ASGIApp] | None] = stack.pm.hook.asgi_wrapper(stack=stack)
     for wrapper in wrappers:
         if wrapper is not None:
@@ -179,7 +187,11 @@ async def serve(
     hconfig.bind = [f"{config.server.host}:{config.server.port}"]
     hconfig.accesslog = logging.getLogger("lamina.access") if config.server.access_log else None
     hconfig.errorlog = logging.getLogger("hypercorn.error")  # through our logging, printed once
-    hconfig.keep_alive_timeout = 75
+    # Idle connections, and requests whose headers take this long, are closed (hypercorn times both with it).
+    # No hypercorn read_timeout: it would cut long responses (a client sends nothing while it waits); a body that
+    # stops arriving is timed by lamina.guard instead.
+    hconfig.keep_alive_timeout = config.server.idle_timeout
+    warn_if_exposed(config)
     hconfig.graceful_timeout = 3
     # Bind before starting the stack, which may load models for a while: a port in use fails now, in one line.
     try:

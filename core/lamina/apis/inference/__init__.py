@@ -24,7 +24,7 @@ async def create_router(config: InferenceConfig, providers: dict[str, Any], deps
                 f"{deps.source}: apis.inference.models: '{model.id}' names unknown provider '{model.provider_id}'"
             )
     registered = Registry(deps.storage.kv, "models/", Model, key=lambda model: model.id)
-    router = InferenceRouter(providers, registered, configured, deps.guardrails)
+    router = InferenceRouter(providers, registered, configured, deps.guardrails, config.discovery_wait_seconds)
     router.start()
     return router
 

@@ -9,6 +9,7 @@ the storage agrees on them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
@@ -43,8 +44,10 @@ class InferenceRouter:
         registered: Registry[Model],
         configured: list[Model],
         guardrails: GuardrailChain,
+        discovery_wait: float = 10.0,
     ) -> None:
         self.providers = providers
+        self.discovery_wait = discovery_wait
         self.registered = registered
         self.configured = {model.id: model for model in configured}
         self.discovered: dict[str, Model] = {}
@@ -84,8 +87,10 @@ class InferenceRouter:
             self.discovery.cancel()
 
     async def _discovered(self) -> None:
+        """Wait for discovery, `discovery_wait` seconds at most: after that, what was listed so far answers."""
         if self.discovery and not self.discovery.done():
-            await self.discovery
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.discovery), self.discovery_wait)
 
     async def list_models(self) -> list[Model]:
         await self._discovered()

@@ -181,6 +181,9 @@ class InferenceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: list[ModelConfig] = []
+    # Model discovery runs in the background; a request needing it waits this long at most, then goes on with
+    # the models listed so far (a slow upstream never holds requests longer than this).
+    discovery_wait_seconds: float = Field(10.0, ge=0)
 
 
 def encode_base64(vector: list[float]) -> str:
