@@ -7,7 +7,7 @@ import struct
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Number = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -34,6 +34,14 @@ class ChatMessage(_Open):
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_parts(cls, content: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+        for part in content if isinstance(content, list) else ():
+            if part.get("type") == "text" and not isinstance(part.get("text"), str):
+                raise ValueError("a content part of type `text` needs `text`, a string")
+        return content
 
     @property
     def text(self) -> str:

@@ -130,6 +130,13 @@ class RawChunk(BaseModel):
     metadata: dict[str, Any] = {}
     embedding: list[float] | None = None
 
+    @model_validator(mode="after")
+    def _file_id(self) -> RawChunk:
+        # Search results name a chunk's file by `metadata.file_id`: it is an id, a string, or absent.
+        if not isinstance(self.metadata.get("file_id", ""), str):
+            raise ValueError("metadata.file_id must be a string (a file id)")
+        return self
+
 
 class InsertRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
