@@ -83,7 +83,8 @@ def _validate(model: type[Model], body: bytes) -> Model:
     if LONG_DIGITS.search(body):
         _check_integers(body)
     try:
-        return model.model_validate_json(body)
+        # Strict, for every JSON body alike: `"5"` is not an integer, nor is `5.0`; a string is not a number.
+        return model.model_validate_json(body, strict=True)
     except ValidationError as exc:
         if exc.errors()[0]["type"] == "json_invalid":
             raise bad_request(

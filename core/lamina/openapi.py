@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -19,6 +20,14 @@ ERROR = {
         }
     },
 }
+
+SERVER_ERRORS = {
+    "500": "Internal error",
+    "502": "The provider's upstream answered badly, or refused our credentials",
+    "503": "The provider's upstream is unreachable or overloaded",
+    "504": "The provider's upstream did not answer in time",
+}
+CONVERTOR = re.compile(r":[a-z]+}")
 
 
 def openapi_document(owned: list[tuple[str, BaseRoute]], version: str) -> dict[str, Any]:
@@ -41,7 +50,11 @@ def openapi_document(owned: list[tuple[str, BaseRoute]], version: str) -> dict[s
                 "summary": (r.endpoint.__doc__ or r.name).strip(),
                 "responses": {
                     "200": {"description": "OK"},
-                    "4XX": {"description": "Error", "content": {"application/json": {"schema": ERROR}}},
+                    "4XX": {"description": "Bad request", "content": {"application/json": {"schema": ERROR}}},
+                    **{
+                        status: {"description": description, "content": {"application/json": {"schema": ERROR}}}
+                        for status, description in SERVER_ERRORS.items()
+                    },
                 },
             }
             if described and (body := described.body):
@@ -50,9 +63,10 @@ def openapi_document(owned: list[tuple[str, BaseRoute]], version: str) -> dict[s
                     "content": {"application/json": {"schema": keyed[(body, "validation")]}},
                 }
             if described and (response := described.response):
-                operation["responses"]["200"]["content"] = {
-                    "application/json": {"schema": keyed[(response, "validation")]}
-                }
+                content: dict[str, Any] = {"application/json": {"schema": keyed[(response, "validation")]}}
+                if described.body is not None and "stream" in described.body.model_fields:
+                    content["text/event-stream"] = {"schema": {"type": "string"}}  # `stream: true`
+                operation["responses"]["200"]["content"] = content
             parameters = [
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in r.param_convertors
@@ -62,7 +76,8 @@ def openapi_document(owned: list[tuple[str, BaseRoute]], version: str) -> dict[s
                 parameters += [{"name": name, "in": "query", "schema": schema} for name, schema in properties.items()]
             if parameters:
                 operation["parameters"] = parameters
-            paths.setdefault("/v1" + r.path, {})[method.lower()] = operation
+            # `{model_id:path}` is Starlette's: OpenAPI knows `{model_id}`.
+            paths.setdefault("/v1" + CONVERTOR.sub("}", r.path), {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "Lamina", "version": version},

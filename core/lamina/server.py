@@ -86,8 +86,22 @@ async def http_error(request: Request, exc: Exception) -> Response:
     response = error_response(
         LaminaError(message.get(exc.status_code, str(exc.detail)), status=exc.status_code, type=kind)
     )
-    response.headers.update(exc.headers or {})  # a 405's Allow
+    if exc.status_code == 405:
+        response.headers["allow"] = ", ".join(allowed_methods(request))
     return response
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+    owners: list[tuple[str, BaseRoute]] = request.app.state.route_owners
+    methods = {
+        method
+        for _, r in owners
+        if isinstance(r, Route) and path.startswith("/v1") and r.path_regex.match(path.removeprefix("/v1"))
+        for method in r.methods or ()
+    }
+    return sorted(methods)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -10,8 +10,11 @@ from starlette.responses import Response
 
 from lamina.apis.inference.router import InferenceRouter
 from lamina.apis.inference.types import (
+    ChatCompletion,
     ChatCompletionRequest,
+    Completion,
     CompletionRequest,
+    EmbeddingList,
     EmbeddingRequest,
     Model,
     ModelDeleted,
@@ -71,9 +74,9 @@ async def delete_model(request: Request) -> Response:
 
 
 ROUTES = [
-    route("POST", "/chat/completions", create_chat_completion, body=ChatCompletionRequest),
-    route("POST", "/completions", create_completion, body=CompletionRequest),
-    route("POST", "/embeddings", create_embeddings, body=EmbeddingRequest),
+    route("POST", "/chat/completions", create_chat_completion, body=ChatCompletionRequest, response=ChatCompletion),
+    route("POST", "/completions", create_completion, body=CompletionRequest, response=Completion),
+    route("POST", "/embeddings", create_embeddings, body=EmbeddingRequest, response=EmbeddingList),
     route("GET", "/models", list_models, response=ModelList),
     route("POST", "/models", register_model, body=RegisterModel, response=Model),
     route("GET", "/models/{model_id:path}", get_model, response=Model),

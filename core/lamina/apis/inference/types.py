@@ -128,6 +128,44 @@ class EmbeddingRequest(_Open):
     user: str | None = None
 
 
+class _Answer(BaseModel):
+    """An answer as providers give it (relayed, not re-validated): documented in /v1/openapi.json; fields beyond
+    these (providers add their own) pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ChatCompletion(_Answer):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class Completion(_Answer):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class Embedding(_Answer):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str  # a string when `encoding_format` is base64
+
+
+class EmbeddingList(_Answer):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: dict[str, Any] | None = None
+
+
 class ModelInfo(BaseModel):
     """A model a provider serves, as it reports it from `list_models`."""
 

@@ -123,6 +123,24 @@ class SearchRequest(_Open):
     search_mode: Literal["vector", "keyword", "hybrid"] = "vector"  # extension
 
 
+class SearchResult(BaseModel):
+    file_id: str
+    filename: str
+    score: float
+    attributes: dict[str, Any]
+    content: list[dict[str, Any]]
+
+
+class SearchResults(BaseModel):
+    """The answer of a search (documented in /v1/openapi.json)."""
+
+    object: Literal["vector_store.search_results.page"]
+    search_query: str | list[str]
+    data: list[SearchResult]
+    has_more: bool
+    next_page: str | None
+
+
 class RawChunk(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
