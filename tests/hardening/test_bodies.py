@@ -51,7 +51,9 @@ def test_content_length_over_limit_refused_before_reading(api: str) -> None:
     )
     with sock:
         assert read_status(sock) == 413
-    response = requests.post(f"{api}/chat/completions", data=b"x" * (LIMIT + 1), headers={"Content-Type": "application/json"})
+    response = requests.post(
+        f"{api}/chat/completions", data=b"x" * (LIMIT + 1), headers={"Content-Type": "application/json"}
+    )
     assert_openai_error(response, 413, code="request_too_large", message_contains="max_body_bytes")
     assert_healthy(api)
 
@@ -86,7 +88,7 @@ def test_a_body_that_stops_arriving_is_timed_out(api: str) -> None:
     sock = raw_request(
         api,
         "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        "Content-Length: 100\r\n\r\n{\"model\": ",
+        'Content-Length: 100\r\n\r\n{"model": ',
     )
     with sock:
         assert read_status(sock) == 408  # body_timeout is 1s here

@@ -58,7 +58,11 @@ def test_cross_origin_writes_are_refused(api: str, fake: FakeOpenAI) -> None:
 def test_cors_for_listed_origins(api: str) -> None:
     preflight = requests.options(
         f"{api}/chat/completions",
-        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"},
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
     )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == ORIGIN
@@ -89,7 +93,10 @@ def test_oversized_upload_refused_by_content_length(api: str) -> None:
 
 
 def test_two_file_parts_are_400(api: str) -> None:
-    files = [("file", ("a.txt", io.BytesIO(b"aaa"), "text/plain")), ("file", ("b.txt", io.BytesIO(b"bbb"), "text/plain"))]
+    files = [
+        ("file", ("a.txt", io.BytesIO(b"aaa"), "text/plain")),
+        ("file", ("b.txt", io.BytesIO(b"bbb"), "text/plain")),
+    ]
     response = requests.post(f"{api}/files", files=files, data={"purpose": "assistants"})
     assert_openai_error(response, 400, param="file", message_contains="more than one")
 

@@ -169,26 +169,28 @@ class OpenAIAdapter:
                 return response
             if response.status in RETRY_STATUSES and not last:
                 delay = self._backoff(attempt, response.headers.get("Retry-After"))
-                if delay is not None and await self._wait(delay, deadline):
+                if await self._wait(delay, deadline):
                     response.release()
                     continue
             raise await self._upstream_error(response, path)
         raise AssertionError("unreachable")
 
     @staticmethod
-    async def _wait(delay: float | None, deadline: float) -> bool:
+    async def _wait(delay: float, deadline: float) -> bool:
         """Sleep `delay` seconds, unless that would pass the deadline (then False, at once)."""
-        if delay is None or time.monotonic() + delay >= deadline:
+        if time.monotonic() + delay >= deadline:
             return False
         await asyncio.sleep(delay)
         return True
 
-    def _backoff(self, attempt: int, retry_after: str | None) -> float | None:
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        """The wait before retry `attempt + 1`: the upstream's `Retry-After` in seconds (the deadline decides
+        whether it is worth waiting), else exponential with jitter."""
         if retry_after is not None:
             try:
                 return max(float(retry_after), 0.0)
             except ValueError:
-                return None  # an HTTP date, or garbage: the upstream wants a wait we cannot judge; no retry
+                pass  # an HTTP date, or garbage
         return self.config.retry_backoff * 2**attempt * (0.5 + random.random())
 
     def _timeout(self, path: str) -> UpstreamError:
