@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "e2e"))
 
-from fake_openai import EMBEDDING_MODEL, FakeOpenAI  # noqa: E402
+from fake_openai import EMBEDDING_MODEL, FakeOpenAI
 
 SECRET = "sk-hardening-secret-4711"
 
