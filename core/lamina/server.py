@@ -93,12 +93,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at this path (Starlette names only the first route's)."""
-    path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+    path = request.url.path  # the whole path, `/v1` included, inside the mount as outside it
     owners: list[tuple[str, BaseRoute]] = request.app.state.route_owners
     methods = {
         method
         for _, r in owners
-        if isinstance(r, Route) and path.startswith("/v1") and r.path_regex.match(path.removeprefix("/v1"))
+        if isinstance(r, Route) and path.startswith("/v1/") and r.path_regex.match(path.removeprefix("/v1"))
         for method in r.methods or ()
     }
     return sorted(methods)
