@@ -58,9 +58,7 @@ def test_retry_after_beyond_the_deadline_is_not_waited_for(api: str, fake: FakeO
 
 def test_discovery_of_a_hanging_upstream_holds_no_request(fake: FakeOpenAI) -> None:
     fake.hang(60, times=1)  # the start-up's model listing hangs for a minute
-    config = starter_like(fake, **SHORT)
-    config["apis"]["inference"] = {"discovery_wait_seconds": 1}
-    with serve(config) as url:
+    with serve(starter_like(fake, **SHORT)) as url:
         # Far below the hang: discovery_timeout (0.5s) ends the listing, and requests wait for it no longer.
         listed = requests.get(f"{url}/models", timeout=20)
         assert listed.status_code == 200

@@ -44,7 +44,7 @@ class InferenceRouter:
         registered: Registry[Model],
         configured: list[Model],
         guardrails: GuardrailChain,
-        discovery_wait: float = 10.0,
+        discovery_wait: float | None = None,
     ) -> None:
         self.providers = providers
         self.discovery_wait = discovery_wait
@@ -87,7 +87,7 @@ class InferenceRouter:
             self.discovery.cancel()
 
     async def _discovered(self) -> None:
-        """Wait for discovery, `discovery_wait` seconds at most: after that, what was listed so far answers."""
+        """Wait for discovery (`discovery_wait` seconds at most, if set): then what was listed so far answers."""
         if self.discovery and not self.discovery.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.discovery), self.discovery_wait)

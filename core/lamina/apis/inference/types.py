@@ -228,8 +228,9 @@ class InferenceConfig(BaseModel):
 
     models: list[ModelConfig] = []
     # Model discovery runs in the background; a request needing it waits this long at most, then goes on with
-    # the models listed so far (a slow upstream never holds requests longer than this).
-    discovery_wait_seconds: float = Field(10.0, ge=0)
+    # the models listed so far. None: until discovery ends (remote providers bound their own listing with
+    # `discovery_timeout`; inline providers list once their models are loaded).
+    discovery_wait_seconds: float | None = Field(None, ge=0)
 
 
 def encode_base64(vector: list[float]) -> str:
