@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
+import aiohttp
 import pytest
 import requests
 from conftest import starter_like
@@ -22,12 +23,19 @@ def api(fake_server: FakeOpenAI) -> Iterator[str]:
 
 
 def delete_concurrently(url: str, times: int) -> Counter[tuple[int, bool | None]]:
-    def one(_: int) -> tuple[int, bool | None]:
-        response = requests.delete(url, timeout=60)
-        return response.status_code, response.json().get("deleted")
+    """`times` DELETEs of `url` at once: connections opened first, then the requests sent together."""
 
-    with ThreadPoolExecutor(times) as pool:
-        return Counter(pool.map(one, range(times)))
+    async def all_at_once() -> list[tuple[int, bool | None]]:
+        connector = aiohttp.TCPConnector(limit=times, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one() -> tuple[int, bool | None]:
+                async with session.delete(url) as response:
+                    return response.status, (await response.json()).get("deleted")
+
+            return await asyncio.gather(*(one() for _ in range(times)))
+
+    return Counter(asyncio.run(all_at_once()))
 
 
 def upload(api: str, text: str) -> str:
