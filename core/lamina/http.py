@@ -30,7 +30,13 @@ if TYPE_CHECKING:
 
 def dumps(obj: Any) -> bytes:
     # orjson: every answer and every streamed chunk is encoded here, and it is ~15x faster than json.
-    return orjson.dumps(obj)
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+        # Data stored before integers were limited to 64 bits at the edge: answered as is, slowly, never a 500.
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 JSON_TYPES = ("application/json", "text/json")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import select
 import socket
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -144,3 +146,23 @@ def test_json_endpoints_refuse_other_content_types(api: str, content_type: str) 
 
     response = requests.post(f"{api}/chat/completions", data=json.dumps(CHAT), headers={"Content-Type": content_type})
     assert_openai_error(response, 415, code="unsupported_media_type")
+
+
+def test_a_store_poisoned_by_an_earlier_version_still_answers(fake_server: FakeOpenAI, tmp_path: Path) -> None:
+    """Chunks an earlier version stored with a 65-bit integer in their metadata: searches answer 200."""
+    config = starter_like(fake_server)
+    config["storage"] = {"dir": str(tmp_path)}
+    with serve(config) as url:
+        store = requests.post(f"{url}/vector_stores", json={"name": "old"}).json()
+        chunk = {"content": "alpha beta", "metadata": {"n": 1}, "embedding": [0.5] * 8}
+        requests.post(f"{url}/vector-io/insert", json={"vector_store_id": store["id"], "chunks": [chunk]})
+    (database,) = tmp_path.rglob("vectors.db")
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE chunks SET metadata = ?, attributes = ?", ('{"n": 36893488147419103232}',) * 2)
+    db.close()
+    with serve(config) as url:
+        searched = requests.post(f"{url}/vector_stores/{store['id']}/search", json={"query": "alpha"})
+        assert searched.status_code == 200, searched.text
+        assert searched.json()["data"][0]["attributes"] == {"n": 36893488147419103232}
+        queried = requests.post(f"{url}/vector-io/query", json={"vector_store_id": store["id"], "query": "alpha"})
+        assert queried.status_code == 200, queried.text
