@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -64,8 +63,19 @@ async def parse_body(request: Request, model: type[Model]) -> Model:
     return _validate(model, body)
 
 
-LONG_DIGITS = re.compile(rb"\d{19}")  # the only bodies that may hold an integer beyond 64 bits
+DIGITS_AS_ONES = bytes(ord("1") if chr(i).isdigit() and i < 128 else ord("0") for i in range(256))
+LONG_RUN = b"1" * 19  # only a run of 19 digits or more can be an integer beyond 64 bits
+SCAN_STEP = 256 * 1024
 INT64 = range(-(2**63), 2**63)
+
+
+def _may_hold_long_integers(body: bytes) -> bool:
+    """Whether `body` has a run of 19+ digits. A C-speed scan (a regex takes ~50 ms a MB), in slices: every
+    scan holds the GIL, and a parse in a worker thread must let the event loop run between slices."""
+    for start in range(0, len(body), SCAN_STEP):
+        if LONG_RUN in body[start : start + SCAN_STEP + len(LONG_RUN) - 1].translate(DIGITS_AS_ONES):
+            return True
+    return False
 
 
 def _check_integers(body: bytes) -> None:
@@ -86,7 +96,7 @@ def _check_integers(body: bytes) -> None:
 
 
 def _validate(model: type[Model], body: bytes) -> Model:
-    if LONG_DIGITS.search(body):
+    if _may_hold_long_integers(body):
         _check_integers(body)
     try:
         # Strict, for every JSON body alike: `"5"` is not an integer, nor is `5.0`; a string is not a number.
