@@ -161,7 +161,9 @@ async def main() -> None:
                 rows = [summary("idle (baseline)", idle, None)]
                 rows.append(summary("4 × 15 MB chat bodies, 3 rounds", await during(base, big_bodies(base, 3)), idle))
                 rss_bodies = peak_rss_mb(server.pid)
-                rows.append(summary("4 × 100 MB announced, 25 rounds", await during(base, announced_100mb(base, 25)), idle))
+                rows.append(
+                    summary("4 × 100 MB announced, 25 rounds", await during(base, announced_100mb(base, 25)), idle)
+                )
                 rows.append(summary("50 × 4 MB uploads, 2 rounds", await during(base, uploads(base, 2)), idle))
             print("| phase | probes | health p50 ms | p99 ms | max ms | p50 / max vs idle |")
             print("|---|---|---|---|---|---|")

@@ -1,19 +1,16 @@
-"""Fixtures for the hardening tests: the e2e suite's fake upstream, and a run config with every API on it."""
+"""Fixtures for the hardening tests: the e2e suite's fake upstream (tests/e2e is put on the import path)."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "e2e"))
 
-from fake_openai import EMBEDDING_MODEL, FakeOpenAI
-
-SECRET = "sk-hardening-secret-4711"
+from fake_openai import FakeOpenAI
 
 
 @pytest.fixture(scope="session")
@@ -27,28 +24,3 @@ def fake(fake_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
     fake_server.reset()
     yield fake_server
     fake_server.reset()
-
-
-def starter_like(fake: FakeOpenAI, *, server: dict[str, Any] | None = None, **remote: Any) -> dict[str, Any]:
-    """Like the starter distro with OPENAI_BASE_URL and EMBEDDING_MODEL set: remote inference on the fake
-    upstream, local files, hnswlib vector stores, the rules shield."""
-    return {
-        "distro": "hardening",
-        "server": server or {},
-        "providers": {
-            "inference": [
-                {
-                    "id": "openai",
-                    "type": "remote::openai",
-                    "config": {"base_url": fake.base_url, "api_key": SECRET, "retry_backoff": 0.01, **remote},
-                }
-            ],
-            "files": [{"id": "files", "type": "inline::localfs", "config": {}}],
-            "vector_io": [{"id": "hnswlib", "type": "inline::hnswlib", "config": {}}],
-            "safety": [{"id": "rules", "type": "inline::rules", "config": {}}],
-        },
-        "apis": {
-            "safety": {"shields": [{"id": "rules", "provider_id": "rules"}]},
-            "vector_io": {"default_embedding_model": f"openai/{EMBEDDING_MODEL}"},
-        },
-    }

@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import starter_like
 from e2e_helpers import assert_healthy, assert_openai_error
 from fake_openai import CHAT_MODEL, FakeOpenAI
+from hardening_helpers import starter_like
 from lamina.testing import serve
 
 LIMIT = 256 * 1024

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 import requests
-from conftest import starter_like
 from fake_openai import FakeOpenAI
+from hardening_helpers import starter_like
 from lamina.testing import serve
 
 

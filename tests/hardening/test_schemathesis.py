@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import starter_like
 from fake_openai import FakeOpenAI
+from hardening_helpers import starter_like
 from lamina.testing import serve
 
 CHECKS = [

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import starter_like
 from e2e_helpers import assert_openai_error
 from fake_openai import CHAT_MODEL, FakeOpenAI
+from hardening_helpers import starter_like
 from lamina.config import resolve
 from lamina.guard import warn_if_exposed
 from lamina.testing import serve

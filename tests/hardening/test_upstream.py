@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from conftest import SECRET, starter_like
 from e2e_helpers import assert_openai_error
 from fake_openai import CHAT_MODEL, FakeOpenAI
+from hardening_helpers import SECRET, starter_like
 from lamina.testing import serve
 
 CHAT = {"model": f"openai/{CHAT_MODEL}", "messages": [{"role": "user", "content": "hi"}]}
