@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import io
 import logging
+import select
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -115,3 +119,43 @@ def test_public_bind_without_auth_warns(caplog: pytest.LogCaptureFixture) -> Non
     assert not caplog.records
     warn_if_exposed(resolve({"server": {"host": "0.0.0.0"}}))
     assert "without authentication" in caplog.text
+
+
+def test_chunked_oversized_upload_stops_at_the_limit(fake_server: FakeOpenAI) -> None:
+    """No Content-Length: the upload is read up to the files provider's limit, then refused; not drained."""
+    config = starter_like(fake_server)
+    config["providers"]["files"][0]["config"] = {"max_upload_bytes": 256 * 1024}
+    with serve(config) as url:
+        address = urlsplit(url)
+        with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+            )
+            head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n\r\n'
+            sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+            piece = b"x" * 65536
+            sent, total = 0, 100 * 1024 * 1024
+            while sent < total and not select.select([sock], [], [], 0)[0]:
+                try:
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                sent += len(piece)
+            assert sent < total, "the server read the whole 100 MB upload"
+            assert sock.recv(1024).split(b" ", 2)[1] == b"413"
+
+
+def test_lamina_config_masks_secret_headers_and_url_passwords(tmp_path: Path) -> None:
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(
+        "providers:\n  inference:\n    - id: up\n      type: remote::openai\n      config:\n"
+        "        base_url: https://bob:hunter2@up.example/v1\n"
+        "        headers: {api-key: k-1, X-Api-Key: k-2, OpenAI-Organization: org-3}\n"
+    )
+    lamina = Path(sys.executable).parent / "lamina"
+    result = subprocess.run([str(lamina), "config", str(run_yaml)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for secret in ("k-1", "k-2", "org-3", "hunter2"):
+        assert secret not in result.stdout + result.stderr
+    assert "bob:********@up.example" in result.stdout
