@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -114,8 +114,11 @@ class RankingOptions(BaseModel):
     score_threshold: float = Field(0.0, ge=0.0, le=1.0)
 
 
+SearchText = Annotated[str, Field(pattern=r"\S")]  # not blank
+
+
 class SearchRequest(_Open):
-    query: str | list[str]
+    query: SearchText | Annotated[list[SearchText], Field(min_length=1)]
     max_num_results: int = Field(10, ge=1, le=50)
     filters: Comparison | Compound | None = None
     ranking_options: RankingOptions | None = None
