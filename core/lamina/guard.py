@@ -104,7 +104,7 @@ def _refusal(
     if check_host:
         # A page on evil.example whose name now resolves to 127.0.0.1 (DNS rebinding) still sends its own name.
         name = _host_name(headers.get("host", "")).lower()
-        if not (is_loopback(name) or name in allowed_hosts):
+        if name and not (is_loopback(name) or name in allowed_hosts):  # no Host at all: HTTP/1.0, not a browser
             return LaminaError(
                 f"Host '{name}' is not served here: this server listens on loopback and answers only loopback "
                 "names (add the name to server.allowed_hosts to accept it)",
@@ -146,7 +146,8 @@ def _limited(receive: Receive, limit: int | None, pause: float) -> Receive:
         if complete:
             return await receive()
         try:
-            message = await asyncio.wait_for(receive(), pause)
+            async with asyncio.timeout(pause):  # no task per call, unlike wait_for
+                message = await receive()
         except TimeoutError:
             raise LaminaError(
                 f"the request body stopped arriving for {pause:g}s (server.body_timeout)",

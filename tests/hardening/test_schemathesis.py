@@ -42,7 +42,7 @@ def test_the_api_keeps_its_openapi_document(fake_server: FakeOpenAI) -> None:
                 st, "run", f"{url}/openapi.json", "--url", origin,
                 "--checks", ",".join(CHECKS),
                 "--phases", "coverage,fuzzing",
-                "--max-examples", "5",
+                "--max-examples", "3",
                 "--workers", "2",
                 "--seed", "4711",
                 "--suppress-health-check", "all",
