@@ -222,7 +222,7 @@ class ApiRoute(Route):
     body: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
-    raw_body: bool = False  # the handler streams the body itself (uploads): no JSON body limit applies
+    form: type[BaseModel] | None = None  # a multipart body the handler streams itself (uploads): no JSON limit
 
 
 def route(
@@ -233,10 +233,10 @@ def route(
     body: type[BaseModel] | None = None,
     response: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
-    raw_body: bool = False,
+    form: type[BaseModel] | None = None,
 ) -> ApiRoute:
-    """A route for an `ApiSpec`'s `routes`, described in `/v1/openapi.json` with these models. `raw_body`: the
-    handler reads the request body as a stream and enforces its own size limit (file uploads)."""
+    """A route for an `ApiSpec`'s `routes`, described in `/v1/openapi.json` with these models. `form`: the
+    body is multipart/form-data with these fields, read by the handler as a stream under its own size limit."""
     built = ApiRoute(path, endpoint, methods=[method])
-    built.body, built.response, built.query, built.raw_body = body, response, query, raw_body
+    built.body, built.response, built.query, built.form = body, response, query, form
     return built

@@ -36,7 +36,7 @@ def openapi_document(owned: list[tuple[str, BaseRoute]], version: str) -> dict[s
     models: set[type[BaseModel]] = set()
     for _, r in routes:
         if isinstance(r, ApiRoute):
-            models |= {m for m in (r.body, r.response) if m is not None}
+            models |= {m for m in (r.body, r.response, r.form) if m is not None}
     keyed, schema = models_json_schema(
         [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
         ref_template="#/components/schemas/{model}",
@@ -61,6 +61,11 @@ def openapi_document(owned: list[tuple[str, BaseRoute]], version: str) -> dict[s
                 operation["requestBody"] = {
                     "required": True,
                     "content": {"application/json": {"schema": keyed[(body, "validation")]}},
+                }
+            if described and (form := described.form):
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": keyed[(form, "validation")]}},
                 }
             if described and (response := described.response):
                 content: dict[str, Any] = {"application/json": {"schema": keyed[(response, "validation")]}}

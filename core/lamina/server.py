@@ -167,9 +167,7 @@ def create_app(stack: Stack) -> ASGIApp:
     )
     app.state.stack = stack
     app.state.route_owners = owners
-    raw_bodies = {
-        (m, "/v1" + r.path) for _, r in owners if isinstance(r, ApiRoute) and r.raw_body for m in r.methods or ()
-    }
+    raw_bodies = {(m, "/v1" + r.path) for _, r in owners if isinstance(r, ApiRoute) and r.form for m in r.methods or ()}
     wrapped = guard(catch_unexpected(app), stack.config, raw_bodies)
     wrappers: list[Callable[[ASGIApp], ASGIApp] | None] = stack.pm.hook.asgi_wrapper(stack=stack)
     for wrapper in wrappers:

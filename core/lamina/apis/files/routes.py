@@ -12,7 +12,16 @@ from starlette.responses import Response, StreamingResponse
 
 from lamina.apis.files.provider import FilesProvider, Upload
 from lamina.apis.files.router import FilesRouter
-from lamina.apis.files.types import PURPOSES, ExpiresAfter, FileDeleted, FileList, FileObject, ListQuery, too_large
+from lamina.apis.files.types import (
+    PURPOSES,
+    ExpiresAfter,
+    FileDeleted,
+    FileList,
+    FileObject,
+    ListQuery,
+    UploadForm,
+    too_large,
+)
 from lamina.errors import LaminaError, bad_request, validation_error
 from lamina.http import json_response, route, router_of
 
@@ -187,7 +196,7 @@ async def delete_file(request: Request) -> Response:
 
 
 ROUTES = [
-    route("POST", "/files", upload_file, response=FileObject, raw_body=True),
+    route("POST", "/files", upload_file, response=FileObject, form=UploadForm),
     route("GET", "/files", list_files, response=FileList, query=ListQuery),
     route("GET", "/files/{file_id}", get_file, response=FileObject),
     route("GET", "/files/{file_id}/content", get_file_content),

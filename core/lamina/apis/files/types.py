@@ -63,6 +63,15 @@ class ExpiresAfter(BaseModel):
     seconds: int = Field(ge=3600, le=2592000)  # OpenAI: one hour to 30 days
 
 
+class UploadForm(BaseModel):
+    """The fields of an upload's multipart body (documented in /v1/openapi.json; the route streams them)."""
+
+    file: bytes = Field(description="the file's bytes, with a filename")
+    purpose: Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
+    expires_after_anchor: Literal["created_at"] | None = Field(None, alias="expires_after[anchor]")
+    expires_after_seconds: int | None = Field(None, ge=3600, le=2592000, alias="expires_after[seconds]")
+
+
 class ListQuery(BaseModel):
     after: str | None = None
     limit: int = Field(10000, ge=1, le=10000)
