@@ -134,7 +134,9 @@ def _expires_after(fields: dict[str, str]) -> int | None:
     try:
         parsed = ExpiresAfter.model_validate({"anchor": anchor or "created_at", "seconds": seconds})
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        error = validation_error(exc)
+        error.param = f"expires_after[{error.param}]" if error.param else None  # the form field's name
+        raise error from None
     return parsed.seconds
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from lamina.errors import LaminaError
 from lamina.specs import ProviderConfig
@@ -68,8 +68,13 @@ class UploadForm(BaseModel):
 
     file: bytes = Field(description="the file's bytes, with a filename")
     purpose: Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
-    expires_after_anchor: Literal["created_at"] | None = Field(None, alias="expires_after[anchor]")
-    expires_after_seconds: int | None = Field(None, ge=3600, le=2592000, alias="expires_after[seconds]")
+    # Optional, never null: a form field is sent or left out.
+    expires_after_anchor: Annotated[Literal["created_at"] | None, WithJsonSchema({"const": "created_at"})] = Field(
+        None, alias="expires_after[anchor]"
+    )
+    expires_after_seconds: Annotated[
+        int | None, WithJsonSchema({"type": "integer", "minimum": 3600, "maximum": 2592000})
+    ] = Field(None, alias="expires_after[seconds]")
 
 
 class ListQuery(BaseModel):

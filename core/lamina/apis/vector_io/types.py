@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 
 class _Open(BaseModel):
@@ -25,7 +26,19 @@ class StaticChunking(BaseModel):
 
 
 class ChunkingStrategy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The schema says what `_static` checks: `static` goes with type static, and only there is it required.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {"type": {"const": "auto"}}},
+                {
+                    "properties": {"type": {"const": "static"}, "static": {"type": "object"}},
+                    "required": ["type", "static"],
+                },
+            ]
+        },
+    )
 
     type: Literal["auto", "static"] = "auto"
     static: StaticChunking | None = None
@@ -86,8 +99,20 @@ class CreateBatch(_Open):
     chunking_strategy: ChunkingStrategy | None = None
 
 
+SCALAR: JsonDict = {"type": ["string", "number", "boolean"]}
+
+
 class Comparison(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The schema says what `_value_shape` checks: `in`/`nin` take a list, the others one value.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {"type": {"enum": ["eq", "ne", "gt", "gte", "lt", "lte"]}, "value": SCALAR}},
+                {"properties": {"type": {"enum": ["in", "nin"]}, "value": {"type": "array", "items": SCALAR}}},
+            ]
+        },
+    )
 
     type: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"]
     key: str
@@ -167,7 +192,19 @@ class InsertRequest(BaseModel):
 
 
 class QueryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The schema says what `_something` checks: a text query, or an embedding (and then, without text, mode vector).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["query"], "properties": {"query": {"type": "string"}}},
+                {
+                    "required": ["embedding"],
+                    "properties": {"embedding": {"type": "array"}, "mode": {"const": "vector"}},
+                },
+            ]
+        },
+    )
 
     vector_store_id: str
     query: str | None = None
