@@ -31,7 +31,7 @@ CHECKS = [
 
 
 @pytest.mark.slow
-def test_the_api_keeps_its_openapi_document(fake_server: FakeOpenAI) -> None:
+def test_the_api_keeps_its_openapi_document(fake_server: FakeOpenAI, tmp_path: Path) -> None:
     st = shutil.which("st", path=str(Path(sys.executable).parent)) or shutil.which("st")
     if st is None:
         pytest.skip("schemathesis is not installed (the `test` dependency group has it)")
@@ -51,6 +51,7 @@ def test_the_api_keeps_its_openapi_document(fake_server: FakeOpenAI) -> None:
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # its .schemathesis cache goes there, not into the checkout
         )  # fmt: skip
     output = result.stdout + result.stderr
     assert "Failures:" not in output, output[-20000:]
