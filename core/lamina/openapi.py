@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.routing import BaseRoute, Route
 
-from lamina.http import ApiRoute
+from lamina.http import ApiRoute, prefix_of
 
 ERROR = {
     "type": "object",
@@ -82,7 +82,7 @@ def openapi_document(owned: list[tuple[str, BaseRoute]], version: str) -> dict[s
             if parameters:
                 operation["parameters"] = parameters
             # `{model_id:path}` is Starlette's: OpenAPI knows `{model_id}`.
-            paths.setdefault("/v1" + CONVERTOR.sub("}", r.path), {})[method.lower()] = operation
+            paths.setdefault(prefix_of(r) + CONVERTOR.sub("}", r.path), {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "Lamina", "version": version},

@@ -21,7 +21,7 @@ from lamina import __version__
 from lamina.config import ConfigError, RunConfig, redact
 from lamina.errors import LaminaError, not_found
 from lamina.guard import guard, warn_if_exposed
-from lamina.http import ApiRoute, error_response, json_response, stack_of
+from lamina.http import ApiRoute, error_response, json_response, prefix_of, stack_of
 from lamina.openapi import openapi_document
 from lamina.resolver import Stack, start_stack
 
@@ -64,10 +64,16 @@ async def get_provider(request: Request) -> Response:
 
 async def inspect_routes(request: Request) -> Response:
     routes = [
-        {"path": "/v1" + r.path, "methods": sorted(r.methods or []), "api": api}
+        {"path": prefix_of(r) + r.path, "methods": sorted(r.methods or []), "api": api}
         for api, r in request.app.state.route_owners
     ]
     return json_response({"object": "list", "data": routes})
+
+
+async def inspect_config(request: Request) -> Response:
+    """The run config the server was started with, after substitution, secrets masked (URLs' passwords too)."""
+    config = stack_of(request).config
+    return json_response({"source": config.source, "config": redact(config.model_dump(mode="json"))})
 
 
 async def openapi(request: Request) -> Response:
@@ -93,12 +99,14 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at this path (Starlette names only the first route's)."""
-    path = request.url.path  # the whole path, `/v1` included, inside the mount as outside it
+    path = request.url.path  # the whole path, its prefix included, inside the mount as outside it
     owners: list[tuple[str, BaseRoute]] = request.app.state.route_owners
     methods = {
         method
         for _, r in owners
-        if isinstance(r, Route) and path.startswith("/v1/") and r.path_regex.match(path.removeprefix("/v1"))
+        if isinstance(r, Route)
+        and path.startswith(prefix_of(r) + "/")
+        and r.path_regex.match(path.removeprefix(prefix_of(r)))
         for method in r.methods or ()
     }
     return sorted(methods)
@@ -145,21 +153,25 @@ def catch_unexpected(app: ASGIApp) -> ASGIApp:
     return guarded
 
 
-def create_app(stack: Stack) -> ASGIApp:
+def routes_app(stack: Stack) -> Starlette:
+    """Every API's routes and the meta routes, under /v1; `Stack.http_app` keeps the one instance."""
     meta: list[BaseRoute] = [
         Route("/health", health),
         Route("/version", version),
         Route("/providers", list_providers),
         Route("/providers/{provider_id}", get_provider),
         Route("/inspect/routes", inspect_routes),
+        Route("/inspect/config", inspect_config),
         Route("/openapi.json", openapi),
     ]
     owners: list[tuple[str, BaseRoute]] = [("meta", r) for r in meta]
     for name, spec in stack.api_specs.items():
         owners += [(name, r) for r in spec.routes]
+    prefixes = sorted({prefix_of(r) for _, r in owners} - {"/v1"})
     app = Starlette(
         routes=[
-            Mount("/v1", routes=[r for _, r in owners]),
+            Mount("/v1", routes=[r for _, r in owners if prefix_of(r) == "/v1"]),
+            *(Mount(prefix, routes=[r for _, r in owners if prefix_of(r) == prefix]) for prefix in prefixes),
             # Llama Stack's clients ask for the same information here.
             Mount("/v1alpha/admin", routes=meta),
         ],
@@ -167,8 +179,17 @@ def create_app(stack: Stack) -> ASGIApp:
     )
     app.state.stack = stack
     app.state.route_owners = owners
-    raw_bodies = {(m, "/v1" + r.path) for _, r in owners if isinstance(r, ApiRoute) and r.form for m in r.methods or ()}
-    wrapped = guard(catch_unexpected(app), stack.config, raw_bodies)
+    return app
+
+
+def create_app(stack: Stack) -> ASGIApp:
+    """The stack's HTTP app: its routes, wrapped by the HTTP edge's middleware and the plugins' `asgi_wrapper`s."""
+    app = stack.http_app()
+    owners: list[tuple[str, BaseRoute]] = app.state.route_owners
+    streamed = {
+        (m, prefix_of(r) + r.path) for _, r in owners if isinstance(r, ApiRoute) and r.form for m in r.methods or ()
+    }
+    wrapped = guard(catch_unexpected(app), stack.config, streamed)
     wrappers: list[Callable[[ASGIApp], ASGIApp] | None] = stack.pm.hook.asgi_wrapper(stack=stack)
     for wrapper in wrappers:
         if wrapper is not None:
@@ -198,6 +219,8 @@ async def serve(
     hconfig = Config()
     hconfig.bind = [f"{config.server.host}:{config.server.port}"]
     hconfig.accesslog = logging.getLogger("lamina.access") if config.server.access_log else None
+    # The path without its query string: some queries carry credentials (`?authorization=` of the tool routes).
+    hconfig.access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
     hconfig.errorlog = logging.getLogger("hypercorn.error")  # through our logging, printed once
     # Idle connections, and requests whose headers take this long, are closed (hypercorn times both with it).
     # No hypercorn read_timeout: it would cut long responses (a client sends nothing while it waits); a body that

@@ -81,9 +81,13 @@ def test_no_cors_unless_configured(fake_server: FakeOpenAI) -> None:
 
 
 def test_405_names_the_allowed_methods(api: str) -> None:
-    response = requests.put(f"{api}/chat/completions", json=CHAT)
+    response = requests.put(f"{api}/embeddings", json=CHAT)
     assert_openai_error(response, 405)
     assert response.headers["allow"] == "POST"
+    # Two routes share /files (GET lists, POST uploads): the Allow names both, not the first route's alone.
+    response = requests.put(f"{api}/files", json=CHAT)
+    assert_openai_error(response, 405)
+    assert {"GET", "POST"} <= set(response.headers["allow"].split(", "))
 
 
 def test_oversized_upload_refused_by_content_length(api: str) -> None:
