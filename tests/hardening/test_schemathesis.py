@@ -15,6 +15,9 @@ from fake_openai import FakeOpenAI
 from hardening_helpers import starter_like
 from lamina.testing import serve
 
+# The starter distro's APIs (an operation's tag is its API). Other installed plugins add routes of their own;
+# they are theirs to check.
+APIS = ["meta", "inference", "files", "vector_io", "safety"]
 CHECKS = [
     "not_a_server_error",
     "status_code_conformance",
@@ -41,6 +44,7 @@ def test_the_api_keeps_its_openapi_document(fake_server: FakeOpenAI, tmp_path: P
             [
                 st, "run", f"{url}/openapi.json", "--url", origin,
                 "--checks", ",".join(CHECKS),
+                "--include-tag-regex", f"^({'|'.join(APIS)})$",
                 "--phases", "coverage,fuzzing",
                 "--max-examples", "3",
                 "--workers", "2",
