@@ -22,8 +22,10 @@ from lamina.paths import home
 
 PLACEHOLDER = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)(?:(:=|:\+)([^}]*))?\}")
 PLACEHOLDER_NAME = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)")
-SECRET_KEY = re.compile(r"(api_?key|token|secret|password|authorization|credential)", re.IGNORECASE)
-URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")  # redis://user:PASSWORD@host
+SECRET_KEY = re.compile(
+    r"(api[_-]?key|token|secret|passw(or)?d|authorization|credential|organization|cookie)", re.IGNORECASE
+)
+URL_PASSWORD = re.compile(r"(?<=://)([^/@:\s]*):([^/@\s]+)@")
 REDACTED = "********"
 log = logging.getLogger("lamina")
 M = TypeVar("M", bound=BaseModel)
@@ -41,6 +43,16 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8321, ge=0, le=65535)
     access_log: bool = False
+    # Limits and timeouts (lamina.guard; docs/operators.md explains each).
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest JSON request body; larger: 413")
+    body_timeout: float = Field(30.0, gt=0, description="seconds a request body may pause between chunks: 408")
+    idle_timeout: float = Field(
+        30.0, gt=0, description="seconds a connection may sit idle, or take to send a request's headers"
+    )
+    allowed_hosts: list[str] = Field(
+        [], description="Host names accepted besides loopback names when bound to loopback without auth"
+    )
+    cors_origins: list[str] = Field([], description="browser origins allowed to call the API (CORS); `*` for any")
 
 
 class StorageConfig(_Strict):
@@ -198,7 +210,8 @@ def load(path: Path | str) -> RunConfig:
 
 
 def redact(value: Any) -> Any:
-    """A copy of a config tree with every secret-looking value masked, for showing or logging."""
+    """A copy of a config tree with every secret-looking value masked, for showing or logging: values under
+    secret-looking keys (`api_key`, `X-Api-Key`, `OpenAI-Organization`, ...) and passwords inside URLs."""
     if isinstance(value, dict):
         return {
             key: REDACTED if SECRET_KEY.search(str(key)) and item not in (None, "") else redact(item)
@@ -207,7 +220,7 @@ def redact(value: Any) -> Any:
     if isinstance(value, list):
         return [redact(item) for item in value]
     if isinstance(value, str) and "@" in value:
-        return URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", value)
+        return URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", value)
     return value
 
 

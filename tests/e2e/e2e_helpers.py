@@ -44,7 +44,11 @@ def gateway_config(fake: FakeOpenAI, **extra: Any) -> dict[str, Any]:
         "providers": {
             "inference": [
                 {"id": "fake", "type": "remote::openai", "config": {**common, "api_key": SECRET, "max_retries": 2}},
-                {"id": "slow", "type": "remote::openai", "config": {**common, "read_timeout": 0.5, "max_retries": 0}},
+                {
+                    "id": "slow",
+                    "type": "remote::openai",
+                    "config": {**common, "read_timeout": 0.5, "first_byte_timeout": 0.5, "max_retries": 0},
+                },
                 {
                     "id": "down",
                     "type": "remote::openai",

@@ -22,7 +22,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -77,6 +77,9 @@ class FilesRouter:
         self.pending = Registry(kv, "files-pending/", Pending, key=lambda marker: marker.id)
         self._copies: Path | None = None  # temporary copies for file_path, made on first need
         self._sweeper: asyncio.Task[None] | None = None
+        # Called with the id of each deleted file (vector stores drop its chunks); a failure is logged, and the
+        # listener catches up at its next start.
+        self.on_delete: list[Callable[[str], Awaitable[None]]] = []
 
     async def start(self) -> None:
         await self.sweep()
@@ -209,18 +212,28 @@ class FilesRouter:
     async def delete_file(self, file_id: str) -> FileDeleted:
         record = await self.lookup(file_id)
         auth.require("delete", "file", file_id, record.owner)
-        await self._remove(file_id)
+        if not await self._remove(file_id):  # another deletion got there first
+            raise not_found(f"file '{file_id}' not found", param="file_id")
         return FileDeleted(id=file_id)
 
-    async def _remove(self, file_id: str) -> None:
+    async def _remove(self, file_id: str) -> bool:
+        """Delete a file; False when it was already gone. Concurrent calls (in any process) sharing the storage:
+        exactly one gets True, because the metadata's deletion is one atomic statement."""
         # Metadata first: once it is gone no request finds the file; a crash before the bytes go leaves them with
         # the pending marker, and the sweep finishes the deletion.
         await self.pending.put(Pending(id=file_id, since=time.time()))
-        await self.registry.delete(file_id)
+        removed = await self.registry.delete(file_id)
         if self._copies is not None:
             (self._copies / file_id).unlink(missing_ok=True)
         await self.provider.delete(file_id)
         await self.pending.delete(file_id)
+        if removed:
+            for listener in self.on_delete:
+                try:
+                    await listener(file_id)
+                except Exception:
+                    log.exception("files: telling a listener that %s was deleted failed", file_id)
+        return removed
 
     async def sweep(self) -> None:
         """Delete expired files, and finish uploads and deletions a crash interrupted (see the module's doc)."""

@@ -9,6 +9,7 @@ the storage agrees on them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
@@ -47,9 +48,11 @@ class InferenceRouter:
         configured: list[Model],
         guardrails: GuardrailChain,
         stored: StoredCompletions,
+        discovery_wait: float | None = None,
     ) -> None:
         self.providers = providers
         self.stored = stored
+        self.discovery_wait = discovery_wait
         self.registered = registered
         self.configured = {model.id: model for model in configured}
         self.discovered: dict[str, Model] = {}
@@ -89,8 +92,10 @@ class InferenceRouter:
             self.discovery.cancel()
 
     async def _discovered(self) -> None:
+        """Wait for discovery (`discovery_wait` seconds at most, if set): then what was listed so far answers."""
         if self.discovery and not self.discovery.done():
-            await self.discovery
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.discovery), self.discovery_wait)
 
     async def list_models(self) -> list[Model]:
         await self._discovered()

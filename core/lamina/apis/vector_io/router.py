@@ -100,6 +100,11 @@ class VectorStoresRouter:
         self.worker_prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def start(self) -> None:
+        self.files_api.on_delete.append(self.forget_file)
+        # Files deleted while a crash kept their stores from hearing of it still leave them.
+        for record in await self.files.list():
+            if await self.files_api.registry.get(record.id) is None:
+                await self.forget_file(record.id)
         for store in await self.stores.list():
             if not store.chunk_attributes:
                 await self._hand_over_attributes(store)
@@ -301,12 +306,15 @@ class VectorStoresRouter:
     async def delete_store(self, store_id: str) -> None:
         store = await self._store(store_id, "delete")
         async with self.write_lock:
+            # The store's record goes first, in one atomic delete: of concurrent deletions (in any process) exactly
+            # one removes it and cleans up; the others answer 404.
+            if not await self.stores.delete(store_id):
+                raise not_found(f"vector store '{store_id}' not found", param="vector_store_id")
             for record in await self.files.list(f"{store_id}/"):
                 await self.jobs.cancel(INGEST, f"{store_id}/{record.id}")
                 await self.files.delete(f"{store_id}/{record.id}")
             for batch in await self.batches.list(f"{store_id}/"):
                 await self.batches.delete(f"{store_id}/{batch.id}")
-            await self.stores.delete(store_id)
             self.activity.pop(store_id, None)
             await self._provider(store).delete_store(store_id)
 
@@ -361,11 +369,23 @@ class VectorStoresRouter:
     async def detach(self, store_id: str, file_id: str) -> None:
         store = await self._store(store_id, "update")
         async with self.write_lock:
-            await self._file(store_id, file_id)
             await self.jobs.cancel(INGEST, f"{store_id}/{file_id}")
-            await self.files.delete(f"{store_id}/{file_id}")
+            if not await self.files.delete(f"{store_id}/{file_id}"):  # atomic: one of concurrent detaches wins
+                raise not_found(f"file '{file_id}' is not in vector store '{store_id}'", param="file_id")
             await self._provider(store).delete_file_chunks(store_id, file_id)
         self._touch(store_id)
+
+    async def forget_file(self, file_id: str) -> None:
+        """A file was deleted from the Files API: it leaves every store it was in, chunks and all."""
+        for record in await self.files.list():
+            if record.id != file_id:
+                continue
+            store = await self.stores.get(record.vector_store_id)
+            async with self.write_lock:
+                await self.jobs.cancel(INGEST, f"{record.vector_store_id}/{file_id}")
+                await self.files.delete(f"{record.vector_store_id}/{file_id}")
+                if store is not None and store.provider_id in self.providers:
+                    await self.providers[store.provider_id].delete_file_chunks(store.id, file_id)
 
     async def file_content(self, store_id: str, file_id: str) -> dict[str, Any]:
         store = await self._store(store_id)
