@@ -8,14 +8,34 @@ its `ApiSpec`.
 from __future__ import annotations
 
 from lamina.hookspecs import hookimpl
-from lamina.specs import ApiSpec, GuardrailSpec
+from lamina.specs import ApiSpec, GuardrailSpec, ProviderSpec
 
 
 @hookimpl
 def register_apis() -> list[ApiSpec]:
-    from lamina.apis import batches, files, inference, prompts, safety, tool_runtime, vector_io
+    from lamina.apis import (
+        batches,
+        file_processors,
+        files,
+        inference,
+        prompts,
+        rerank,
+        safety,
+        tool_runtime,
+        vector_io,
+    )
 
-    return [inference.API, files.API, vector_io.API, safety.API, batches.API, prompts.API, tool_runtime.API]
+    return [
+        inference.API,
+        files.API,
+        vector_io.API,
+        safety.API,
+        batches.API,
+        prompts.API,
+        tool_runtime.API,
+        rerank.API,
+        file_processors.API,
+    ]
 
 
 @hookimpl
@@ -23,3 +43,10 @@ def register_guardrails() -> list[GuardrailSpec]:
     from lamina.apis.safety.guardrails import SHIELD_GUARDRAILS
 
     return [SHIELD_GUARDRAILS]
+
+
+@hookimpl
+def register_providers() -> list[ProviderSpec]:
+    from lamina.apis.file_processors.builtin import PROVIDERS
+
+    return list(PROVIDERS)
