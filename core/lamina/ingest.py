@@ -14,6 +14,8 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+from lamina.errors import LaminaError
+
 TOKEN = re.compile(r"\w{1,4}|[^\w\s]")
 AUTO_MAX_TOKENS = 800  # OpenAI's `auto` chunking strategy
 AUTO_OVERLAP_TOKENS = 400
@@ -21,8 +23,12 @@ TEXT_TYPES = {".txt", ".md", ".markdown", ".text", ".rst", ".log"}
 SUPPORTED = sorted(TEXT_TYPES | {".html", ".htm", ".json", ".csv", ".pdf"})
 
 
-class ExtractionError(Exception):
-    """A file whose text cannot be extracted; the message is shown to the user as `last_error`."""
+class ExtractionError(LaminaError):
+    """A file whose text cannot be extracted; the message is shown to the user (a 400, or a file's `last_error`).
+    A LaminaError so that it passes a file processor's `ProviderProxy` as the user's fault, not the provider's."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=400, code="invalid_file")
 
 
 def utf8_text(path: Path, filename: str) -> str:

@@ -30,7 +30,6 @@ import time
 import uuid
 from typing import Any
 
-from lamina.apis.file_processors.router import FileProcessorsRouter
 from lamina.apis.files.router import FilesRouter
 from lamina.apis.inference.router import InferenceRouter
 from lamina.apis.inference.types import EmbeddingRequest
@@ -84,6 +83,10 @@ class VectorStoresRouter:
         self.inference = deps.api(InferenceRouter)
         self.files_api = deps.api(FilesRouter)
         self.reranker = deps.api(RerankRouter)
+        # Imported here: the file processors' module uses vector_io's chunking types, so importing it at the top
+        # would be circular.
+        from lamina.apis.file_processors.router import FileProcessorsRouter
+
         self.file_processors = deps.api(FileProcessorsRouter)
         self.jobs = deps.storage.jobs
         kv = deps.storage.kv
