@@ -102,3 +102,18 @@ def test_an_unknown_ranker_is_400(stack: tuple[OpenAI, str, FakeReranker]) -> No
     )
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == "ranking_options.ranker"
+
+
+def test_a_failing_reranker_fails_the_search_naming_it(stack: tuple[OpenAI, str, FakeReranker]) -> None:
+    client, store_id, reranker = stack
+    reranker.status = 500
+    try:
+        answer = requests.post(
+            f"{client.base_url}vector_stores/{store_id}/search",
+            json={"query": "lake", "ranking_options": {"ranker": f"rr/{MODEL}"}},
+            timeout=30,
+        )
+    finally:
+        reranker.status = 200
+    assert answer.status_code == 503
+    assert answer.json()["error"]["message"].startswith("provider 'rr':")
