@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+from lamina.config import ConfigError
 from lamina.testing import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests" / "e2e"))
@@ -131,3 +132,17 @@ def test_upstream_failing_is_503_and_rejection_is_400(base: str, fake: FakeReran
     fake.status = 422
     answer = rerank(base, model=f"vllm/{MODEL}", query="q", items=["a"])
     assert answer.status_code == 400 and "scripted 422" in answer.json()["error"]["message"]
+
+
+def test_an_alias_to_an_unknown_model_stops_start_up(fake: FakeReranker) -> None:
+    config: dict[str, Any] = {
+        "providers": {
+            "rerank": [
+                {"id": "vllm", "type": "remote::rerank", "config": {"base_url": fake.base_url, "models": [MODEL]}}
+            ]
+        },
+        "apis": {"rerank": {"models": {"reranker": "vllm/typo"}}},
+    }
+    expected = r"apis.rerank.models.reranker: 'vllm/typo' is no model .* known: vllm/"
+    with pytest.raises(ConfigError, match=expected), serve(config):
+        pass

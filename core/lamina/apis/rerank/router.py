@@ -7,7 +7,8 @@ from typing import Any
 
 from lamina.apis.rerank.provider import RerankProvider
 from lamina.apis.rerank.types import RerankConfig, RerankRequest, TextPart
-from lamina.errors import LaminaError, bad_request, not_found
+from lamina.config import ConfigError
+from lamina.errors import bad_request, not_found
 
 
 class RerankRouter:
@@ -19,11 +20,9 @@ class RerankRouter:
                 self.models[f"{provider_id}/{model}"] = (provider_id, model)
         for alias, target in config.models.items():
             if target not in self.models:
-                raise LaminaError(
+                raise ConfigError(
                     f"{source}: apis.rerank.models.{alias}: '{target}' is no model of a configured rerank provider; "
-                    f"known: {', '.join(sorted(self.models)) or 'none'}",
-                    status=500,
-                    type="server_error",
+                    f"known: {', '.join(sorted(self.models)) or 'none'}"
                 )
             self.models[alias] = self.models[target]
 
