@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 
 from lamina import observe
 from lamina.auth import Auth, check_auth, start_auth
-from lamina.config import ConfigError, RunConfig, validate_section
+from lamina.config import ConfigError, ProviderEntry, RunConfig, validate_section
 from lamina.guardrails import GuardrailChain
 from lamina.plugins import (
     api_specs,
@@ -132,12 +132,25 @@ def plan(config: RunConfig, apis: dict[str, ApiSpec], types: dict[str, ProviderS
     return order
 
 
+def with_automatic_providers(config: RunConfig, types: dict[str, ProviderSpec]) -> RunConfig:
+    """The run config plus, for every API it lists no provider of, the installed `auto` provider types of that API
+    (`ProviderSpec.auto`) with their default configs."""
+    automatic: dict[str, list[ProviderEntry]] = {}
+    for spec in types.values():
+        if spec.auto and not config.providers.get(spec.api):
+            automatic.setdefault(spec.api, []).append(ProviderEntry(id=spec.type.replace("::", "-"), type=spec.type))
+    if not automatic:
+        return config
+    return config.model_copy(update={"providers": {**config.providers, **automatic}})
+
+
 def check(config: RunConfig, pm: pluggy.PluginManager) -> Plan:
     """Validate a run config against the installed plugins (API, provider and storage configs included) without
     starting anything. Raises ConfigError naming the file and the key."""
     if reason := unavailable_provider(pm, config):
         raise ConfigError(reason)
     apis, types = api_specs(pm), provider_specs(pm)
+    config = with_automatic_providers(config, types)
     order = plan(config, apis, types)
     for name in config.apis:
         if name not in apis:
@@ -170,6 +183,7 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
     """Start storage, then every API's providers and router in dependency order, then the guardrails; on exit
     close everything in reverse order."""
     pm = pm or make_plugin_manager()
+    config = with_automatic_providers(config, provider_specs(pm))
     checked = check(config, pm)
     apis, types = checked.apis, checked.types
     data_dir = config.data_dir()

@@ -173,9 +173,10 @@ def routes_app(stack: Stack) -> Starlette:
     app = Starlette(
         routes=[
             Mount("/v1", routes=[r for _, r in owners if prefix_of(r) == "/v1"]),
-            *(Mount(prefix, routes=[r for _, r in owners if prefix_of(r) == prefix]) for prefix in prefixes),
-            # Llama Stack's clients ask for the same information here.
+            # Llama Stack's clients ask for the same information here. Before the other prefixes: an API's
+            # `/v1alpha` mount would otherwise take these paths.
             Mount("/v1alpha/admin", routes=[*meta, Route("/usage", usage_endpoint)]),
+            *(Mount(prefix, routes=[r for _, r in owners if prefix_of(r) == prefix]) for prefix in prefixes),
         ],
         exception_handlers={LaminaError: lamina_error, HTTPException: http_error, Exception: unexpected_error},
     )

@@ -79,6 +79,9 @@ class ProviderSpec:
     needs: tuple[str, ...] = ()
     optional_needs: tuple[str, ...] = ()
     description: str = ""
+    # Started with its default config (id: the type with `::` as `-`, e.g. `inline-pdf`) when the run config lists
+    # no provider of its API: for APIs every stack wants whole, like file processors.
+    auto: bool = False
     # Filled in by core when it collects specs: the distribution that declared this type.
     package: str = field(default="", compare=False)
     version: str = field(default="", compare=False)

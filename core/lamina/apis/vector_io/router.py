@@ -35,6 +35,7 @@ from lamina.access import Action
 from lamina.apis.files.router import FilesRouter
 from lamina.apis.inference.router import InferenceRouter
 from lamina.apis.inference.types import EmbeddingRequest
+from lamina.apis.rerank.router import RerankRouter
 from lamina.apis.vector_io.provider import Chunk, Hit, Mode, VectorIOProvider
 from lamina.apis.vector_io.records import BatchRecord, FileRecord, StoreRecord
 from lamina.apis.vector_io.search import fuse, hybrid_depth, matches, new_id, no_match, paginate
@@ -65,6 +66,7 @@ POLL_SECONDS = 1.0  # how soon a worker notices a job another process queued
 MAX_ATTEMPTS = 5  # a file whose ingestion keeps killing its worker fails instead of looping forever
 ACTIVITY_RESOLUTION = 3600  # seconds: how far last_active_at may lag in storage
 ACTIVITY_FLUSH_SECONDS = 60.0
+OPENAI_RANKERS = frozenset({"auto", "default-2024-11-15", "none"})  # any other ranker is a reranker model
 STOP_GRACE_SECONDS = 10.0  # how long close() waits for workers to reach a checkpoint before cancelling them
 Filter = Comparison | Compound
 
@@ -82,6 +84,12 @@ class VectorStoresRouter:
         self.settings = config
         self.inference = deps.api(InferenceRouter)
         self.files_api = deps.api(FilesRouter)
+        self.reranker = deps.api(RerankRouter)
+        # Imported here: the file processors' module uses vector_io's chunking types, so importing it at the top
+        # would be circular.
+        from lamina.apis.file_processors.router import FileProcessorsRouter
+
+        self.file_processors = deps.api(FileProcessorsRouter)
         self.jobs = deps.storage.jobs
         kv = deps.storage.kv
         self.stores = Registry(kv, "vector_stores/", StoreRecord, key=lambda s: s.id)
@@ -474,7 +482,7 @@ class VectorStoresRouter:
                 await lease.end()
 
     async def _ingest(self, job: Job, lease: Lease) -> None:
-        from lamina.ingest import ExtractionError, chunk_text, extract_text
+        from lamina.ingest import ExtractionError, chunk_text
 
         store_id, file_id = job.payload["store_id"], job.payload["file_id"]
         key = f"{store_id}/{file_id}"
@@ -491,7 +499,7 @@ class VectorStoresRouter:
                 raise LaminaError(f"ingestion was interrupted {MAX_ATTEMPTS} times (the server stopped or crashed)")
             file = await self.files_api.get_file(file_id)
             path = await self.files_api.file_path(file_id)
-            text = await asyncio.to_thread(extract_text, path, file.filename)
+            text, _ = await self.file_processors.extract(path, file.filename)
             static = record.chunking_strategy["static"]
             chunks = chunk_text(text, static["max_chunk_size_tokens"], static["chunk_overlap_tokens"])
             async with self.write_lock:
@@ -651,14 +659,29 @@ class VectorStoresRouter:
         if not queries or not all(q.strip() for q in queries):
             raise bad_request("query must not be empty", param="query")
         mode = request.search_mode
+        ranker = request.ranking_options.ranker if request.ranking_options else "auto"
+        reranked = ranker not in OPENAI_RANKERS
+        if reranked and not self.reranker.knows(ranker):
+            raise bad_request(
+                f"ranker '{ranker}' is neither auto, default-2024-11-15, none nor a reranker model of the rerank API",
+                param="ranking_options.ranker",
+            )
         vectors = None if mode == "keyword" else await self.embed(store.embedding_model, queries)  # once
         records: dict[str, FileRecord | None] = {}
-        found = await self._search(store, mode, queries, vectors, request.max_num_results, request.filters, records)
+        k = request.max_num_results
+        # A reranker reorders a deeper pool of candidates, so a chunk the search ranked just below k can make it.
+        found = await self._search(
+            store, mode, queries, vectors, hybrid_depth(k) if reranked else k, request.filters, records
+        )
+        if reranked and found:
+            ranked = await self.reranker.rerank(ranker, " ".join(queries), [hit.content for hit in found], k)
+            found = [found[index].model_copy(update={"score": score}) for index, score in ranked]
         threshold = request.ranking_options.score_threshold if request.ranking_options else 0.0
         filenames: dict[str, str] = {}
         data = []
         for hit in found:
-            score = min(1.0, hit.score)  # OpenAI scores are in [0, 1]; a cosine may round above 1
+            # OpenAI scores are in [0, 1] (a cosine may round above 1); a reranker's are on its model's own scale.
+            score = hit.score if reranked else min(1.0, hit.score)
             if threshold > 0 and score < threshold:
                 continue
             file_id = hit.file_id

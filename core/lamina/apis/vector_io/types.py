@@ -135,7 +135,9 @@ class Compound(BaseModel):
 class RankingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ranker: Literal["auto", "default-2024-11-15", "none"] = "auto"
+    # OpenAI's rankers ("auto", "default-2024-11-15", "none": the search's own scores), or a reranker model of the
+    # rerank API, which reorders the best candidates and gives them its scores.
+    ranker: str = Field("auto", min_length=1)
     score_threshold: float = Field(0.0, ge=0.0, le=1.0)
 
 
