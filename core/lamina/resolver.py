@@ -224,6 +224,7 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
                 storage=storage,
                 guardrails=stack.guardrails,
                 app=stack.http_app,
+                auth=stack.auth,
             )
             router = await apis[api].router(checked.api_configs[api], providers, router_deps)
             _push_close(exits, router)
@@ -238,6 +239,7 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
             storage=storage,
             guardrails=stack.guardrails,
             app=stack.http_app,
+            auth=stack.auth,
         )
         for guardrail_spec in guardrail_specs(pm).values():
             stack.guardrails.install(await guardrail_spec.create(final) or [])

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
     from starlette.types import ASGIApp
 
+    from lamina.auth import Auth
     from lamina.guardrails import GuardrailChain
     from lamina.storage import Storage
 
@@ -66,6 +67,9 @@ class RouterDeps(Started):
     # The stack's routes as an ASGI app (`lamina.internal.call`), for requests made on a caller's behalf; call it
     # once the stack has started (from a worker, not from the router factory).
     app: Callable[[], ASGIApp]
+    # The started `auth:` section (None when auth is off), for background work done as an object's owner
+    # (`lamina.auth.acting_as`).
+    auth: Auth | None = None
 
 
 @dataclass(frozen=True)

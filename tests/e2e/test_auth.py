@@ -339,3 +339,60 @@ def test_stored_completions_prompts_and_batches_belong_to_their_caller(fake: Fak
         listed = requests.get(f"{url}/chat/completions", headers=bearer(alice), timeout=5).json()["data"]
         assert len(listed) == 2
         assert requests.get(f"{url}/chat/completions", headers=bearer(bob), timeout=5).json()["data"] == []
+
+
+def test_responses_conversations_tool_groups_and_connectors_belong_to_their_caller(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    config = stack_config(fake, tmp_path)
+    config["providers"]["responses"] = [{"id": "responses", "type": "inline::responses", "config": {}}]
+    config["providers"]["tool_runtime"] = [{"id": "mcp", "type": "remote::model-context-protocol", "config": {}}]
+    with serve(config) as url:
+        alice, bob = make_key(tmp_path, "alice"), make_key(tmp_path, "bob")
+        alices = OpenAI(base_url=url, api_key=alice, max_retries=0)
+        bobs = OpenAI(base_url=url, api_key=bob, max_retries=0)
+
+        conversation = alices.conversations.create(metadata={"topic": "private"})
+        response = alices.responses.create(model=CHAT, input="remember me", conversation=conversation.id)
+        assert alices.responses.retrieve(response.id).id == response.id
+        for call in (
+            lambda: bobs.responses.retrieve(response.id),
+            lambda: bobs.responses.delete(response.id),
+            lambda: bobs.responses.input_items.list(response.id),
+            lambda: bobs.responses.create(model=CHAT, input="and me?", previous_response_id=response.id),
+            lambda: bobs.conversations.retrieve(conversation.id),
+            lambda: bobs.conversations.items.list(conversation.id),
+            lambda: bobs.conversations.delete(conversation.id),
+            lambda: bobs.conversations.items.create(conversation.id, items=[{"role": "user", "content": "x"}]),
+            lambda: bobs.responses.create(model=CHAT, input="join", conversation=conversation.id),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                call()
+        assert requests.get(f"{url}/responses", headers=bearer(bob), timeout=5).json()["data"] == []
+        assert [r["id"] for r in requests.get(f"{url}/responses", headers=bearer(alice), timeout=5).json()["data"]] == [
+            response.id
+        ]
+        assert len(alices.conversations.items.list(conversation.id).data) == 2  # the input and the answer
+
+        root = url.removesuffix("/v1")
+        group = {
+            "toolgroup_id": "alices-tools",
+            "provider_id": "mcp",
+            "mcp_endpoint": {"uri": "http://127.0.0.1:9/mcp"},
+        }
+        assert requests.post(f"{url}/toolgroups", json=group, headers=bearer(alice), timeout=5).status_code == 200
+        connector = {"connector_id": "alices-server", "url": "http://127.0.0.1:9/mcp", "headers": {"X-Token": "t"}}
+        made = requests.post(f"{root}/v1beta/connectors", json=connector, headers=bearer(alice), timeout=5)
+        assert made.status_code == 200, made.text
+        assert requests.get(f"{url}/toolgroups/alices-tools", headers=bearer(alice), timeout=5).ok
+        for path in ("/v1/toolgroups/alices-tools", "/v1beta/connectors/alices-server"):
+            assert_openai_error(requests.get(root + path, headers=bearer(bob), timeout=5), 404)
+            assert_openai_error(requests.delete(root + path, headers=bearer(bob), timeout=5), 404)
+
+        def ids(path: str, key: str, field: str) -> list[str]:
+            return [item[field] for item in requests.get(root + path, headers=bearer(key), timeout=5).json()["data"]]
+
+        assert "alices-tools" in ids("/v1/toolgroups", alice, "identifier")
+        assert "alices-tools" not in ids("/v1/toolgroups", bob, "identifier")
+        assert "alices-server" in ids("/v1beta/connectors", alice, "connector_id")
+        assert "alices-server" not in ids("/v1beta/connectors", bob, "connector_id")

@@ -30,7 +30,7 @@ def post(base_url: str, body: dict[str, Any]) -> requests.Response:
 def error_of(response: requests.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
+    assert set(error) - {"trace_id"} == {"message", "type", "param", "code", "request_id"}
     return error
 
 

@@ -138,7 +138,7 @@ def test_upstream_failing_mid_loop(client: OpenAI, base_url: str, upstream: Scri
         "tools": [{"type": "file_search", "vector_store_ids": [store.id]}],
     }
     answer = requests.post(f"{base_url}/responses", json=body, timeout=30)
-    assert answer.status_code == 502 and "'up'" in answer.json()["error"]["message"], answer.text
+    assert answer.status_code == 503 and "'up'" in answer.json()["error"]["message"], answer.text
     upstream.requests.clear()
     events = stream_events(base_url, body)
     for event in events:

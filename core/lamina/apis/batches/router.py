@@ -132,6 +132,7 @@ class BatchesRouter:
         self.config = config
         self.files = deps.api(FilesRouter)
         self.app: Callable[[], ASGIApp] = deps.app
+        self.auth = deps.auth
         self.jobs = deps.storage.jobs
         kv: KVStore = deps.storage.kv
         self.kv = kv
@@ -288,8 +289,7 @@ class BatchesRouter:
             await self.jobs.finish(job, lease.worker)
             return
         # The lines, the input file's reading and the output files are the batch owner's doing.
-        stack = getattr(getattr(self.app(), "state", None), "stack", None)  # the app is the stack's `routes_app`
-        with auth.acting_as(getattr(stack, "auth", None), record.owner):
+        with auth.acting_as(self.auth, record.owner):
             await self._run_as_owner(job, lease, record.batch)
 
     async def _run_as_owner(self, job: Job, lease: Lease, batch: Batch) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from lamina import auth
 from lamina.apis.conversations.types import (
     Conversation,
     CreateConversation,
@@ -41,8 +42,8 @@ class ConversationsRouter:
         self.batches = Registry(kv, ITEMS_PREFIX, ItemBatch, key=lambda b: f"{b.conversation_id}/{b.key}")
 
     def allowed(self, conversation: Conversation) -> bool:
-        """Whether this request may see `conversation`: the one access check (auth decides it from `owner`)."""
-        return True
+        """Whether this request may see `conversation`: the one access check."""
+        return auth.can("read", "conversation", conversation.id, conversation.owner)
 
     async def fetch(self, conversation_id: str, *, param: str = "conversation_id") -> Conversation:
         """The conversation `conversation_id`, or a 404: every access to a conversation (and its items) starts
@@ -52,11 +53,15 @@ class ConversationsRouter:
             raise not_found(f"conversation '{conversation_id}' not found", param=param)
         return conversation
 
-    async def create(self, request: CreateConversation, owner: str | None = None) -> dict[str, Any]:
-        conversation = Conversation(id=new_id("conv"), metadata=request.metadata or {}, owner=owner)
+    async def create(self, request: CreateConversation) -> dict[str, Any]:
+        conversation_id, owner = new_id("conv"), auth.owner()
+        auth.require("create", "conversation", conversation_id, owner)
+        conversation = Conversation(id=conversation_id, metadata=request.metadata or {}, owner=owner)
         items = [_stored(item) for item in request.items or []]
         if items:  # items first: a conversation never shows without the items it was created with
-            await self.batches.put(ItemBatch(conversation_id=conversation.id, key=batch_key(), items=items))
+            await self.batches.put(
+                ItemBatch(conversation_id=conversation.id, key=batch_key(), items=items, owner=owner)
+            )
         await self.conversations.put(conversation)
         return conversation.wire()
 
@@ -65,11 +70,13 @@ class ConversationsRouter:
 
     async def update(self, conversation_id: str, request: UpdateConversation) -> dict[str, Any]:
         conversation = await self.fetch(conversation_id)
+        auth.require("update", "conversation", conversation.id, conversation.owner)
         updated = await self.conversations.put(conversation.model_copy(update={"metadata": request.metadata}))
         return updated.wire()
 
     async def delete(self, conversation_id: str) -> dict[str, Any]:
         conversation = await self.fetch(conversation_id)
+        auth.require("delete", "conversation", conversation.id, conversation.owner)
         await self.conversations.delete(conversation.id)  # the record first: its items are unreachable from here
         for batch in await self.batches.list(f"{conversation.id}/"):
             await self.batches.delete(f"{conversation.id}/{batch.key}")
@@ -83,6 +90,7 @@ class ConversationsRouter:
     async def append(self, conversation_id: str, items: list[Item]) -> None:
         """Append already-normalised items in one write."""
         conversation = await self.fetch(conversation_id, param="conversation")
+        auth.require("update", "conversation", conversation.id, conversation.owner)
         if items:
             await self.batches.put(
                 ItemBatch(conversation_id=conversation.id, key=batch_key(), items=items, owner=conversation.owner)
@@ -110,6 +118,7 @@ class ConversationsRouter:
 
     async def delete_item(self, conversation_id: str, item_id: str) -> dict[str, Any]:
         conversation = await self.fetch(conversation_id)
+        auth.require("update", "conversation", conversation.id, conversation.owner)
         for batch in await self.batches.list(f"{conversation.id}/"):
             kept = [item for item in batch.items if item.get("id") != item_id]
             if len(kept) == len(batch.items):

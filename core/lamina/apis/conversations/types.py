@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from lamina.access import Owner
 from lamina.errors import not_found
 
 Item = dict[str, Any]
@@ -177,13 +178,13 @@ class ItemsQuery(BaseModel):
 
 
 class Conversation(BaseModel):
-    """A conversation as stored. `owner` is who created it (filled by auth; None without)."""
+    """A conversation as stored."""
 
     id: str
     object: Literal["conversation"] = "conversation"
     created_at: int = Field(default_factory=lambda: int(time.time()))
     metadata: dict[str, str] = {}
-    owner: str | None = None
+    owner: Owner | None = None  # who created it (auth); None: made while auth was off
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(exclude={"owner"})
@@ -195,7 +196,7 @@ class ItemBatch(BaseModel):
     conversation_id: str
     key: str  # orders batches: nanoseconds since the epoch, then a random suffix
     items: list[Item]
-    owner: str | None = None
+    owner: Owner | None = None
 
 
 class ConversationsConfig(BaseModel):

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from lamina import auth
 from lamina.apis.conversations.router import ConversationsRouter
 from lamina.apis.conversations.types import Item, ItemReference, ItemsQuery, new_id, normalize_item, page
 from lamina.apis.responses.provider import ResponsesProvider, Turn
@@ -92,6 +93,7 @@ class ResponsesRouter:
         self.conversations = deps.api(ConversationsRouter)
         self.records = Registry(deps.storage.kv, "responses/", StoredResponse, key=lambda r: r.id)
         self.jobs = deps.storage.jobs
+        self.auth = deps.auth
         self.running: dict[str, asyncio.Task[None]] = {}  # background responses this process is running
         self.workers: list[asyncio.Task[None]] = []
         self.wakeup = asyncio.Event()
@@ -130,7 +132,7 @@ class ResponsesRouter:
     def allowed(self, record: StoredResponse) -> bool:
         """Whether this request may see `record`: the one access check, used by `fetch` and by listings (auth
         decides it from `record.owner`; without auth, everything is visible)."""
-        return True
+        return auth.can("read", "response", record.id, record.owner)
 
     async def fetch(self, response_id: str, *, param: str = "response_id") -> StoredResponse:
         """The stored response `response_id`, or a 404: every access to a stored response starts here."""
@@ -144,6 +146,7 @@ class ResponsesRouter:
 
     async def delete(self, response_id: str) -> dict[str, Any]:
         record = await self.fetch(response_id)
+        auth.require("delete", "response", record.id, record.owner)
         if record.response.get("background") and record.response.get("status") not in FINISHED:
             await self.cancel(record.id)
         await self.records.delete(record.id)
@@ -202,6 +205,7 @@ class ResponsesRouter:
             raise bad_request("`input` must not be empty", param="input")
         _check_call_outputs(context, items)
         response = initial_response(request, response_id or new_id("resp"))
+        auth.require("create", "response", response["id"], auth.owner())
         return Turn(request=request, response=response, context=[*context, *items], stream=request.stream), items
 
     async def create(self, request: CreateResponse) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
@@ -235,7 +239,7 @@ class ResponsesRouter:
         first, since the client learns its id before it ends) and append to its conversation."""
         response, request = turn.response, turn.request
         numbers = itertools.count()
-        stored = StoredResponse(id=response["id"], response=response, input_items=items)
+        stored = StoredResponse(id=response["id"], response=response, input_items=items, owner=auth.owner())
         if request.store and announce:
             await self.records.put(stored)
         finished = False
@@ -300,7 +304,11 @@ class ResponsesRouter:
         turn, items = await self.prepare(request)
         response = {**turn.response, "status": "queued"}
         record = StoredResponse(
-            id=response["id"], response=response, input_items=items, request=request.model_dump(mode="json")
+            id=response["id"],
+            response=response,
+            input_items=items,
+            request=request.model_dump(mode="json"),
+            owner=auth.owner(),
         )
         # The job first, carrying the record: a crash between the two writes leaves a job that writes the record
         # itself, never a record `queued` forever.
@@ -330,6 +338,7 @@ class ResponsesRouter:
 
     async def cancel(self, response_id: str) -> dict[str, Any]:
         record = await self.fetch(response_id)
+        auth.require("update", "response", record.id, record.owner)
         if not record.response.get("background"):
             raise bad_request("only background responses can be cancelled", param="response_id")
         if record.response.get("status") in FINISHED:
@@ -385,7 +394,11 @@ class ResponsesRouter:
             record = StoredResponse.model_validate(queued)  # its server died before writing it
         if record is None or record.request is None or record.response.get("status") in FINISHED:
             return
-        request = CreateResponse.model_validate(record.request)
+        with auth.acting_as(self.auth, record.owner):  # what it reads and writes is its owner's doing
+            await self._run_background(record, record.request, lease)
+
+    async def _run_background(self, record: StoredResponse, request_fields: dict[str, Any], lease: Lease) -> None:
+        request = CreateResponse.model_validate(request_fields)
         # Run from the start (again, after a crash): the response's output is rebuilt, never half kept.
         response = {**record.response, "status": "in_progress", "output": [], "usage": None}
         await lease.check()

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from lamina.access import Owner
 from lamina.apis.conversations.types import InputItem, Item
 from lamina.apis.vector_io.types import Comparison, Compound, RankingOptions
 
@@ -222,14 +223,14 @@ class ListQuery(BaseModel):
 
 class StoredResponse(BaseModel):
     """A response as stored: the response object, the input items it was given, and what a background job needs.
-    `owner` is who created it (filled by auth; None without)."""
+    `owner` is who created it (auth; None: made while auth was off)."""
 
     id: str
     response: dict[str, Any]
     input_items: list[Item]
     request: dict[str, Any] | None = None  # kept for background responses, which a job runs (again after a crash)
     order: int = Field(default_factory=time.time_ns)
-    owner: str | None = None
+    owner: Owner | None = None
 
 
 class ResponsesConfig(BaseModel):

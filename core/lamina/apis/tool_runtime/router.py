@@ -13,6 +13,8 @@ import asyncio
 import logging
 from typing import Any
 
+from lamina import auth
+from lamina.access import Owner
 from lamina.apis.tool_runtime.provider import ToolRuntimeProvider
 from lamina.apis.tool_runtime.types import (
     Connector,
@@ -40,7 +42,7 @@ def bearer(authorization: str | None) -> dict[str, str]:
     return {"Authorization": authorization if " " in authorization.strip() else f"Bearer {authorization}"}
 
 
-def _group(request: RegisterToolGroup, owner: str | None = None) -> ToolGroup:
+def _group(request: RegisterToolGroup, owner: Owner | None = None) -> ToolGroup:
     return ToolGroup(
         identifier=request.toolgroup_id,
         provider_resource_id=request.toolgroup_id,
@@ -59,7 +61,7 @@ def _shown_group(group: ToolGroup) -> ToolGroup:
     return group.model_copy(update={"args": {**(group.args or {}), "headers": dict.fromkeys(headers, "***")}})
 
 
-def _connector(record: ConnectorInput, info: ServerInfo | None = None, owner: str | None = None) -> Connector:
+def _connector(record: ConnectorInput, info: ServerInfo | None = None, owner: Owner | None = None) -> Connector:
     return Connector(
         connector_id=record.connector_id,
         url=record.url,
@@ -83,18 +85,21 @@ class ToolRuntimeRouter:
     # -- tool groups ------------------------------------------------------------------------------------------
 
     async def fetch_toolgroup(self, toolgroup_id: str, *, param: str = "toolgroup_id") -> ToolGroup:
-        """The one way to a tool group by id (the place for an owner check)."""
+        """The one way to a tool group by id: one the caller may not read does not exist for it."""
         group = self.configured_groups.get(toolgroup_id) or await self.toolgroups.get(toolgroup_id)
-        if group is None:
+        if group is None or not auth.can("read", "toolgroup", toolgroup_id, group.owner):
             raise not_found(f"tool group '{toolgroup_id}' not found", param=param)
         return group
 
     async def visible_toolgroups(self) -> list[ToolGroup]:
-        """Every tool group the caller may list (the place for an owner filter)."""
+        """Every tool group the caller may list."""
         stored = [g for g in await self.toolgroups.list() if g.identifier not in self.configured_groups]
-        return [*self.configured_groups.values(), *stored]
+        groups = [*self.configured_groups.values(), *stored]
+        return [g for g in groups if auth.can("read", "toolgroup", g.identifier, g.owner)]
 
-    async def register_toolgroup(self, request: RegisterToolGroup, owner: str | None = None) -> ToolGroup:
+    async def register_toolgroup(self, request: RegisterToolGroup) -> ToolGroup:
+        owner = auth.owner()
+        auth.require("create", "toolgroup", request.toolgroup_id, owner)
         if request.provider_id not in self.providers:
             raise bad_request(
                 f"no tool runtime provider '{request.provider_id}'; known: {', '.join(self.providers) or 'none'}",
@@ -111,7 +116,8 @@ class ToolRuntimeRouter:
         return _shown_group(await self.fetch_toolgroup(toolgroup_id))
 
     async def unregister_toolgroup(self, toolgroup_id: str) -> None:
-        await self.fetch_toolgroup(toolgroup_id)
+        group = await self.fetch_toolgroup(toolgroup_id)
+        auth.require("delete", "toolgroup", toolgroup_id, group.owner)
         if toolgroup_id in self.configured_groups:
             raise bad_request(
                 f"tool group '{toolgroup_id}' comes from the run config; it cannot be unregistered",
@@ -185,24 +191,28 @@ class ToolRuntimeRouter:
     # -- connectors -------------------------------------------------------------------------------------------
 
     async def fetch_connector(self, connector_id: str, *, param: str = "connector_id") -> ConnectorRecord:
-        """The one way to a connector by id (the place for an owner check)."""
+        """The one way to a connector by id: one the caller may not read does not exist for it."""
         record = self.configured_connectors.get(connector_id) or await self.connectors.get(connector_id)
-        if record is None:
+        if record is None or not auth.can("read", "connector", connector_id, record.owner):
             raise not_found(f"connector '{connector_id}' not found", param=param)
         return record
 
     async def visible_connectors(self) -> list[ConnectorRecord]:
         stored = [c for c in await self.connectors.list() if c.connector_id not in self.configured_connectors]
-        return [*self.configured_connectors.values(), *stored]
+        records = [*self.configured_connectors.values(), *stored]
+        return [c for c in records if auth.can("read", "connector", c.connector_id, c.owner)]
 
-    async def register_connector(self, request: ConnectorInput, owner: str | None = None) -> Connector:
+    async def register_connector(self, request: ConnectorInput) -> Connector:
+        owner = auth.owner()
+        auth.require("create", "connector", request.connector_id, owner)
         if request.connector_id in self.configured_connectors or await self.connectors.get(request.connector_id):
             raise conflict(f"connector '{request.connector_id}' already exists", param="connector_id")
         await self.connectors.put(ConnectorRecord(**request.model_dump(), owner=owner))
         return _connector(request, owner=owner)
 
     async def delete_connector(self, connector_id: str) -> None:
-        await self.fetch_connector(connector_id)
+        record = await self.fetch_connector(connector_id)
+        auth.require("delete", "connector", connector_id, record.owner)
         if connector_id in self.configured_connectors:
             raise bad_request(
                 f"connector '{connector_id}' comes from the run config; it cannot be deleted", param="connector_id"

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lamina.access import Owner
 from lamina.errors import LaminaError
 from lamina.specs import ProviderConfig
 
@@ -60,7 +61,7 @@ class ToolGroup(BaseModel):
     type: Literal["tool_group"] = "tool_group"
     mcp_endpoint: URL | None = None
     args: dict[str, Any] | None = None
-    owner: str | None = None  # who registered it; filled once there is auth
+    owner: Owner | None = None  # who registered it (auth); None: the run config's, or made while auth was off
 
 
 class ToolGroupList(BaseModel):
@@ -111,7 +112,7 @@ class ConnectorInput(BaseModel):
 class ConnectorRecord(ConnectorInput):
     """What the storage keeps per connector registered at run time."""
 
-    owner: str | None = None
+    owner: Owner | None = None
 
 
 class Connector(BaseModel):
@@ -122,7 +123,7 @@ class Connector(BaseModel):
     server_name: str | None = None
     server_description: str | None = None
     server_version: str | None = None
-    owner: str | None = None
+    owner: Owner | None = None
 
 
 class ConnectorList(BaseModel):
