@@ -48,6 +48,18 @@ class UpstreamError(LaminaError):
         self.provider_id = provider_id
 
 
+class StorageUnavailable(LaminaError):
+    """A store the stack keeps state in (a database, an object store) cannot be reached: 503 naming the store, so
+    a load balancer retries elsewhere and an operator knows what to fix. Raised by storage backends and providers
+    whose state lives in a service."""
+
+    def __init__(self, store: str, message: str) -> None:
+        super().__init__(
+            f"storage '{store}' is unavailable: {message}", status=503, type="server_error", code="storage_unavailable"
+        )
+        self.store = store
+
+
 def validation_error(exc: Any) -> LaminaError:
     """Turn a pydantic ValidationError into a 400 naming the first bad field."""
     first = exc.errors(include_url=False)[0]
