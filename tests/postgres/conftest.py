@@ -13,6 +13,8 @@ import concurrent.futures
 import contextlib
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,19 +86,22 @@ def module_postgres_url(postgres_admin: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def pgvector_admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pgvector_admin() -> Iterator[str]:
     """A PostgreSQL 16 with pgvector, from the `pgserver` wheel, for this test session only."""
     try:
         import pgserver
     except ImportError:
         unavailable("the pgserver wheel (PostgreSQL with pgvector) is not installed; pgvector tests skipped")
-    # pgserver's socket must fit in 107 bytes, so a short folder of its own rather than pytest's deep one.
-    folder = Path(tmp_path_factory.mktemp("pgvector")) / "data"
-    server = pgserver.get_server(folder, cleanup_mode="delete")
+    # Run as root, pgserver runs PostgreSQL as a user of its own, which cannot enter pytest's private temporary
+    # folders; its socket path must also stay under 107 bytes. So: a short folder of its own, removed after.
+    folder = Path(tempfile.mkdtemp(prefix="lamina-pgvector-"))
+    folder.chmod(0o755)
+    server = pgserver.get_server(folder / "data", cleanup_mode="delete")
     try:
         yield server.get_uri("postgres")
     finally:
         server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,17 @@ async def open_storage(config: PostgresStorageConfig, data_dir: Path) -> Any:
     except BaseException:
         await pool.close()
         raise
-    return PostgresStorage(pool)
+    return PostgresStorage(pool, config.url.get_secret_value())
+
+
+def database_url(url: SecretStr | None, deps: lamina.Deps) -> str | None:
+    """The database a provider keeps its state in: its config's `url`, else the stack storage's when that is
+    `postgres`, else None."""
+    from lamina_storage_postgres.storage import PostgresStorage
+
+    if url is not None:
+        return url.get_secret_value()
+    return deps.storage.url if isinstance(deps.storage, PostgresStorage) else None
 
 
 async def shared_pool(url: SecretStr | None, deps: lamina.Deps, max_connections: int, what: str) -> tuple[Any, bool]:
@@ -58,9 +68,7 @@ async def shared_pool(url: SecretStr | None, deps: lamina.Deps, max_connections:
     from lamina_storage_postgres.storage import PostgresStorage
 
     if url is not None:
-        pool = await create_pool(
-            url.get_secret_value(), store=what, min_size=1, max_size=max_connections, timeout=5.0
-        )
+        pool = await create_pool(url.get_secret_value(), store=what, min_size=1, max_size=max_connections, timeout=5.0)
         return pool, True
     if isinstance(deps.storage, PostgresStorage):
         return deps.storage.pool, False

@@ -30,7 +30,7 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08
     asyncpg.exceptions.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # 53300 too many connections, out of disk
-    asyncpg.InterfaceError,  # the connection was closed under us
+    asyncpg.exceptions.ConnectionDoesNotExistError,  # the connection was closed under us mid-statement
 )
 
 
@@ -70,9 +70,15 @@ async def reachable(store: str) -> AsyncIterator[None]:
         yield
     except UNREACHABLE as exc:
         raise StorageUnavailable(store, describe(exc)) from exc
+    except asyncpg.InterfaceError as exc:
+        if "closed" not in str(exc):  # "connection is closed": lost before the statement was sent
+            raise
+        raise StorageUnavailable(store, describe(exc)) from exc
 
 
-async def create_pool(url: str, *, store: str, min_size: int, max_size: int, timeout: float) -> asyncpg.Pool:
+async def create_pool(
+    url: str, *, store: str, min_size: int, max_size: int, timeout: float, settings: dict[str, str] | None = None
+) -> asyncpg.Pool:
     """A pool that heals itself: asyncpg replaces a connection found closed when it is next acquired, so once
     Postgres is back, requests succeed again without a restart."""
     async with reachable(store):
@@ -83,7 +89,8 @@ async def create_pool(url: str, *, store: str, min_size: int, max_size: int, tim
             timeout=timeout,
             # Idle connections are retired after a minute, so a long outage leaves few dead ones behind.
             max_inactive_connection_lifetime=60,
-            server_settings={"application_name": "lamina"},
+            # Session defaults: they survive the RESET ALL the pool runs when a connection is given back.
+            server_settings={"application_name": "lamina", **(settings or {})},
         )
     assert pool is not None
     return pool

@@ -165,8 +165,9 @@ class PostgresStorage:
     """Registries and jobs in Postgres. `pool` is shared with this package's files provider and with
     lamina-vector-pgvector when their configs name no database of their own."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self.pool = pool
+        self.url = url  # for components that need connections of their own; holds the password, never shown
         self.kv = PostgresKV(pool)
         self.jobs = PostgresJobs(pool)
 
