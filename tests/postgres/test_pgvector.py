@@ -31,7 +31,10 @@ FILTERS: list[dict[str, Any]] = [
     {"type": "gt", "key": "part", "value": 2.5},
     {"type": "lte", "key": "name", "value": "mé"},  # strings by code point
     {"type": "gt", "key": "flag", "value": False},  # an order on booleans matches nothing
-    {"type": "or", "filters": [{"type": "gte", "key": "part", "value": 4}, {"type": "eq", "key": "kind", "value": "c"}]},
+    {
+        "type": "or",
+        "filters": [{"type": "gte", "key": "part", "value": 4}, {"type": "eq", "key": "kind", "value": "c"}],
+    },
     {"type": "and", "filters": [{"type": "ne", "key": "part", "value": 1}, {"type": "lt", "key": "part", "value": 4}]},
 ]
 
@@ -124,13 +127,17 @@ async def test_filters_are_the_routers(provider: PgvectorVectorIO, loaded: Any, 
     top = await provider.query(store_id, vector=query, text=None, k=10, filters=condition, mode="vector")
     assert len(top) == min(10, len(allowed)) and {hit.id for hit in top} <= allowed
     words = await provider.query(store_id, vector=None, text="trout kelp", k=700, filters=condition, mode="keyword")
-    assert {hit.id for hit in words} == {i for i in allowed if {"trout", "kelp"} & set(chunks[ids.index(i)].content.split())}
+    assert {hit.id for hit in words} == {
+        i for i in allowed if {"trout", "kelp"} & set(chunks[ids.index(i)].content.split())
+    }
 
 
 async def test_keyword_search_finds_exactly_the_chunks_sharing_a_word(provider: PgvectorVectorIO, loaded: Any) -> None:
     store_id, chunks, _, ids = loaded
     hits = await provider.query(store_id, vector=None, text="Heron, WREN!", k=1000, filters=None, mode="keyword")
-    assert {hit.id for hit in hits} == {i for i, c in zip(ids, chunks, strict=True) if {"heron", "wren"} & set(c.content.split())}
+    assert {hit.id for hit in hits} == {
+        i for i, c in zip(ids, chunks, strict=True) if {"heron", "wren"} & set(c.content.split())
+    }
     scores = [hit.score for hit in hits]
     assert scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
     # A chunk holding both words (or one twice) ranks above one holding a single word once.

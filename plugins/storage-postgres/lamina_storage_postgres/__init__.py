@@ -137,7 +137,7 @@ def _run_db(url: str | None, upgrade: bool) -> None:
     except (OSError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
     for component, current, latest, applied in report:
-        state = "current" if current == latest else f"behind (run `lamina db upgrade`)" if current < latest else "newer"
+        state = "current" if current == latest else "behind (run `lamina db upgrade`)" if current < latest else "newer"
         done = f", applied {applied}" if applied else ""
         click.echo(f"{component:12} version {current} of {latest}: {state}{done}")
 

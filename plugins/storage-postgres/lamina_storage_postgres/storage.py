@@ -23,7 +23,7 @@ SCHEMA = Schema(
     "storage",
     [
         # Keys in the C collation: ordered by code point like SQLite's, and a prefix is a range on the key.
-        "CREATE TABLE lamina_kv (key text COLLATE \"C\" PRIMARY KEY, value text NOT NULL);"
+        'CREATE TABLE lamina_kv (key text COLLATE "C" PRIMARY KEY, value text NOT NULL);'
         "CREATE SEQUENCE lamina_jobs_order;"
         "CREATE TABLE lamina_jobs (kind text NOT NULL, key text NOT NULL, id text NOT NULL, payload text NOT NULL, "
         "worker text, lease_until double precision NOT NULL, attempts integer NOT NULL, "
@@ -114,7 +114,9 @@ class PostgresJobs:
             )
         if row is None:
             return None
-        return Job(id=row["id"], kind=kind, key=row["key"], payload=json.loads(row["payload"]), attempts=row["attempts"])
+        return Job(
+            id=row["id"], kind=kind, key=row["key"], payload=json.loads(row["payload"]), attempts=row["attempts"]
+        )
 
     async def renew(self, job: Job, worker: str, lease_seconds: float) -> bool:
         async with reachable(STORE):

@@ -106,7 +106,7 @@ def filter_sql(condition: Comparison | Compound, args: list[Any], column: str = 
             # The C collation orders by code point, as Python compares strings.
             test = (
                 f"(jsonb_typeof({attribute}) = 'string' AND "
-                f'({attribute} #>> \'{{}}\') COLLATE "C" {operator} {_bind(args, wanted)}::text)'
+                f"({attribute} #>> '{{}}') COLLATE \"C\" {operator} {_bind(args, wanted)}::text)"
             )
         else:
             test = (
