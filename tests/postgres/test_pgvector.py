@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from lamina.apis.vector_io.provider import Chunk, Hit
 from lamina.apis.vector_io.search import fuse, hybrid_depth, matches
 from lamina.apis.vector_io.types import Comparison, Compound
@@ -66,15 +67,19 @@ def cosine(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
 
 
-@pytest.fixture
+# One event loop for the module, so that the provider and the loaded store are made once for every test.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def provider(pgvector_url: str) -> AsyncIterator[PgvectorVectorIO]:
-    store = await PgvectorVectorIO.open(pgvector_url, PgvectorConfig(), "pgvector (test)")
+    # Stores of 100+ chunks get their HNSW index (the first insert of 250 builds it, later ones add to it).
+    store = await PgvectorVectorIO.open(pgvector_url, PgvectorConfig(exact_below=100), "pgvector (test)")
     yield store
     await store.close()
 
 
-@pytest.fixture
-async def loaded(provider: PgvectorVectorIO) -> tuple[str, list[Chunk], list[list[float]], list[str]]:
+async def load(provider: PgvectorVectorIO) -> tuple[str, list[Chunk], list[list[float]], list[str]]:
     store_id = f"vs_{random.getrandbits(48):012x}"
     await provider.create_store(store_id)
     chunks, vectors = corpus(600)
@@ -82,6 +87,12 @@ async def loaded(provider: PgvectorVectorIO) -> tuple[str, list[Chunk], list[lis
     for start in range(0, len(chunks), 250):
         ids += await provider.insert(store_id, chunks[start : start + 250], vectors[start : start + 250])
     return store_id, chunks, vectors, ids
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def loaded(provider: PgvectorVectorIO) -> tuple[str, list[Chunk], list[list[float]], list[str]]:
+    """A store the tests only read."""
+    return await load(provider)
 
 
 def brute(query: list[float], vectors: list[list[float]], ids: list[str], allowed: set[str] | None) -> list[str]:
@@ -112,6 +123,13 @@ async def test_vector_search_against_brute_force(provider: PgvectorVectorIO, loa
             chunks[ids.index(first.id)].attributes,
         )
     assert found / wanted >= 0.9
+    # The search the provider runs walks the store's own HNSW index.
+    plan = await provider.pool.fetch(
+        f"EXPLAIN SELECT c.id FROM lamina_vector_chunks c WHERE c.store_id = '{store_id}' "
+        f"ORDER BY c.embedding::vector({DIMENSION}) <=> CAST($1::text AS vector({DIMENSION})) LIMIT 10",
+        str(vectors[0]),
+    )
+    assert f"lamina_hnsw_{store_id}" in "\n".join(row[0] for row in plan)
 
 
 @pytest.mark.parametrize("raw", FILTERS, ids=lambda f: str(f)[:60])
@@ -167,8 +185,8 @@ async def test_hybrid_is_fusion_of_the_two_rankings(provider: PgvectorVectorIO, 
     assert hybrid[0].score == pytest.approx(expected[0].score)
 
 
-async def test_writes_deletes_and_errors(provider: PgvectorVectorIO, loaded: Any) -> None:
-    store_id, chunks, vectors, ids = loaded
+async def test_writes_deletes_and_errors(provider: PgvectorVectorIO) -> None:
+    store_id, chunks, vectors, ids = await load(provider)
     assert await provider.file_chunks(store_id, "file-2") == [c.content for c in chunks if c.file_id == "file-2"]
     await provider.update_attributes(store_id, "file-2", {"kind": "z"})
     only = FILTER.validate_python({"type": "eq", "key": "kind", "value": "z"})
@@ -189,15 +207,13 @@ async def test_writes_deletes_and_errors(provider: PgvectorVectorIO, loaded: Any
     assert await provider.query(store_id, vector=vectors[0], text=None, k=3, filters=None, mode="vector") == []
 
 
-async def test_a_restart_keeps_the_stores(pgvector_url: str, loaded: Any, provider: PgvectorVectorIO) -> None:
+async def test_a_new_process_finds_the_stores(pgvector_url: str, loaded: Any, provider: PgvectorVectorIO) -> None:
     store_id, _, vectors, ids = loaded
     before = await provider.query(store_id, vector=vectors[5], text="elk", k=10, filters=None, mode="hybrid")
-    await provider.close()
-    reopened = await PgvectorVectorIO.open(pgvector_url, PgvectorConfig(), "pgvector (test)")
+    reopened = await PgvectorVectorIO.open(pgvector_url, PgvectorConfig(exact_below=100), "pgvector (test)")
     try:
         assert await reopened.count(store_id) == len(ids)
         after = await reopened.query(store_id, vector=vectors[5], text="elk", k=10, filters=None, mode="hybrid")
         assert [(h.id, h.score) for h in after] == [(h.id, h.score) for h in before]
     finally:
         await reopened.close()
-        provider.pool = reopened.pool  # the fixture closes it again: closing twice is harmless

@@ -17,6 +17,10 @@ class PgvectorConfig(lamina.ProviderConfig):
     m: int = Field(16, ge=2, le=100, description="HNSW graph degree (pgvector's `m`)")
     ef_construction: int = Field(64, ge=4, le=1000, description="HNSW build-time beam width")
     ef_search: int = Field(100, ge=1, le=1000, description="HNSW query-time beam width (raised to k when larger)")
+    exact_below: int = Field(
+        5000, ge=0, description="a store with fewer chunks has no index and is searched exactly; reaching it builds one"
+    )
+    build_memory_mb: int = Field(512, ge=64, description="maintenance_work_mem for building an index in bulk")
     migrate: bool = Field(True, description="apply schema migrations at start-up; false: `lamina db upgrade` does")
     capabilities: list[Literal["vector", "keyword", "hybrid", "filters"]] = Field(
         ["vector", "keyword", "hybrid", "filters"],

@@ -1,15 +1,16 @@
 """Chunks in one Postgres table; each store's vectors indexed by an HNSW index of its own.
 
-A store's dimension is fixed by its first insert, which also creates the store's index: a partial HNSW index on
-`embedding::vector(D)` for the rows of that store (one table holds every store, so the column itself has no
-dimension). Queries name the store as a literal and order by the same expression, so the planner can match the
+A store's dimension is fixed by its first insert. Until it holds `exact_below` chunks a store has no index and
+is searched exactly (a scan of a few thousand vectors is fast, and exact); the insert that reaches it builds the
+store's index in bulk: a partial HNSW index on `embedding::vector(D)` for the rows of that store (one table holds
+every store, so the column itself has no dimension). Queries name the store as a literal and order by the same expression, so the planner can match the
 index; store ids are checked against a strict pattern before they go into SQL.
 
 Nothing lives in memory: every replica reads the same tables, so a write by one is searchable by all at once.
 
-pgvector's HNSW filters after the graph walk: a selective filter can leave fewer than k hits. The provider then
-walks again with the widest beam (ef_search 1000), and if that is still short, compares the query with every
-matching chunk (an exact scan, which the planner does without the index because it orders by the undimensioned
+pgvector's HNSW (before 0.8) filters after the graph walk: a selective filter can leave fewer than k hits. The
+provider then walks again with a beam widened by the share of chunks that passed (at most ef_search 1000), and if
+that is still short, compares the query with every matching chunk (an exact scan, which the planner does without the index because it orders by the undimensioned
 column).
 """
 
@@ -19,6 +20,7 @@ import json
 import logging
 import math
 import re
+import time
 from typing import Any
 
 import asyncpg
@@ -202,12 +204,6 @@ class PgvectorVectorIO:
                 await connection.execute(
                     "UPDATE lamina_vector_stores SET dimension = $2 WHERE id = $1", store_id, dimension
                 )
-                await connection.execute(
-                    f"CREATE INDEX IF NOT EXISTS {_index_name(store_id)} ON lamina_vector_chunks "
-                    f"USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) "
-                    f"WITH (m = {int(self.config.m)}, ef_construction = {int(self.config.ef_construction)}) "
-                    f"WHERE store_id = {literal}"
-                )
             ids = await connection.fetch(
                 "INSERT INTO lamina_vector_chunks (store_id, file_id, content, metadata, attributes, embedding) "
                 # Vectors travel as text (asyncpg has no codec for pgvector's type) and are parsed by Postgres.
@@ -220,7 +216,29 @@ class PgvectorVectorIO:
                 [json.dumps(chunk.attributes) for chunk in chunks],
                 [_vector_text(row) for row in rows],
             )
+            indexed = await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", _index_name(store_id))
+            if not indexed:
+                count = await connection.fetchval(
+                    "SELECT count(*) FROM lamina_vector_chunks WHERE store_id = $1", store_id
+                )
+                if count >= self.config.exact_below:
+                    await self._build_index(connection, store_id, literal, dimension)
         return [str(i) for i in sorted(row["id"] for row in ids)]  # ids are drawn in row order
+
+    async def _build_index(self, connection: asyncpg.Connection, store_id: str, literal: str, dimension: int) -> None:
+        """The store's HNSW index, built in bulk over the chunks it holds (several times faster than growing it
+        one insert at a time); from then on each insert adds to it."""
+        started = time.perf_counter()
+        await connection.execute(f"SET LOCAL maintenance_work_mem = '{int(self.config.build_memory_mb)}MB'")
+        await connection.execute(
+            f"CREATE INDEX IF NOT EXISTS {_index_name(store_id)} ON lamina_vector_chunks "
+            f"USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) "
+            f"WITH (m = {int(self.config.m)}, ef_construction = {int(self.config.ef_construction)}) "
+            f"WHERE store_id = {literal}"
+        )
+        # Fresh statistics, or the planner still thinks the store holds a handful of rows and scans them all.
+        await connection.execute("ANALYZE lamina_vector_chunks")
+        log.info("built the HNSW index of %s in %.1fs", store_id, time.perf_counter() - started)
 
     async def update_attributes(self, store_id: str, file_id: str, attributes: dict[str, Any]) -> None:
         async with reachable(self.store):
@@ -293,8 +311,11 @@ class PgvectorVectorIO:
             else:
                 rows = await connection.fetch(graph, *args)
             if len(rows) < k and filters is not None and ef < WIDEST_EF:
+                # The filter passed about len(rows) of the ef chunks the walk visited: widen the beam so that k
+                # should pass (by half again), at most to pgvector's widest.
+                wider = WIDEST_EF if not rows else min(WIDEST_EF, math.ceil(ef * k / len(rows) * 1.5))
                 async with connection.transaction():
-                    await connection.execute(f"SET LOCAL hnsw.ef_search = {WIDEST_EF}")
+                    await connection.execute(f"SET LOCAL hnsw.ef_search = {wider}")
                     rows = await connection.fetch(graph, *args)
             if len(rows) < k:
                 # Short of k: fewer chunks qualify than k, or the graph walk missed some. Ordering by the column
