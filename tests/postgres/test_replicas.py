@@ -30,7 +30,7 @@ from lamina_storage_postgres.storage import SCHEMA
 from openai import NotFoundError, OpenAI
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "e2e"))
-from fake_openai import EMBEDDING_MODEL, FakeOpenAI
+from fake_openai import CHAT_MODEL, EMBEDDING_MODEL, FakeOpenAI
 
 
 def replica_config(fake: FakeOpenAI, postgres_url: str, pgvector_url: str, data_dir: Path) -> dict[str, Any]:
@@ -247,16 +247,20 @@ class Proxy:
         self.thread.join(10)
 
 
-def test_an_outage_is_a_503_naming_the_store_and_heals(postgres_url: str, tmp_path: Path) -> None:
+def test_an_outage_is_a_503_naming_the_store_and_heals(fake: FakeOpenAI, postgres_url: str, tmp_path: Path) -> None:
     proxy = Proxy(("127.0.0.1", 5432))
     proxy.start()
     try:
         through = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
         config = {
             "storage": {"dir": str(tmp_path), "type": "postgres", "config": {"url": through, "max_connections": 3}},
-            "providers": {"files": [{"id": "files", "type": "remote::postgres"}]},
+            "providers": {
+                "files": [{"id": "files", "type": "remote::postgres"}],
+                "inference": [{"id": "fake", "type": "remote::openai", "config": {"base_url": fake.base_url}}],
+            },
         }
         with serve(config) as url:
+            client(url).models.list()  # the upstream's models are listed (kept in memory)
             uploaded = client(url).files.create(file=("x.txt", b"kept"), purpose="assistants")
             proxy.stop()
             down = requests.get(url + "/files", timeout=30)
@@ -265,6 +269,11 @@ def test_an_outage_is_a_503_naming_the_store_and_heals(postgres_url: str, tmp_pa
             assert error["code"] == "storage_unavailable" and "storage 'postgres'" in error["message"]
             assert "password" not in down.text
             assert requests.get(url + f"/files/{uploaded.id}/content", timeout=30).status_code == 503
+            # What needs no storage keeps working: a chat through the upstream.
+            chat = client(url).chat.completions.create(
+                model=f"fake/{CHAT_MODEL}", messages=[{"role": "user", "content": "still here"}]
+            )
+            assert chat.choices[0].message.content == "echo: still here"
             proxy.start()
             # Connections broken by the outage are replaced as they are next used: within the pool's size.
             answers = [requests.get(url + "/files", timeout=30).status_code for _ in range(4)]
