@@ -28,11 +28,15 @@ async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             return opened[-1]
 
     else:
-        url = request.getfixturevalue("postgres_url")
+        # One database for the module (creating one takes a second), emptied before each test.
+        url = request.getfixturevalue("module_postgres_url")
 
         async def open_one() -> Storage:
             opened.append(await open_postgres(PostgresStorageConfig(url=url, max_connections=4), tmp_path))
             return opened[-1]
+
+        first = await open_one()
+        await first.pool.execute("TRUNCATE lamina_kv, lamina_jobs")  # type: ignore[attr-defined]
 
     yield open_one
     for storage in opened:

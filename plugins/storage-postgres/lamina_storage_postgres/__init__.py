@@ -7,6 +7,7 @@ Entry-point module: imports only pydantic, click and lamina; asyncpg is imported
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,34 +113,47 @@ def register_providers() -> list[lamina.ProviderSpec]:
     ]
 
 
-async def _db(url: str, upgrade: bool) -> list[tuple[str, int, int, list[int]]]:
+async def _db(url: str, upgrade: bool, components: tuple[str, ...]) -> list[tuple[str, int, int, str]]:
     import asyncpg
 
     from lamina_storage_postgres.database import installed_schemas, migrate, schema_versions
 
+    schemas = installed_schemas()
+    unknown = set(components) - {schema.component for schema in schemas}
+    if unknown:
+        raise click.UsageError(
+            f"no component {', '.join(sorted(unknown))}; installed: {', '.join(s.component for s in schemas)}"
+        )
     connection = await asyncpg.connect(url, timeout=10)
     try:
         report = []
-        for schema in installed_schemas():
-            applied = await migrate(connection, schema) if upgrade else []
+        for schema in schemas:
+            note = ""
+            if upgrade and (not components or schema.component in components):
+                try:
+                    applied = await migrate(connection, schema)
+                    note = f", applied {applied}" if applied else ""
+                except (asyncpg.PostgresError, RuntimeError) as exc:
+                    note = f", FAILED: {exc}"  # the others still migrate; one failure is reported, not fatal
             current = (await schema_versions(connection)).get(schema.component, 0)
-            report.append((schema.component, current, schema.latest, applied))
+            report.append((schema.component, current, schema.latest, note))
         return report
     finally:
         await connection.close()
 
 
-def _run_db(url: str | None, upgrade: bool) -> None:
+def _run_db(url: str | None, upgrade: bool, components: tuple[str, ...] = ()) -> None:
     if not url:
         raise click.UsageError("give the database: --url postgresql://... or POSTGRES_URL")
     try:
-        report = asyncio.run(_db(url, upgrade))
-    except (OSError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from None
-    for component, current, latest, applied in report:
+        report = asyncio.run(_db(url, upgrade, components))
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach the database: {exc}") from None
+    for component, current, latest, note in report:
         state = "current" if current == latest else "behind (run `lamina db upgrade`)" if current < latest else "newer"
-        done = f", applied {applied}" if applied else ""
-        click.echo(f"{component:12} version {current} of {latest}: {state}{done}")
+        click.echo(f"{component:12} version {current} of {latest}: {state}{note}")
+    if any("FAILED" in note for *_, note in report):
+        sys.exit(1)
 
 
 URL_OPTION = click.option(
@@ -161,6 +175,8 @@ def register_commands(cli: click.Group) -> None:
 
     @db.command("upgrade")
     @URL_OPTION
-    def upgrade(url: str | None) -> None:
-        """Apply every pending migration of every installed component (safe while replicas run or start)."""
-        _run_db(url, upgrade=True)
+    @click.argument("components", nargs=-1)
+    def upgrade(url: str | None, components: tuple[str, ...]) -> None:
+        """Apply the pending migrations of COMPONENTS (default: every installed one); safe while replicas run
+        or start."""
+        _run_db(url, upgrade=True, components=components)
