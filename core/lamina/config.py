@@ -23,6 +23,8 @@ PLACEHOLDER = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)(?:(:=|:\+)([^}]*))?
 PLACEHOLDER_NAME = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)")
 SECRET_KEY = re.compile(r"(api_?key|token|secret|password|authorization|credential)", re.IGNORECASE)
 REDACTED = "********"
+# The password of a URL (postgresql://user:password@host/db, redis://:password@host): masked wherever it is.
+URL_PASSWORD = re.compile(r"(?<=://)([^/:@\s]*):[^@/\s]+@")
 log = logging.getLogger("lamina")
 M = TypeVar("M", bound=BaseModel)
 
@@ -201,6 +203,8 @@ def redact(value: Any) -> Any:
         }
     if isinstance(value, list):
         return [redact(item) for item in value]
+    if isinstance(value, str):
+        return URL_PASSWORD.sub(rf"\1:{REDACTED}@", value)
     return value
 
 

@@ -131,6 +131,7 @@ class PgvectorVectorIO:
         self.config = config
         self.store = store  # how 503s name this provider's database
         self.capabilities = frozenset(config.capabilities)
+        self.dimensions: dict[str, int] = {}
 
     @classmethod
     async def open(cls, url: str, config: Any, store: str) -> PgvectorVectorIO:
@@ -166,6 +167,7 @@ class PgvectorVectorIO:
         async with reachable(self.store), self.pool.acquire() as connection, connection.transaction():
             await connection.execute(f"DROP INDEX IF EXISTS {_index_name(store_id)}")
             await connection.execute("DELETE FROM lamina_vector_stores WHERE id = $1", store_id)
+        self.dimensions.pop(store_id, None)
 
     async def count(self, store_id: str) -> int:
         async with reachable(self.store):
@@ -174,8 +176,17 @@ class PgvectorVectorIO:
             )
 
     async def _dimension(self, store_id: str) -> int | None:
-        async with reachable(self.store):
-            return await self.pool.fetchval("SELECT dimension FROM lamina_vector_stores WHERE id = $1", store_id)  # type: ignore[no-any-return]
+        # A store's dimension never changes once set (and ids are never reused), so it is remembered: a search is
+        # then one round trip.
+        if store_id not in self.dimensions:
+            async with reachable(self.store):
+                dimension = await self.pool.fetchval(
+                    "SELECT dimension FROM lamina_vector_stores WHERE id = $1", store_id
+                )
+            if dimension is None:
+                return None
+            self.dimensions[store_id] = dimension
+        return self.dimensions[store_id]
 
     # -- writes
 
