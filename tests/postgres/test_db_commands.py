@@ -15,6 +15,7 @@ def lamina_db(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([Path(sys.executable).parent / "lamina", "db", *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow  # five runs of the `lamina` CLI
 async def test_migrating_out_of_band(postgres_url: str, tmp_path: Path) -> None:
     config = PostgresStorageConfig(url=postgres_url, migrate=False)
     with pytest.raises(RuntimeError, match="lamina db upgrade"):

@@ -159,6 +159,7 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError(f"{url} never became healthy")
 
 
+@pytest.mark.slow  # two `lamina run` processes and the CLI: tens of seconds on a loaded machine
 def test_two_lamina_run_processes_start_on_an_empty_database(
     fake: FakeOpenAI, postgres_url: str, pgvector_url: str, tmp_path: Path
 ) -> None:
