@@ -314,10 +314,12 @@ class PgvectorVectorIO:
         distance = f"c.embedding::vector({dimension}) <=> CAST($1::text AS vector({dimension}))"
         graph = f"SELECT {COLUMNS}, 1 - ({distance}) AS score FROM lamina_vector_chunks c WHERE {where} ORDER BY {distance} LIMIT $2"
         async with reachable(self.store), self.pool.acquire() as connection:
-            ef = max(self.config.ef_search, k)
+            # A filter drops some of what the walk finds: a beam twice as wide keeps k for filters that pass half
+            # the chunks or more in one walk, and costs less than the second walk a narrower one would need.
+            ef = min(WIDEST_EF, max(self.config.ef_search, k) * (1 if filters is None else 2))
             if ef > self.config.ef_search:
                 async with connection.transaction():
-                    await connection.execute(f"SET LOCAL hnsw.ef_search = {min(ef, WIDEST_EF)}")
+                    await connection.execute(f"SET LOCAL hnsw.ef_search = {ef}")
                     rows = await connection.fetch(graph, *args)
             else:
                 rows = await connection.fetch(graph, *args)
