@@ -132,6 +132,7 @@ class PgvectorVectorIO:
         self.store = store  # how 503s name this provider's database
         self.capabilities = frozenset(config.capabilities)
         self.dimensions: dict[str, int] = {}
+        self.indexed: set[str] = set()  # stores seen with a valid index: inserts need not count their chunks
 
     @classmethod
     async def open(cls, url: str, config: Any, store: str) -> PgvectorVectorIO:
@@ -168,6 +169,7 @@ class PgvectorVectorIO:
             await connection.execute(f"DROP INDEX IF EXISTS {_index_name(store_id)}")
             await connection.execute("DELETE FROM lamina_vector_stores WHERE id = $1", store_id)
         self.dimensions.pop(store_id, None)
+        self.indexed.discard(store_id)
 
     async def count(self, store_id: str) -> int:
         async with reachable(self.store):
@@ -227,29 +229,47 @@ class PgvectorVectorIO:
                 [json.dumps(chunk.attributes) for chunk in chunks],
                 [_vector_text(row) for row in rows],
             )
-            indexed = await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", _index_name(store_id))
-            if not indexed:
-                count = await connection.fetchval(
+            count = (
+                0
+                if store_id in self.indexed
+                else await connection.fetchval(
                     "SELECT count(*) FROM lamina_vector_chunks WHERE store_id = $1", store_id
                 )
-                if count >= self.config.exact_below:
-                    await self._build_index(connection, store_id, literal, dimension)
+            )
+        if count >= self.config.exact_below:
+            await self._ensure_index(store_id, literal, dimension)
         return [str(i) for i in sorted(row["id"] for row in ids)]  # ids are drawn in row order
 
-    async def _build_index(self, connection: asyncpg.Connection, store_id: str, literal: str, dimension: int) -> None:
-        """The store's HNSW index, built in bulk over the chunks it holds (several times faster than growing it
-        one insert at a time); from then on each insert adds to it."""
-        started = time.perf_counter()
-        await connection.execute(f"SET LOCAL maintenance_work_mem = '{int(self.config.build_memory_mb)}MB'")
-        await connection.execute(
-            f"CREATE INDEX IF NOT EXISTS {_index_name(store_id)} ON lamina_vector_chunks "
-            f"USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) "
-            f"WITH (m = {int(self.config.m)}, ef_construction = {int(self.config.ef_construction)}) "
-            f"WHERE store_id = {literal}"
-        )
-        # Fresh statistics, or the planner still thinks the store holds a handful of rows and scans them all.
-        await connection.execute("ANALYZE lamina_vector_chunks")
-        log.info("built the HNSW index of %s in %.1fs", store_id, time.perf_counter() - started)
+    async def _ensure_index(self, store_id: str, literal: str, dimension: int) -> None:
+        """Build the store's HNSW index in bulk over the chunks it holds (several times faster than growing it
+        one insert at a time; from then on each insert adds to it). CONCURRENTLY, outside any transaction, so
+        writes to every store go on meanwhile; one replica at a time per store (an advisory lock), and a build
+        a crash left invalid is dropped and done again."""
+        name = _index_name(store_id)
+        valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)"
+        async with reachable(self.store), self.pool.acquire() as connection:
+            if await connection.fetchval(valid, name):
+                self.indexed.add(store_id)
+                return
+            if not await connection.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", name):
+                return  # another replica is building it; searches are exact until it is done
+            try:
+                if await connection.fetchval(valid, name) is False:
+                    await connection.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+                started = time.perf_counter()
+                await connection.execute(f"SET maintenance_work_mem = '{int(self.config.build_memory_mb)}MB'")
+                await connection.execute(
+                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON lamina_vector_chunks "
+                    f"USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) "
+                    f"WITH (m = {int(self.config.m)}, ef_construction = {int(self.config.ef_construction)}) "
+                    f"WHERE store_id = {literal}"
+                )
+                # Fresh statistics, or the planner still thinks the store holds a handful of rows and scans them.
+                await connection.execute("ANALYZE lamina_vector_chunks")
+                self.indexed.add(store_id)
+                log.info("built the HNSW index of %s in %.1fs", store_id, time.perf_counter() - started)
+            finally:
+                await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", name)
 
     async def update_attributes(self, store_id: str, file_id: str, attributes: dict[str, Any]) -> None:
         async with reachable(self.store):
