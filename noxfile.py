@@ -35,6 +35,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
     """Every package installed from the checkout, the example plugin and API as normal packages, then pytest."""
+    _install_browser(session)
     session.install(TORCH)
     session.install("-e", "./core", *[f"-e{p}" for p in PLUGINS + DISTROS])
     session.install("./tests/plugins/lamina-example", "./tests/plugins/lamina-example-api")
@@ -43,6 +44,18 @@ def tests(session: nox.Session) -> None:
     # PostgreSQL (127.0.0.1:5432) and pgvector (the pgserver wheel) are part of CI: their tests fail, not skip.
     env["LAMINA_REQUIRE_SERVICES"] = "1"
     session.run("pytest", *(session.posargs or ["-q"]), env=env)
+
+
+def _install_browser(session: nox.Session) -> None:
+    """Debian's chromium and chromedriver for the playground's browser tests (run as root; else they skip, or fail
+    under CI=true)."""
+    if Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists():
+        return
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not Path("/usr/bin/apt-get").exists():
+        session.warn("chromium and chromium-driver are missing and cannot be installed here (not root with apt-get)")
+        return
+    session.run("apt-get", "update", "-qq", external=True)
+    session.run("apt-get", "install", "-y", "-qq", "chromium", "chromium-driver", external=True)
 
 
 def _test_models(session: nox.Session) -> dict[str, str]:

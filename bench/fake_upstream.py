@@ -36,7 +36,9 @@ CHUNK = (
 
 
 async def models(request: web.Request) -> web.Response:
-    return web.json_response({"object": "list", "data": [{"id": "bench", "object": "model"}]})
+    return web.json_response(
+        {"object": "list", "data": [{"id": "bench", "object": "model"}, {"id": "bench-embed", "object": "model"}]}
+    )
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -52,10 +54,22 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return response
 
 
+EMBEDDING = [0.125] * 384
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    body = await request.json()
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    data = [{"object": "embedding", "index": i, "embedding": EMBEDDING} for i in range(len(inputs))]
+    usage = {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}
+    return web.json_response({"object": "list", "model": "bench-embed", "data": data, "usage": usage})
+
+
 def main() -> None:
     app = web.Application()
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/embeddings", embeddings)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 
 

@@ -54,7 +54,10 @@ def cpu_seconds(pid: int) -> float:
 
 def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.environ["BENCH_LOG"], "ab") if "BENCH_LOG" in os.environ else subprocess.DEVNULL,
     )
 
 

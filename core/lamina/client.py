@@ -4,6 +4,7 @@
         reply = await client.chat.completions.create(model="openai/gpt-4o-mini", messages=messages)
         async for chunk in await client.chat.completions.create(..., stream=True): ...
         models = await client.models.list()                  # {"object": "list", "data": [...]}, as GET /v1/models
+        answer = await client.responses.create(model=..., input="Hi")   # and .retrieve(id), .delete(id)
 
 Answers are the same JSON dicts the HTTP API sends; errors are raised as `LaminaError` with the same status and
 body. `client.apis[name]` gives every API's router (files, vector stores, safety...) for the rest.
@@ -29,6 +30,8 @@ from lamina.apis.inference.types import (
     ModelList,
     RegisterModel,
 )
+from lamina.apis.responses.router import ResponsesRouter
+from lamina.apis.responses.types import CreateResponse
 from lamina.config import RunConfig, load, resolve
 from lamina.errors import bad_request, validation_error
 from lamina.http import dumps
@@ -94,6 +97,12 @@ class LibraryClient:
             await inference.unregister_model(model_id)
             return ModelDeleted(id=model_id, object="model", deleted=True).model_dump(mode="json")
 
+        responses = self.stack.api(ResponsesRouter)
+
+        async def respond(**fields: Any) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+            return await responses.create(_validate(CreateResponse, fields))
+
+        self.responses = SimpleNamespace(create=respond, retrieve=responses.retrieve, delete=responses.delete)
         self.chat = SimpleNamespace(completions=SimpleNamespace(create=chat))
         self.completions = SimpleNamespace(create=complete)
         self.embeddings = SimpleNamespace(create=embed)

@@ -54,8 +54,9 @@ def error_response(exc: LaminaError) -> Response:
     return Response(dumps(exc.body()), status_code=exc.status, media_type="application/json")
 
 
-async def sse_response(events: AsyncIterator[Any]) -> Response:
-    """Stream events as `data: {json}` lines ending with `data: [DONE]`.
+async def sse_response(events: AsyncIterator[Any], *, framing: type[EventStream] | None = None) -> Response:
+    """Stream events as `data: {json}` lines ending with `data: [DONE]` (or as `framing`, an `EventStream`
+    subclass, frames them: another wire format's event names, end marker and error event).
 
     The first event is awaited before the response starts, so a failure before the first byte still gets
     its proper status code instead of a 200 with an error inside the stream.
@@ -67,7 +68,7 @@ async def sse_response(events: AsyncIterator[Any]) -> Response:
     except BaseException:
         await _close(events)
         raise
-    return EventStream(first, events)
+    return (framing or EventStream)(first, events)
 
 
 class EventStream(Response):
@@ -76,7 +77,19 @@ class EventStream(Response):
     Lighter than Starlette's StreamingResponse (no task group per request): this is the hot path of every
     stream. The server only tells us about a disconnect through `receive`, so one small task listens for it
     and cancels the pump, which closes the event iterator and with it any upstream request.
+
+    OpenAI's framing; a subclass changes `encode`, `done` and `error_event` for another wire format.
     """
+
+    done = b"data: [DONE]\n\n"
+
+    @staticmethod
+    def encode(event: Any) -> bytes:
+        return _event(event)
+
+    @staticmethod
+    def error_event(exc: LaminaError) -> Any:
+        return exc.body()
 
     def __init__(self, first: Any, events: AsyncIterator[Any]) -> None:
         # No super().__init__(): that would declare a Content-Length for an empty body.
@@ -106,10 +119,10 @@ class EventStream(Response):
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             if self.first is not None:
-                await send({"type": "http.response.body", "body": _event(self.first), "more_body": True})
+                await send({"type": "http.response.body", "body": self.encode(self.first), "more_body": True})
                 async for event in self.events:
-                    await send({"type": "http.response.body", "body": _event(event), "more_body": True})
-            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+                    await send({"type": "http.response.body", "body": self.encode(event), "more_body": True})
+            await send({"type": "http.response.body", "body": self.done, "more_body": False})
         except asyncio.CancelledError:
             if not disconnected:
                 raise
@@ -125,9 +138,17 @@ class EventStream(Response):
             watcher.cancel()
             await _close(self.events)
 
+    async def _finish(self, send: Send, exc: LaminaError) -> None:
+        await send({"type": "http.response.body", "body": self.encode(self.error_event(exc)), "more_body": False})
+
+
+class NamedEventStream(EventStream):
+    """Each event preceded by an `event: <its type>` line, as OpenAI's Responses streams are."""
+
     @staticmethod
-    async def _finish(send: Send, exc: LaminaError) -> None:
-        await send({"type": "http.response.body", "body": _event(exc.body()), "more_body": False})
+    def encode(event: Any) -> bytes:
+        kind = event.get("type") if isinstance(event, dict) else None
+        return (b"event: " + str(kind).encode() + b"\n" if kind else b"") + _event(event)
 
 
 def _event(event: Any) -> bytes:
@@ -152,11 +173,12 @@ def router_of(request: Request, kind: type[R]) -> R:
 
 class ApiRoute(Route):
     """A Starlette route carrying what `/v1/openapi.json` needs to describe it: the models of its JSON body, its
-    answer and its query string."""
+    answer and its query string; and `prefix`, what its path is served under."""
 
     body: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
+    prefix: str = "/v1"
 
 
 def route(
@@ -167,8 +189,15 @@ def route(
     body: type[BaseModel] | None = None,
     response: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
+    prefix: str = "/v1",
 ) -> ApiRoute:
-    """A route for an `ApiSpec`'s `routes`, described in `/v1/openapi.json` with these models."""
+    """A route for an `ApiSpec`'s `routes`, described in `/v1/openapi.json` with these models. It is served under
+    `prefix` + `path`: `/v1` for OpenAI's routes; Llama Stack has some under `/v1alpha` or `/v1beta`."""
     built = ApiRoute(path, endpoint, methods=[method])
-    built.body, built.response, built.query = body, response, query
+    built.body, built.response, built.query, built.prefix = body, response, query, prefix
     return built
+
+
+def prefix_of(r: object) -> str:
+    """What a route of an `ApiSpec` is served under (`/v1` unless it is a `route(..., prefix=...)`)."""
+    return r.prefix if isinstance(r, ApiRoute) else "/v1"

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.routing import BaseRoute, Route
 
-from lamina.http import ApiRoute
+from lamina.http import ApiRoute, prefix_of
 
 ERROR = {
     "type": "object",
@@ -62,7 +62,7 @@ def openapi_document(owned: list[tuple[str, BaseRoute]], version: str) -> dict[s
                 parameters += [{"name": name, "in": "query", "schema": schema} for name, schema in properties.items()]
             if parameters:
                 operation["parameters"] = parameters
-            paths.setdefault("/v1" + r.path, {})[method.lower()] = operation
+            paths.setdefault(prefix_of(r) + r.path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "Lamina", "version": version},

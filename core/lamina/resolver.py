@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import pluggy
 from pydantic import BaseModel
+from starlette.applications import Starlette
 
 from lamina.config import ConfigError, RunConfig, validate_section
 from lamina.guardrails import GuardrailChain
@@ -43,6 +44,16 @@ class Stack:
     apis: dict[str, object] = field(default_factory=dict)  # API name -> router
     providers: dict[str, object] = field(default_factory=dict)  # provider id -> instance
     _by_type: dict[type, object] = field(default_factory=dict, repr=False)
+    _app: Starlette | None = field(default=None, repr=False)
+
+    def http_app(self) -> Starlette:
+        """The stack's routes as one Starlette app, without the HTTP edge's middleware: what the server wraps, and
+        what routers send requests made on a caller's behalf to (`lamina.internal`)."""
+        if self._app is None:
+            from lamina.server import routes_app  # the server module imports this one
+
+            self._app = routes_app(self)
+        return self._app
 
     def api(self, kind: type[R]) -> R:
         """The router of type `kind` (e.g. `stack.api(InferenceRouter)`); route handlers call this per request."""
@@ -189,6 +200,7 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
                 data_dir=data_dir,
                 storage=storage,
                 guardrails=stack.guardrails,
+                app=stack.http_app,
             )
             router = await apis[api].router(checked.api_configs[api], providers, router_deps)
             _push_close(exits, router)
@@ -202,6 +214,7 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
             data_dir=data_dir,
             storage=storage,
             guardrails=stack.guardrails,
+            app=stack.http_app,
         )
         for guardrail_spec in guardrail_specs(pm).values():
             stack.guardrails.install(await guardrail_spec.create(final) or [])

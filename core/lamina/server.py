@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -18,9 +19,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lamina import __version__
-from lamina.config import ConfigError, RunConfig, redact
+from lamina.config import REDACTED, ConfigError, RunConfig, redact
 from lamina.errors import LaminaError, not_found
-from lamina.http import error_response, json_response, stack_of
+from lamina.http import error_response, json_response, prefix_of, stack_of
 from lamina.openapi import openapi_document
 from lamina.resolver import Stack, start_stack
 
@@ -63,10 +64,28 @@ async def get_provider(request: Request) -> Response:
 
 async def inspect_routes(request: Request) -> Response:
     routes = [
-        {"path": "/v1" + r.path, "methods": sorted(r.methods or []), "api": api}
+        {"path": prefix_of(r) + r.path, "methods": sorted(r.methods or []), "api": api}
         for api, r in request.app.state.route_owners
     ]
     return json_response({"object": "list", "data": routes})
+
+
+# The password of a URL's user info (`postgresql://user:PASSWORD@host/db`): a secret under a harmless key.
+URL_PASSWORD = re.compile(r"(?<=://)([^:/@\s]*):[^@/\s]+@")
+
+
+def redact_urls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: redact_urls(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_urls(item) for item in value]
+    return URL_PASSWORD.sub(rf"\1:{REDACTED}@", value) if isinstance(value, str) else value
+
+
+async def inspect_config(request: Request) -> Response:
+    """The run config the server was started with, after substitution, secrets masked."""
+    config = stack_of(request).config
+    return json_response({"source": config.source, "config": redact_urls(redact(config.model_dump(mode="json")))})
 
 
 async def openapi(request: Request) -> Response:
@@ -126,21 +145,25 @@ def catch_unexpected(app: ASGIApp) -> ASGIApp:
     return guarded
 
 
-def create_app(stack: Stack) -> ASGIApp:
+def routes_app(stack: Stack) -> Starlette:
+    """Every API's routes and the meta routes, under /v1; `Stack.http_app` keeps the one instance."""
     meta: list[BaseRoute] = [
         Route("/health", health),
         Route("/version", version),
         Route("/providers", list_providers),
         Route("/providers/{provider_id}", get_provider),
         Route("/inspect/routes", inspect_routes),
+        Route("/inspect/config", inspect_config),
         Route("/openapi.json", openapi),
     ]
     owners: list[tuple[str, BaseRoute]] = [("meta", r) for r in meta]
     for name, spec in stack.api_specs.items():
         owners += [(name, r) for r in spec.routes]
+    prefixes = sorted({prefix_of(r) for _, r in owners} - {"/v1"})
     app = Starlette(
         routes=[
-            Mount("/v1", routes=[r for _, r in owners]),
+            Mount("/v1", routes=[r for _, r in owners if prefix_of(r) == "/v1"]),
+            *(Mount(prefix, routes=[r for _, r in owners if prefix_of(r) == prefix]) for prefix in prefixes),
             # Llama Stack's clients ask for the same information here.
             Mount("/v1alpha/admin", routes=meta),
         ],
@@ -148,7 +171,12 @@ def create_app(stack: Stack) -> ASGIApp:
     )
     app.state.stack = stack
     app.state.route_owners = owners
-    wrapped = catch_unexpected(app)
+    return app
+
+
+def create_app(stack: Stack) -> ASGIApp:
+    """The stack's HTTP app: its routes, wrapped by the HTTP edge's middleware and the plugins' `asgi_wrapper`s."""
+    wrapped = catch_unexpected(stack.http_app())
     wrappers: list[Callable[[ASGIApp], ASGIApp] | None] = stack.pm.hook.asgi_wrapper(stack=stack)
     for wrapper in wrappers:
         if wrapper is not None:
@@ -178,6 +206,8 @@ async def serve(
     hconfig = Config()
     hconfig.bind = [f"{config.server.host}:{config.server.port}"]
     hconfig.accesslog = logging.getLogger("lamina.access") if config.server.access_log else None
+    # The path without its query string: some queries carry credentials (`?authorization=` of the tool routes).
+    hconfig.access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
     hconfig.errorlog = logging.getLogger("hypercorn.error")  # through our logging, printed once
     hconfig.keep_alive_timeout = 75
     hconfig.graceful_timeout = 3

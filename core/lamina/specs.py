@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
+    from starlette.types import ASGIApp
 
     from lamina.guardrails import GuardrailChain
     from lamina.storage import Storage
@@ -62,6 +63,9 @@ class RouterDeps(Started):
     data_dir: Path
     storage: Storage
     guardrails: GuardrailChain  # the stack's guardrails, filled once every API has started
+    # The stack's routes as an ASGI app (`lamina.internal.call`), for requests made on a caller's behalf; call it
+    # once the stack has started (from a worker, not from the router factory).
+    app: Callable[[], ASGIApp]
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ def test_unknown_route_is_404(api: str) -> None:
 
 
 def test_wrong_method_is_405(api: str) -> None:
-    assert_openai_error(requests.get(f"{api}/chat/completions", timeout=10), 405)
+    assert_openai_error(requests.get(f"{api}/embeddings", timeout=10), 405)
 
 
 # -- upstream faults -------------------------------------------------------------------------------------

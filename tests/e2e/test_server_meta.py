@@ -80,7 +80,9 @@ def test_providers_redact_api_key(base_url: str) -> None:
     assert_openai_error(requests.get(f"{base_url}/providers/nope", timeout=10), 404, param="provider_id")
 
 
-@pytest.mark.parametrize("path", ["/health", "/version", "/providers", "/providers/fake", "/inspect/routes"])
+@pytest.mark.parametrize(
+    "path", ["/health", "/version", "/providers", "/providers/fake", "/inspect/routes", "/inspect/config"]
+)
 def test_llama_stack_admin_routes_answer_as_the_v1_ones(base_url: str, path: str) -> None:
     admin = base_url.removesuffix("/v1") + "/v1alpha/admin"
     response = requests.get(admin + path, timeout=10)
@@ -104,6 +106,22 @@ def test_inspect_routes(base_url: str) -> None:
     }
     assert expected <= pairs
     assert {r["api"] for r in routes if r["path"] == "/v1/chat/completions"} == {"inference"}
+
+
+def test_inspect_config_shows_the_run_config_with_secrets_masked(fake: FakeOpenAI) -> None:
+    config = gateway_config(fake)
+    config["providers"]["inference"][2]["config"]["base_url"] = "http://ops:hunter2@127.0.0.1:9/v1"
+    with serve(config) as url:
+        response = requests.get(f"{url}/inspect/config", timeout=10)
+    assert response.status_code == 200
+    shown = response.json()
+    assert shown["source"] == "<test config>"
+    inference = shown["config"]["providers"]["inference"]
+    assert [p["id"] for p in inference] == ["fake", "slow", "down"]
+    assert inference[0]["config"]["api_key"] == "********"
+    assert inference[0]["config"]["base_url"] == fake.base_url  # what is no secret stays readable
+    assert inference[2]["config"]["base_url"] == "http://ops:********@127.0.0.1:9/v1"
+    assert SECRET not in response.text and "hunter2" not in response.text
 
 
 def test_openapi_lists_every_route(base_url: str) -> None:

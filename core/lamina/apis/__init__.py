@@ -13,9 +13,29 @@ from lamina.specs import ApiSpec, GuardrailSpec
 
 @hookimpl
 def register_apis() -> list[ApiSpec]:
-    from lamina.apis import files, inference, safety, vector_io
+    from lamina.apis import (
+        batches,
+        conversations,
+        files,
+        inference,
+        prompts,
+        responses,
+        safety,
+        tool_runtime,
+        vector_io,
+    )
 
-    return [inference.API, files.API, vector_io.API, safety.API]
+    return [
+        inference.API,
+        files.API,
+        vector_io.API,
+        safety.API,
+        batches.API,
+        prompts.API,
+        tool_runtime.API,
+        conversations.API,
+        responses.API,
+    ]
 
 
 @hookimpl

@@ -10,6 +10,7 @@ from typing import Any
 
 from lamina.apis.inference.router import InferenceRouter, alias
 from lamina.apis.inference.routes import ROUTES
+from lamina.apis.inference.stored import StoredCompletions
 from lamina.apis.inference.types import InferenceConfig, Model
 from lamina.config import ConfigError
 from lamina.specs import ApiSpec, RouterDeps
@@ -24,7 +25,7 @@ async def create_router(config: InferenceConfig, providers: dict[str, Any], deps
                 f"{deps.source}: apis.inference.models: '{model.id}' names unknown provider '{model.provider_id}'"
             )
     registered = Registry(deps.storage.kv, "models/", Model, key=lambda model: model.id)
-    router = InferenceRouter(providers, registered, configured, deps.guardrails)
+    router = InferenceRouter(providers, registered, configured, deps.guardrails, StoredCompletions(deps.storage.kv))
     router.start()
     return router
 

@@ -15,6 +15,7 @@ from contextlib import aclosing, contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 from lamina.apis.inference.provider import InferenceProvider
+from lamina.apis.inference.stored import StoredCompletions
 from lamina.apis.inference.types import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -43,8 +44,10 @@ class InferenceRouter:
         registered: Registry[Model],
         configured: list[Model],
         guardrails: GuardrailChain,
+        stored: StoredCompletions,
     ) -> None:
         self.providers = providers
+        self.stored = stored
         self.registered = registered
         self.configured = {model.id: model for model in configured}
         self.discovered: dict[str, Model] = {}
@@ -152,11 +155,19 @@ class InferenceRouter:
         provider, model = await self.resolve(request.model)
 
         async def call(checked: ChatCompletionRequest) -> Result:
+            upstream = checked.model_copy(update={"model": model.provider_model_id, "store": None})
             with _errors_name(request.model, model):
-                result = await provider.chat_completion(checked.model_copy(update={"model": model.provider_model_id}))
+                result = await provider.chat_completion(upstream)
             return _relabel(result, request.model, model, provider)
 
-        return await (self.guardrails.chat(request, call) if guarded else call(request))
+        result = await (self.guardrails.chat(request, call) if guarded else call(request))
+        if not request.store:
+            return result
+        asked = request.model_dump(mode="json", exclude_none=True)
+        if isinstance(result, dict):
+            await self.stored.store(asked, result)
+            return result
+        return self.stored.store_stream(asked, result)
 
     async def completion(self, request: CompletionRequest, *, guarded: bool = True) -> Result:
         provider, model = await self.resolve(request.model)

@@ -7,7 +7,9 @@ import struct
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lamina.apis.inference.stored import check_metadata
 
 Number = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -87,6 +89,9 @@ class ChatCompletionRequest(_Open):
     logit_bias: dict[str, Number] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
+    store: bool | None = None  # kept by Lamina (lamina.apis.inference.stored), never sent upstream
+
+    _check_metadata = field_validator("metadata")(check_metadata)
 
     @property
     def token_limit(self) -> int | None:

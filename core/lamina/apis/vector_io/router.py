@@ -28,7 +28,6 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from lamina.apis.files.router import FilesRouter
@@ -54,7 +53,8 @@ from lamina.apis.vector_io.types import (
 )
 from lamina.errors import LaminaError, bad_request, not_found
 from lamina.specs import RouterDeps
-from lamina.storage import Job, JobQueue, Registry
+from lamina.storage import Job, Registry
+from lamina.storage.lease import Lease, LeaseLost, Stopping
 
 log = logging.getLogger("lamina")
 POLL_AFTER_MS = "100"  # tells the openai client's *_and_poll helpers how soon to ask again
@@ -65,42 +65,6 @@ ACTIVITY_RESOLUTION = 3600  # seconds: how far last_active_at may lag in storage
 ACTIVITY_FLUSH_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0  # how long close() waits for workers to reach a checkpoint before cancelling them
 Filter = Comparison | Compound
-
-
-class LeaseLost(Exception):
-    """The job was cancelled, superseded or taken over: drop the work, write nothing."""
-
-
-class Stopping(Exception):
-    """The router is closing: give the job back."""
-
-
-class Lease:
-    """A claimed job's lease, renewed in the background; `check()` before every write."""
-
-    def __init__(self, jobs: JobQueue, job: Job, worker: str, seconds: float, stopping: Callable[[], bool]) -> None:
-        self.jobs, self.job, self.worker, self.seconds, self.stopping = jobs, job, worker, seconds, stopping
-        self.lost = False
-        self.heartbeat = asyncio.create_task(self._beat(), name=f"lease {job.key}")
-
-    async def _beat(self) -> None:
-        while not self.lost:
-            await asyncio.sleep(self.seconds / 3)
-            try:
-                self.lost = not await self.jobs.renew(self.job, self.worker, self.seconds)
-            except Exception:
-                log.exception("renewing the lease of %s failed", self.job.key)
-
-    async def check(self) -> None:
-        if self.stopping():
-            raise Stopping
-        if self.lost or not await self.jobs.renew(self.job, self.worker, self.seconds):
-            self.lost = True
-            raise LeaseLost
-
-    async def end(self) -> None:
-        self.heartbeat.cancel()
-        await asyncio.gather(self.heartbeat, return_exceptions=True)
 
 
 def _counts(records: list[FileRecord]) -> dict[str, int]:

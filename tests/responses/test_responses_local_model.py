@@ -1,0 +1,70 @@
+"""The Responses API over real models in-process, as on the `local` distro: SmolLM2 on torch answers, streams, and
+answers after a forced file search over all-MiniLM-L6-v2 embeddings.
+
+(Function calls are not checked: SmolLM2-135M does not follow tool schemas without grammar-constrained decoding,
+which the torch engine does not have yet.)"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lamina.testing import serve
+from openai import OpenAI
+
+SMOLLM2 = os.environ.get("LAMINA_TEST_SMOLLM2")
+MINILM = os.environ.get("LAMINA_TEST_MINILM")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (SMOLLM2 and MINILM), reason="set LAMINA_TEST_SMOLLM2 and LAMINA_TEST_MINILM"),
+]
+MODEL = "torch/SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[OpenAI]:
+    config = {
+        "providers": {
+            "inference": [
+                {"id": "torch", "type": "inline::torch", "config": {"models": [SMOLLM2], "context_length": 1024}},
+                {"id": "st", "type": "inline::sentence-transformers", "config": {"models": [MINILM]}},
+            ],
+            "files": [{"id": "files", "type": "inline::localfs", "config": {}}],
+            "vector_io": [{"id": "hnswlib", "type": "inline::hnswlib", "config": {}}],
+            "responses": [{"id": "responses", "type": "inline::responses", "config": {}}],
+        },
+        "apis": {"vector_io": {"default_embedding_model": f"st/{Path(MINILM or '').name}"}},
+    }
+    with serve(config) as url:
+        yield OpenAI(base_url=url, api_key="unused", max_retries=0)
+
+
+def test_answers_and_streams(local: OpenAI) -> None:
+    response = local.responses.create(model=MODEL, input="Name a colour.", max_output_tokens=8)
+    assert response.status in ("completed", "incomplete") and response.output_text
+    assert local.responses.retrieve(response.id).output_text == response.output_text
+    with local.responses.stream(model=MODEL, input="Say hello.", max_output_tokens=8) as stream:
+        deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
+    assert "".join(deltas)
+
+
+def test_forced_file_search_answers_from_the_file(local: OpenAI) -> None:
+    store = local.vector_stores.create(name="tides")
+    uploaded = local.files.create(file=("tides.txt", b"High tide at Saint-Malo is at 06:12."), purpose="assistants")
+    assert (
+        local.vector_stores.files.create_and_poll(vector_store_id=store.id, file_id=uploaded.id).status == "completed"
+    )
+    found = local.responses.create(
+        model=MODEL,
+        input="When is high tide at Saint-Malo?",
+        tools=[{"type": "file_search", "vector_store_ids": [store.id]}],
+        tool_choice={"type": "file_search"},
+        include=["file_search_call.results"],
+        max_output_tokens=24,
+    )
+    search, message = found.output
+    assert search.type == "file_search_call" and search.results and search.results[0].filename == "tides.txt"
+    assert message.type == "message" and message.content[0].text  # type: ignore[union-attr]
+    assert [a.filename for a in message.content[0].annotations] == ["tides.txt"]  # type: ignore[union-attr]
