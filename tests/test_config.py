@@ -300,7 +300,7 @@ async def test_throwaway_plugin_stack_starts_in_dependency_order(tmp_path: Path)
     config = resolve({"storage": {"dir": str(tmp_path)}, "providers": providers_for("alpha", "beta")})
     async with start_stack(config, pm) as stack:
         assert list(stack.apis)[:2] == ["beta", "alpha"]
-        assert set(stack.providers) == {"alpha-1", "beta-1"}
+        assert {p for p, spec in stack.provider_specs.items() if not spec.auto} == {"alpha-1", "beta-1"}
 
 
 def test_redact_masks_secrets_only() -> None:
@@ -311,6 +311,8 @@ def test_redact_masks_secrets_only() -> None:
         "headers": {"Authorization": "Bearer z"},
         "empty_api_key": "",
         "port": 1,
+        "redis_url": "redis://:hunter2@127.0.0.1:6379/0",
+        "email": "ops@example.com",
     }
     assert redact(tree) == {
         "api_key": REDACTED,
@@ -319,6 +321,8 @@ def test_redact_masks_secrets_only() -> None:
         "headers": {"Authorization": REDACTED},
         "empty_api_key": "",
         "port": 1,
+        "redis_url": f"redis://:{REDACTED}@127.0.0.1:6379/0",  # a password in a URL, whatever the key's name
+        "email": "ops@example.com",
     }
 
 

@@ -234,6 +234,7 @@ def test_the_allow_list_applies_before_import(site: Path, env: dict[str, str]) -
         "lamina.apis",
         "lamina.sources",
         "lamina.storage.sqlite",
+        "lamina.keys",
     }
 
 

@@ -8,6 +8,8 @@ from lamina.errors import LaminaError, UpstreamError, bad_request, not_found
 from lamina.hookspecs import hookimpl
 from lamina.specs import (
     ApiSpec,
+    AuthDeps,
+    AuthProviderSpec,
     CatalogueEntry,
     Deps,
     DistroSpec,
@@ -26,6 +28,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "ApiSpec",
+    "AuthDeps",
+    "AuthProviderSpec",
     "CatalogueEntry",
     "Deps",
     "DistroSpec",

@@ -90,7 +90,13 @@ def cli() -> None:
 @click.option("--port", type=int, help="port to listen on (default: the run config's, 8321)")
 @click.option("--host", help="address to bind (default: the run config's, 127.0.0.1)")
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="set an environment variable first")
-def run(distro: str, port: int | None, host: str | None, env: tuple[str, ...]) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=lambda: os.environ.get("LAMINA_LOG_FORMAT", "text"),
+    help="text lines, or one JSON object per line with a line per request (default: $LAMINA_LOG_FORMAT or text)",
+)
+def run(distro: str, port: int | None, host: str | None, env: tuple[str, ...], log_format: str) -> None:
     """Serve DISTRO (a distro name or a path to a run.yaml)."""
     pm = plugin_manager()
     config = load_run_config(distro, env, pm)
@@ -99,6 +105,7 @@ def run(distro: str, port: int | None, host: str | None, env: tuple[str, ...]) -
     if host is not None:
         config.server.host = host
     configure_logging("INFO")
+    use_log_format(log_format, per_request=log_format == "json" or config.server.access_log)
     for note in notes(config):
         log.warning("%s", note)
     try:
@@ -279,6 +286,16 @@ def configure_logging(default_level: str) -> None:
         for variable, value in NO_PROGRESS_BARS.items():
             os.environ.setdefault(variable, value)
     adopt_library_logging()
+
+
+def use_log_format(log_format: str, *, per_request: bool) -> None:
+    """Format every record as text or JSON; `per_request` logs one `lamina.request` line per request."""
+    from lamina.requestlog import JsonFormatter
+
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
+    logging.getLogger("lamina.request").setLevel(logging.INFO if per_request else logging.WARNING)
 
 
 def adopt_library_logging() -> None:

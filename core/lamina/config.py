@@ -17,14 +17,16 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lamina.auth import AuthConfig
 from lamina.paths import home
 
 PLACEHOLDER = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)(?:(:=|:\+)([^}]*))?\}")
 PLACEHOLDER_NAME = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)")
-SECRET_KEY = re.compile(r"(api_?key|token|secret|password|authorization|credential)", re.IGNORECASE)
+SECRET_KEY = re.compile(
+    r"(api[_-]?key|token|secret|passw(or)?d|authorization|credential|organization|cookie)", re.IGNORECASE
+)
+URL_PASSWORD = re.compile(r"(?<=://)([^/@:\s]*):([^/@\s]+)@")
 REDACTED = "********"
-# The password of a URL (postgresql://user:password@host/db, redis://:password@host): masked wherever it is.
-URL_PASSWORD = re.compile(r"(?<=://)([^/:@\s]*):[^@/\s]+@")
 log = logging.getLogger("lamina")
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,6 +43,16 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8321, ge=0, le=65535)
     access_log: bool = False
+    # Limits and timeouts (lamina.guard; docs/operators.md explains each).
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest JSON request body; larger: 413")
+    body_timeout: float = Field(30.0, gt=0, description="seconds a request body may pause between chunks: 408")
+    idle_timeout: float = Field(
+        30.0, gt=0, description="seconds a connection may sit idle, or take to send a request's headers"
+    )
+    allowed_hosts: list[str] = Field(
+        [], description="Host names accepted besides loopback names when bound to loopback without auth"
+    )
+    cors_origins: list[str] = Field([], description="browser origins allowed to call the API (CORS); `*` for any")
 
 
 class StorageConfig(_Strict):
@@ -64,6 +76,8 @@ class RunConfig(_Strict):
     storage: StorageConfig = StorageConfig()
     providers: dict[str, list[ProviderEntry]] = {}
     apis: dict[str, dict[str, Any]] = {}  # API name -> that API's config, validated by the API when it starts
+    telemetry: dict[str, Any] = {}  # for an observability plugin (lamina-telemetry), which validates it
+    auth: AuthConfig = AuthConfig()  # off unless it lists a provider (docs/auth.md)
     source: str = Field("<dict>", exclude=True)  # where it was read from, for error messages
     # API name -> the variables that would enable its providers that were left out, for `lamina run`'s advice
     disabled: dict[str, list[str]] = Field({}, exclude=True)
@@ -165,8 +179,9 @@ def resolve(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
                 continue
             enabled.append(substitute(entry, f"providers.{api}[{i}]", missing))
         providers[api] = enabled
-    if "apis" in raw:
-        raw["apis"] = drop_disabled(raw["apis"])
+    for section in ("apis", "auth"):  # auth: a provider whose id substitutes to nothing is off
+        if section in raw:
+            raw[section] = drop_disabled(raw[section])
     rest = substitute(raw, "", missing)
     if missing:
         raise ConfigError(f"{source}: environment variable(s) not set: {', '.join(missing)}")
@@ -195,7 +210,8 @@ def load(path: Path | str) -> RunConfig:
 
 
 def redact(value: Any) -> Any:
-    """A copy of a config tree with every secret-looking value masked, for showing or logging."""
+    """A copy of a config tree with every secret-looking value masked, for showing or logging: values under
+    secret-looking keys (`api_key`, `X-Api-Key`, `OpenAI-Organization`, ...) and passwords inside URLs."""
     if isinstance(value, dict):
         return {
             key: REDACTED if SECRET_KEY.search(str(key)) and item not in (None, "") else redact(item)
@@ -203,8 +219,8 @@ def redact(value: Any) -> Any:
         }
     if isinstance(value, list):
         return [redact(item) for item in value]
-    if isinstance(value, str):
-        return URL_PASSWORD.sub(rf"\1:{REDACTED}@", value)
+    if isinstance(value, str) and "@" in value:
+        return URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", value)
     return value
 
 

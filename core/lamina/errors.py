@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -23,6 +24,9 @@ class LaminaError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        self.headers: dict[str, str] | None = (
+            None  # sent with the error (a 429's Retry-After, a 401's WWW-Authenticate)
+        )
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -60,13 +64,24 @@ class StorageUnavailable(LaminaError):
         self.store = store
 
 
+# pydantic names the member of a union it tried inside an error's location (`query.list[str]`,
+# `filters.Compound.type`, `filters.function-after[...]`): not part of the field's path a client sent.
+UNION_MEMBER = re.compile(r"[\[(]|^(str|int|float|bool|list|dict|none|constrained-\w+|[A-Z][A-Za-z0-9]*)$")
+
+
 def validation_error(exc: Any) -> LaminaError:
     """Turn a pydantic ValidationError into a 400 naming the first bad field."""
-    first = exc.errors(include_url=False)[0]
-    param = ".".join(str(part) for part in first["loc"]) or None
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    # A value that fits no member of a union fails each: the member whose own check failed (not "wrong type")
+    # says most about what was meant.
+    same_field = [e for e in errors if e["loc"][:1] == first["loc"][:1]]
+    first = next((e for e in same_field if not e["type"].endswith("_type")), first)
+    path = [part for part in first["loc"] if not (isinstance(part, str) and UNION_MEMBER.search(part))]
+    param = ".".join(str(part) for part in path) or None
     message = first["msg"] if param is None else f"{param}: {first['msg']}"
-    if len(exc.errors()) > 1:
-        message += f" (and {len(exc.errors()) - 1} more error(s))"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more error(s))"
     return bad_request(
         message, param=param, code="invalid_value" if first["type"] != "missing" else "missing_required_parameter"
     )

@@ -14,9 +14,12 @@ from starlette.types import ASGIApp
 if TYPE_CHECKING:
     import click
 
+    from lamina.config import RunConfig
+    from lamina.observe import Observer
     from lamina.resolver import Stack
     from lamina.specs import (
         ApiSpec,
+        AuthProviderSpec,
         CatalogueEntry,
         DistroSpec,
         GuardrailSpec,
@@ -72,6 +75,12 @@ def register_guardrails() -> list[GuardrailSpec]:
 
 
 @hookspec
+def register_auth_providers() -> list[AuthProviderSpec]:
+    """Ways to authenticate callers (API keys, JWTs, ...), chosen by the run config's `auth.providers`."""
+    raise NotImplementedError
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add click commands to the `lamina` command group."""
 
@@ -79,3 +88,8 @@ def register_commands(cli: click.Group) -> None:
 @hookspec
 def asgi_wrapper(stack: Stack) -> Callable[[ASGIApp], ASGIApp] | None:
     """Wrap the finished ASGI app with middleware; wrappers apply in hook call order."""
+
+
+@hookspec(firstresult=True)
+def observer(config: RunConfig) -> Observer | None:
+    """Observability for the stack about to start (tracing, metrics): an `Observer` installed until it closes."""

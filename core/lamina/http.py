@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from lamina import observe
 from lamina.errors import LaminaError, bad_request, validation_error
 from lamina.providers import ProviderFailed
 
@@ -27,15 +31,78 @@ if TYPE_CHECKING:
 
 def dumps(obj: Any) -> bytes:
     # orjson: every answer and every streamed chunk is encoded here, and it is ~15x faster than json.
-    return orjson.dumps(obj)
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+        # Data stored before integers were limited to 64 bits at the edge: answered as is, slowly, never a 500.
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+JSON_TYPES = ("application/json", "text/json")
+OFF_LOOP_BYTES = 256 * 1024  # bodies larger than this are parsed in a worker thread, not on the event loop
 
 
 async def parse_body(request: Request, model: type[Model]) -> Model:
+    content_type = request.headers.get("content-type")
+    if content_type is not None:
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        # A browser can post to any origin without a preflight only as text/plain, a form or multipart: refusing
+        # those keeps web pages from driving a server the user runs locally.
+        if not (media_type in JSON_TYPES or media_type.endswith("+json")):
+            raise LaminaError(
+                f"this endpoint takes a JSON body (Content-Type: application/json), not '{media_type}'",
+                status=415,
+                code="unsupported_media_type",
+            )
     body = await request.body()
     if not body:
         raise bad_request("request body is empty; send a JSON object", code="invalid_json")
+    if len(body) > OFF_LOOP_BYTES:
+        # Parsing megabytes takes tens of milliseconds: in a thread, the loop keeps serving other requests.
+        return await asyncio.to_thread(_validate, model, body)
+    return _validate(model, body)
+
+
+DIGITS_AS_ONES = bytes(ord("1") if chr(i).isdigit() and i < 128 else ord("0") for i in range(256))
+LONG_RUN = b"1" * 19  # only a run of 19 digits or more can be an integer beyond 64 bits
+SCAN_STEP = 256 * 1024
+INT64 = range(-(2**63), 2**63)
+
+
+def _may_hold_long_integers(body: bytes) -> bool:
+    """Whether `body` has a run of 19+ digits. A C-speed scan (a regex takes ~50 ms a MB), in slices: every
+    scan holds the GIL, and a parse in a worker thread must let the event loop run between slices."""
+    for start in range(0, len(body), SCAN_STEP):
+        if LONG_RUN in body[start : start + SCAN_STEP + len(LONG_RUN) - 1].translate(DIGITS_AS_ONES):
+            return True
+    return False
+
+
+def _check_integers(body: bytes) -> None:
+    """Refuse integers that do not fit in 64 bits (in any field, extra fields included): no upstream, encoder or
+    store takes them, so kept they fail later, or are stored and fail every later read."""
+
+    def parse_int(digits: str) -> int:
+        value = int(digits)
+        if value not in INT64:
+            raise bad_request(
+                f"the integer {digits[:24]}{'...' if len(digits) > 24 else ''} does not fit in 64 bits",
+                code="invalid_value",
+            )
+        return value
+
+    with contextlib.suppress(ValueError):  # not JSON: pydantic says so below, with its position
+        json.loads(body, parse_int=parse_int)
+
+
+def _validate(model: type[Model], body: bytes) -> Model:
+    if _may_hold_long_integers(body):
+        _check_integers(body)
     try:
-        return model.model_validate_json(body)
+        # Strict, for every JSON body alike: `"5"` is not an integer, nor is `5.0`; a string is not a number.
+        return model.model_validate_json(body, strict=True)
     except ValidationError as exc:
         if exc.errors()[0]["type"] == "json_invalid":
             raise bad_request(
@@ -50,8 +117,15 @@ def json_response(obj: Any, status: int = 200) -> Response:
     return Response(dumps(obj), status_code=status, media_type="application/json")
 
 
+def error_body(exc: LaminaError) -> dict[str, Any]:
+    """The error's OpenAI body, with the request's ids (request_id, trace_id) so a report can be found in logs."""
+    body = exc.body()
+    body["error"].update(observe.error_ids())
+    return body
+
+
 def error_response(exc: LaminaError) -> Response:
-    return Response(dumps(exc.body()), status_code=exc.status, media_type="application/json")
+    return Response(dumps(error_body(exc)), status_code=exc.status, media_type="application/json", headers=exc.headers)
 
 
 async def sse_response(events: AsyncIterator[Any], *, framing: type[EventStream] | None = None) -> Response:
@@ -89,7 +163,7 @@ class EventStream(Response):
 
     @staticmethod
     def error_event(exc: LaminaError) -> Any:
-        return exc.body()
+        return error_body(exc)
 
     def __init__(self, first: Any, events: AsyncIterator[Any]) -> None:
         # No super().__init__(): that would declare a Content-Length for an empty body.
@@ -179,6 +253,7 @@ class ApiRoute(Route):
     response: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     prefix: str = "/v1"
+    form: type[BaseModel] | None = None  # a multipart body the handler streams itself (uploads): no JSON limit
 
 
 def route(
@@ -190,11 +265,20 @@ def route(
     response: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
     prefix: str = "/v1",
+    form: type[BaseModel] | None = None,
 ) -> ApiRoute:
     """A route for an `ApiSpec`'s `routes`, described in `/v1/openapi.json` with these models. It is served under
-    `prefix` + `path`: `/v1` for OpenAI's routes; Llama Stack has some under `/v1alpha` or `/v1beta`."""
-    built = ApiRoute(path, endpoint, methods=[method])
-    built.body, built.response, built.query, built.prefix = body, response, query, prefix
+    `prefix` + `path`: `/v1` for OpenAI's routes; Llama Stack has some under `/v1alpha` or `/v1beta`. `form`: the
+    body is multipart/form-data with these fields, read by the handler as a stream under its own size limit."""
+    span_name = f"router {method} {prefix}{path}"
+
+    async def observed(request: Request) -> Response:
+        with observe.span(span_name):
+            return await endpoint(request)
+
+    functools.update_wrapper(observed, endpoint)
+    built = ApiRoute(path, observed, methods=[method])
+    built.body, built.response, built.query, built.prefix, built.form = body, response, query, prefix, form
     return built
 
 

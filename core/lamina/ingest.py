@@ -14,6 +14,8 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+from lamina.errors import LaminaError
+
 TOKEN = re.compile(r"\w{1,4}|[^\w\s]")
 AUTO_MAX_TOKENS = 800  # OpenAI's `auto` chunking strategy
 AUTO_OVERLAP_TOKENS = 400
@@ -21,36 +23,56 @@ TEXT_TYPES = {".txt", ".md", ".markdown", ".text", ".rst", ".log"}
 SUPPORTED = sorted(TEXT_TYPES | {".html", ".htm", ".json", ".csv", ".pdf"})
 
 
-class ExtractionError(Exception):
-    """A file whose text cannot be extracted; the message is shown to the user as `last_error`."""
+class ExtractionError(LaminaError):
+    """A file whose text cannot be extracted; the message is shown to the user (a 400, or a file's `last_error`).
+    A LaminaError so that it passes a file processor's `ProviderProxy` as the user's fault, not the provider's."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=400, code="invalid_file")
+
+
+def utf8_text(path: Path, filename: str) -> str:
+    """The file as UTF-8 text (a BOM dropped); binary or undecodable content is an ExtractionError."""
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        raise ExtractionError(f"'{filename}' is binary, not {Path(filename).suffix.lower() or 'plain'} text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ExtractionError(f"'{filename}' is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def extract_text(path: Path, filename: str) -> str:
-    """The text of a stored file, chosen by the extension of its original name. Blocking: run in a thread."""
+    """The text of a file in one of core's built-in formats, chosen by the extension of its original name.
+    Blocking: run in a thread. (Ingestion and the file-processors API go through the file processors,
+    `lamina.apis.file_processors`, which plugins can add formats to; this is what core's own ones do.)"""
     suffix = Path(filename).suffix.lower()
     if suffix == ".pdf":
-        text = _pdf_text(path)
+        text = pdf_text(path)
     elif suffix in TEXT_TYPES or suffix in {".html", ".htm", ".json", ".csv"}:
-        raw = path.read_bytes()
-        if b"\x00" in raw:
-            raise ExtractionError(f"'{filename}' is binary, not {suffix} text")
-        try:
-            decoded = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise ExtractionError(f"'{filename}' is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        text = {".html": _html_text, ".htm": _html_text, ".json": _json_text, ".csv": _csv_text}.get(
+        decoded = utf8_text(path, filename)
+        text = {".html": html_text, ".htm": html_text, ".json": json_text, ".csv": csv_text}.get(
             suffix, lambda s, _name: s
         )(decoded, filename)
     else:
-        raise ExtractionError(
-            f"unsupported file type '{suffix or '(no extension)'}' for '{filename}'; supported: {', '.join(SUPPORTED)}"
-        )
+        raise unsupported(filename, SUPPORTED)
+    return nonempty(text, filename)
+
+
+def unsupported(filename: str, supported: list[str]) -> ExtractionError:
+    suffix = Path(filename).suffix.lower()
+    return ExtractionError(
+        f"unsupported file type '{suffix or '(no extension)'}' for '{filename}'; supported: {', '.join(supported)}"
+    )
+
+
+def nonempty(text: str, filename: str) -> str:
     if not text.strip():
         raise ExtractionError(f"'{filename}' contains no text")
     return text
 
 
-def _pdf_text(path: Path) -> str:
+def pdf_text(path: Path) -> str:
     # Imported here so that only PDF ingestion pays pypdf's import time.
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
@@ -88,14 +110,14 @@ class _TextOfHtml(HTMLParser):
             self.parts.append(data)
 
 
-def _html_text(source: str, filename: str) -> str:
+def html_text(source: str, filename: str) -> str:
     parser = _TextOfHtml()
     parser.feed(source)
     parser.close()
     return re.sub(r"\n\s*\n+", "\n\n", "".join(parser.parts)).strip()
 
 
-def _json_text(source: str, filename: str) -> str:
+def json_text(source: str, filename: str) -> str:
     try:
         value = json.loads(source)
     except json.JSONDecodeError as exc:
@@ -103,7 +125,7 @@ def _json_text(source: str, filename: str) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-def _csv_text(source: str, filename: str) -> str:
+def csv_text(source: str, filename: str) -> str:
     rows = list(csv.reader(io.StringIO(source)))
     if not rows:
         return ""

@@ -24,6 +24,7 @@ import pluggy
 from lamina import hookspecs
 from lamina.specs import (
     ApiSpec,
+    AuthProviderSpec,
     CatalogueEntry,
     DistroSpec,
     GuardrailSpec,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lamina.plugins")
 T = TypeVar("T")
 
-DEFAULT_PLUGINS = ("lamina.apis", "lamina.sources", "lamina.storage.sqlite")
+DEFAULT_PLUGINS = ("lamina.apis", "lamina.sources", "lamina.storage.sqlite", "lamina.keys")
 CORE = "lamina-stack"
 
 
@@ -279,6 +280,10 @@ def model_sources(pm: pluggy.PluginManager) -> dict[str, ModelSource]:
 
 def guardrail_specs(pm: pluggy.PluginManager) -> dict[str, GuardrailSpec]:
     return _collect(pm, "register_guardrails", GuardrailSpec, "name")
+
+
+def auth_provider_specs(pm: pluggy.PluginManager) -> dict[str, AuthProviderSpec]:
+    return _collect(pm, "register_auth_providers", AuthProviderSpec, "type")
 
 
 def list_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:

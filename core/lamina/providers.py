@@ -2,7 +2,8 @@
 behind a `ProviderProxy`, so that a provider failing inside a request is reported (once, in the log and in the
 500's body) as that provider's failure, naming its id, type and package, instead of as an anonymous error in core.
 
-It is also the one place to observe provider calls (tracing wraps here).
+It is also the one place to observe provider calls: the proxy notes the provider, model and token counts of the
+request being served (`lamina.observe`), and an installed observer may wrap the instance first (tracing).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from lamina import observe
 from lamina.errors import LaminaError
 from lamina.specs import ProviderSpec
 
@@ -51,40 +53,49 @@ def failed(label: str, exc: BaseException) -> ProviderFailed:
 class ProviderProxy:
     """A provider as its router sees it: the same attributes, with every async method's failures attributed."""
 
-    def __init__(self, instance: Any, label: str) -> None:
+    def __init__(self, instance: Any, label: str, provider_id: str = "") -> None:
         self.instance = instance
         self.lamina_label = label
+        self.provider_id = provider_id
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self.instance, name)
         if name.startswith("_"):
             return value
         if inspect.iscoroutinefunction(value):
-            wrapped = _attributed(value, self.lamina_label)
+            wrapped = _attributed(value, self.lamina_label, self.provider_id)
         elif inspect.isasyncgenfunction(value):
-            wrapped = _attributed_generator(value, self.lamina_label)
+            wrapped = _attributed_generator(value, self.lamina_label, self.provider_id)
         else:
             return value
         self.__dict__[name] = wrapped  # later lookups skip __getattr__
         return wrapped
 
 
-def _attributed(method: Callable[..., Any], label: str) -> Callable[..., Any]:
+def _attributed(method: Callable[..., Any], label: str, provider_id: str) -> Callable[..., Any]:
     async def call(*args: Any, **kwargs: Any) -> Any:
+        info = observe.current_request()
+        if info is not None:
+            info.provider = provider_id
         try:
             result = await method(*args, **kwargs)
         except LaminaError:
             raise
         except Exception as exc:
             raise failed(label, exc) from exc
+        if type(result) is dict and info is not None:
+            observe.note_usage(result)
         return _attributed_stream(result, label) if hasattr(result, "__anext__") else result
 
     call.__name__ = getattr(method, "__name__", "call")
     return call
 
 
-def _attributed_generator(method: Callable[..., Any], label: str) -> Callable[..., Any]:
+def _attributed_generator(method: Callable[..., Any], label: str, provider_id: str) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
+        info = observe.current_request()
+        if info is not None:
+            info.provider = provider_id
         return _attributed_stream(method(*args, **kwargs), label)
 
     call.__name__ = getattr(method, "__name__", "call")
@@ -94,6 +105,8 @@ def _attributed_generator(method: Callable[..., Any], label: str) -> Callable[..
 async def _attributed_stream(events: Any, label: str) -> AsyncIterator[Any]:
     try:
         async for event in events:
+            if type(event) is dict and event.get("usage"):  # a stream's usage chunk (stream_options.include_usage)
+                observe.note_usage(event)
             yield event
     except LaminaError:
         raise
@@ -106,4 +119,4 @@ async def _attributed_stream(events: Any, label: str) -> AsyncIterator[Any]:
 
 
 def proxy(instance: Any, provider_id: str, spec: ProviderSpec) -> Any:
-    return ProviderProxy(instance, describe(provider_id, spec))
+    return ProviderProxy(observe.wrap_provider(instance, provider_id, spec), describe(provider_id, spec), provider_id)

@@ -12,7 +12,9 @@ import pluggy
 from pydantic import BaseModel
 from starlette.applications import Starlette
 
-from lamina.config import ConfigError, RunConfig, validate_section
+from lamina import observe
+from lamina.auth import Auth, check_auth, start_auth
+from lamina.config import ConfigError, ProviderEntry, RunConfig, validate_section
 from lamina.guardrails import GuardrailChain
 from lamina.plugins import (
     api_specs,
@@ -43,6 +45,7 @@ class Stack:
     provider_configs: dict[str, BaseModel] = field(default_factory=dict)  # provider id -> its validated config
     apis: dict[str, object] = field(default_factory=dict)  # API name -> router
     providers: dict[str, object] = field(default_factory=dict)  # provider id -> instance
+    auth: Auth | None = None  # the `auth:` section, started; None when auth is off
     _by_type: dict[type, object] = field(default_factory=dict, repr=False)
     _app: Starlette | None = field(default=None, repr=False)
 
@@ -129,12 +132,25 @@ def plan(config: RunConfig, apis: dict[str, ApiSpec], types: dict[str, ProviderS
     return order
 
 
+def with_automatic_providers(config: RunConfig, types: dict[str, ProviderSpec]) -> RunConfig:
+    """The run config plus, for every API it lists no provider of, the installed `auto` provider types of that API
+    (`ProviderSpec.auto`) with their default configs."""
+    automatic: dict[str, list[ProviderEntry]] = {}
+    for spec in types.values():
+        if spec.auto and not config.providers.get(spec.api):
+            automatic.setdefault(spec.api, []).append(ProviderEntry(id=spec.type.replace("::", "-"), type=spec.type))
+    if not automatic:
+        return config
+    return config.model_copy(update={"providers": {**config.providers, **automatic}})
+
+
 def check(config: RunConfig, pm: pluggy.PluginManager) -> Plan:
     """Validate a run config against the installed plugins (API, provider and storage configs included) without
     starting anything. Raises ConfigError naming the file and the key."""
     if reason := unavailable_provider(pm, config):
         raise ConfigError(reason)
     apis, types = api_specs(pm), provider_specs(pm)
+    config = with_automatic_providers(config, types)
     order = plan(config, apis, types)
     for name in config.apis:
         if name not in apis:
@@ -158,6 +174,7 @@ def check(config: RunConfig, pm: pluggy.PluginManager) -> Plan:
             f"known: {', '.join(sorted(backends)) or 'none'}"
         )
     storage_config = validate_section(backend.config, config.storage.config, config.source, "storage.config")
+    check_auth(config.auth, pm, config.source)
     return Plan(apis, types, order, api_configs, provider_configs, storage_config)
 
 
@@ -166,14 +183,20 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
     """Start storage, then every API's providers and router in dependency order, then the guardrails; on exit
     close everything in reverse order."""
     pm = pm or make_plugin_manager()
+    config = with_automatic_providers(config, provider_specs(pm))
     checked = check(config, pm)
     apis, types = checked.apis, checked.types
     data_dir = config.data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as exits:
+        # Before anything starts, so providers' HTTP sessions and first calls are observed too.
+        # The process has one observer: the last stack started decides, none included, until it closes.
+        observer: observe.Observer | None = pm.hook.observer(config=config)
+        exits.push_async_callback(_stop_observing, observer, observe.install(observer))
         storage = await storage_backends(pm)[config.storage.type].create(checked.storage_config, data_dir)
         exits.push_async_callback(storage.close)
         stack = Stack(config, pm, storage, apis, GuardrailChain())
+        stack.auth = await start_auth(config.auth, pm, storage, data_dir, exits, config.source)
         for api in checked.order:
             providers: dict[str, Any] = {}
             for entry in config.providers.get(api, []):
@@ -221,6 +244,13 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
         if stack.guardrails.guardrails:
             log.info("guardrails on text generation: %s", ", ".join(g.name for g in stack.guardrails.guardrails))
         yield stack
+
+
+async def _stop_observing(observer: observe.Observer | None, previous: observe.Observer | None) -> None:
+    if observe.current() is observer:
+        observe.install(previous)
+    if observer is not None:
+        await observer.close()
 
 
 def _push_close(exits: AsyncExitStack, obj: Any) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -19,10 +18,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lamina import __version__
-from lamina.config import REDACTED, ConfigError, RunConfig, redact
+from lamina.auth import protect, usage_endpoint
+from lamina.config import ConfigError, RunConfig, redact
 from lamina.errors import LaminaError, not_found
-from lamina.http import error_response, json_response, prefix_of, stack_of
+from lamina.guard import guard, warn_if_exposed
+from lamina.http import ApiRoute, error_response, json_response, prefix_of, stack_of
 from lamina.openapi import openapi_document
+from lamina.requestlog import with_request_ids
 from lamina.resolver import Stack, start_stack
 
 log = logging.getLogger("lamina")
@@ -70,22 +72,10 @@ async def inspect_routes(request: Request) -> Response:
     return json_response({"object": "list", "data": routes})
 
 
-# The password of a URL's user info (`postgresql://user:PASSWORD@host/db`): a secret under a harmless key.
-URL_PASSWORD = re.compile(r"(?<=://)([^:/@\s]*):[^@/\s]+@")
-
-
-def redact_urls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: redact_urls(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [redact_urls(item) for item in value]
-    return URL_PASSWORD.sub(rf"\1:{REDACTED}@", value) if isinstance(value, str) else value
-
-
 async def inspect_config(request: Request) -> Response:
-    """The run config the server was started with, after substitution, secrets masked."""
+    """The run config the server was started with, after substitution, secrets masked (URLs' passwords too)."""
     config = stack_of(request).config
-    return json_response({"source": config.source, "config": redact_urls(redact(config.model_dump(mode="json")))})
+    return json_response({"source": config.source, "config": redact(config.model_dump(mode="json"))})
 
 
 async def openapi(request: Request) -> Response:
@@ -101,7 +91,27 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
     message = {404: f"no route {request.method} {request.url.path}", 405: f"method {request.method} not allowed"}
-    return error_response(LaminaError(message.get(exc.status_code, str(exc.detail)), status=exc.status_code, type=kind))
+    response = error_response(
+        LaminaError(message.get(exc.status_code, str(exc.detail)), status=exc.status_code, type=kind)
+    )
+    if exc.status_code == 405:
+        response.headers["allow"] = ", ".join(allowed_methods(request))
+    return response
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    path = request.url.path  # the whole path, its prefix included, inside the mount as outside it
+    owners: list[tuple[str, BaseRoute]] = request.app.state.route_owners
+    methods = {
+        method
+        for _, r in owners
+        if isinstance(r, Route)
+        and path.startswith(prefix_of(r) + "/")
+        and r.path_regex.match(path.removeprefix(prefix_of(r)))
+        for method in r.methods or ()
+    }
+    return sorted(methods)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
@@ -163,9 +173,10 @@ def routes_app(stack: Stack) -> Starlette:
     app = Starlette(
         routes=[
             Mount("/v1", routes=[r for _, r in owners if prefix_of(r) == "/v1"]),
+            # Llama Stack's clients ask for the same information here. Before the other prefixes: an API's
+            # `/v1alpha` mount would otherwise take these paths.
+            Mount("/v1alpha/admin", routes=[*meta, Route("/usage", usage_endpoint)]),
             *(Mount(prefix, routes=[r for _, r in owners if prefix_of(r) == prefix]) for prefix in prefixes),
-            # Llama Stack's clients ask for the same information here.
-            Mount("/v1alpha/admin", routes=meta),
         ],
         exception_handlers={LaminaError: lamina_error, HTTPException: http_error, Exception: unexpected_error},
     )
@@ -176,7 +187,14 @@ def routes_app(stack: Stack) -> Starlette:
 
 def create_app(stack: Stack) -> ASGIApp:
     """The stack's HTTP app: its routes, wrapped by the HTTP edge's middleware and the plugins' `asgi_wrapper`s."""
-    wrapped = catch_unexpected(stack.http_app())
+    app = stack.http_app()
+    owners: list[tuple[str, BaseRoute]] = app.state.route_owners
+    streamed = {
+        (m, prefix_of(r) + r.path) for _, r in owners if isinstance(r, ApiRoute) and r.form for m in r.methods or ()
+    }
+    # Outermost first: request ids (so every error carries one), the edge's guards (Host, origin, body limits),
+    # then authentication, then the routes.
+    wrapped = with_request_ids(guard(catch_unexpected(protect(app, stack)), stack.config, streamed))
     wrappers: list[Callable[[ASGIApp], ASGIApp] | None] = stack.pm.hook.asgi_wrapper(stack=stack)
     for wrapper in wrappers:
         if wrapper is not None:
@@ -209,7 +227,11 @@ async def serve(
     # The path without its query string: some queries carry credentials (`?authorization=` of the tool routes).
     hconfig.access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
     hconfig.errorlog = logging.getLogger("hypercorn.error")  # through our logging, printed once
-    hconfig.keep_alive_timeout = 75
+    # Idle connections, and requests whose headers take this long, are closed (hypercorn times both with it).
+    # No hypercorn read_timeout: it would cut long responses (a client sends nothing while it waits); a body that
+    # stops arriving is timed by lamina.guard instead.
+    hconfig.keep_alive_timeout = config.server.idle_timeout
+    warn_if_exposed(config)
     hconfig.graceful_timeout = 3
     # Bind before starting the stack, which may load models for a while: a port in use fails now, in one line.
     try:

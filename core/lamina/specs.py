@@ -79,6 +79,9 @@ class ProviderSpec:
     needs: tuple[str, ...] = ()
     optional_needs: tuple[str, ...] = ()
     description: str = ""
+    # Started with its default config (id: the type with `::` as `-`, e.g. `inline-pdf`) when the run config lists
+    # no provider of its API: for APIs every stack wants whole, like file processors.
+    auto: bool = False
     # Filled in by core when it collects specs: the distribution that declared this type.
     package: str = field(default="", compare=False)
     version: str = field(default="", compare=False)
@@ -163,6 +166,31 @@ class GuardrailSpec:
 
     name: str
     create: Callable[[RouterDeps], Awaitable[list[Any]]]
+    description: str = ""
+    package: str = field(default="", compare=False)
+    version: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class AuthDeps:
+    """What an authentication provider's `create` receives besides its own config."""
+
+    provider_id: str
+    data_dir: Path
+    storage: Storage  # the stack's storage (API keys live here)
+
+
+@dataclass(frozen=True)
+class AuthProviderSpec:
+    """A way to authenticate callers, chosen by `auth.providers[].type` in the run config.
+
+    `create(config, deps)` returns an authenticator: `async authenticate(token) -> lamina.access.Principal | None`
+    (None when the bearer token is not one it accepts), and optionally `async close()`.
+    """
+
+    type: str
+    config: builtins.type[BaseModel]  # `builtins.`: the field `type` above shadows the builtin in this class
+    create: Callable[[Any, AuthDeps], Awaitable[Any]]
     description: str = ""
     package: str = field(default="", compare=False)
     version: str = field(default="", compare=False)

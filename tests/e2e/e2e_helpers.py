@@ -17,7 +17,8 @@ def assert_openai_error(response: requests.Response, status: int, **expected: An
     body = response.json()
     assert set(body) == {"error"}, body
     error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
+    assert set(error) - {"trace_id"} == {"message", "type", "param", "code", "request_id"}, error
+    assert error["request_id"] == response.headers["x-request-id"], error  # a report can be found in the logs
     assert isinstance(error["message"], str) and error["message"], error
     assert isinstance(error["type"], str) and error["type"], error
     for key, value in expected.items():
@@ -43,7 +44,11 @@ def gateway_config(fake: FakeOpenAI, **extra: Any) -> dict[str, Any]:
         "providers": {
             "inference": [
                 {"id": "fake", "type": "remote::openai", "config": {**common, "api_key": SECRET, "max_retries": 2}},
-                {"id": "slow", "type": "remote::openai", "config": {**common, "read_timeout": 0.5, "max_retries": 0}},
+                {
+                    "id": "slow",
+                    "type": "remote::openai",
+                    "config": {**common, "read_timeout": 0.5, "first_byte_timeout": 0.5, "max_retries": 0},
+                },
                 {
                     "id": "down",
                     "type": "remote::openai",

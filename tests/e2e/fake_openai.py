@@ -80,6 +80,8 @@ class FakeOpenAI:
         self.disconnected = threading.Event()
         self.streams_finished = 0
         self.models = [CHAT_MODEL, EMBEDDING_MODEL]
+        self.echo_key = False  # scripted failures quote the Authorization header they got, as OpenAI's 401 does
+        self.numeric_code = False  # scripted failures carry their status as a number in `code`
 
     def fail(self, status: int, *, times: int = -1, retry_after: str | None = None) -> None:
         self.faults.append(Fault("status", times, status=status, retry_after=retry_after))
@@ -176,7 +178,11 @@ class FakeOpenAI:
             if fault.kind == "garbage":
                 return web.Response(text="<html>502 Bad Gateway</html>", content_type="text/html")
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-            error = {"message": f"scripted failure {fault.status}", "type": "server_error", "param": None, "code": None}
+            message = f"scripted failure {fault.status}"
+            if self.echo_key:
+                message += f"; Incorrect API key provided: {request.headers.get('Authorization', '')[7:]}"
+            code = fault.status if self.numeric_code else None
+            error = {"message": message, "type": "server_error", "param": None, "code": code}
             return web.json_response({"error": error}, status=fault.status, headers=headers)
         return None
 

@@ -92,6 +92,7 @@ def test_unknown_files_are_openai_shaped_404s(tmp_path: Path) -> None:
             answer = requests.request(method, f"{base_url}/files/file-nope{path}", timeout=10)
             assert answer.status_code == 404
             assert answer.json()["error"] == {
+                "request_id": answer.headers["x-request-id"],
                 "message": "file 'file-nope' not found",
                 "type": "not_found_error",
                 "param": "file_id",

@@ -103,7 +103,12 @@ async def http(session: aiohttp.ClientSession, method: str, path: str, body: Any
             events = [line[6:] for line in (await response.text()).splitlines() if line.startswith("data: ")]
             assert events[-1] == "[DONE]"
             return response.status, [json.loads(event) for event in events[:-1]]
-        return response.status, await response.json()
+        answer = await response.json()
+        if response.status >= 400:
+            # The request's ids, which only an HTTP request has (the library raises the error itself).
+            assert answer["error"].pop("request_id") == response.headers["X-Request-ID"]
+            answer["error"].pop("trace_id", None)
+        return response.status, answer
 
 
 async def library(call: Any, *args: Any, **fields: Any) -> tuple[int, Any]:

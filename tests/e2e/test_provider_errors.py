@@ -164,6 +164,7 @@ def test_a_lamina_error_from_a_provider_passes_through_as_is(server: tuple[str, 
     response = requests.post(base + "/completions", json={"model": "boom/raises", "prompt": "x"}, timeout=30)
     assert response.status_code == 400
     assert response.json()["error"] == {
+        "request_id": response.headers["x-request-id"],
         "message": "no completions here",
         "type": "invalid_request_error",
         "param": "model",

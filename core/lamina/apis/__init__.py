@@ -8,7 +8,7 @@ its `ApiSpec`.
 from __future__ import annotations
 
 from lamina.hookspecs import hookimpl
-from lamina.specs import ApiSpec, GuardrailSpec
+from lamina.specs import ApiSpec, GuardrailSpec, ProviderSpec
 
 
 @hookimpl
@@ -16,9 +16,11 @@ def register_apis() -> list[ApiSpec]:
     from lamina.apis import (
         batches,
         conversations,
+        file_processors,
         files,
         inference,
         prompts,
+        rerank,
         responses,
         safety,
         tool_runtime,
@@ -35,6 +37,8 @@ def register_apis() -> list[ApiSpec]:
         tool_runtime.API,
         conversations.API,
         responses.API,
+        rerank.API,
+        file_processors.API,
     ]
 
 
@@ -43,3 +47,10 @@ def register_guardrails() -> list[GuardrailSpec]:
     from lamina.apis.safety.guardrails import SHIELD_GUARDRAILS
 
     return [SHIELD_GUARDRAILS]
+
+
+@hookimpl
+def register_providers() -> list[ProviderSpec]:
+    from lamina.apis.file_processors.builtin import PROVIDERS
+
+    return list(PROVIDERS)

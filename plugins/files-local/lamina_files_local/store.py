@@ -3,6 +3,7 @@ renamed into place only when complete, so an id never names half a file. Metadat
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -69,8 +70,9 @@ class LocalFiles:
         return LocalUpload(self.uploads / f"{secrets.token_hex(16)}.part", self.max_upload_bytes)
 
     async def finish_upload(self, upload: LocalUpload, file_id: str) -> int:
-        upload.finish()
-        os.replace(upload.path, self.blobs / file_id)
+        # fsync waits for the disk: in a thread, so other requests are served meanwhile.
+        await asyncio.to_thread(upload.finish)
+        await asyncio.to_thread(os.replace, upload.path, self.blobs / file_id)
         return upload.size
 
     async def read(self, file_id: str) -> AsyncIterator[bytes]:

@@ -25,6 +25,23 @@ class SentenceTransformersConfig(lamina.ProviderConfig):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's own choice")
 
 
+class CrossEncoderConfig(lamina.ProviderConfig):
+    models: list[str] = Field(
+        min_length=1,
+        description="Catalogue names, pulled model names, `hf:`/`pypi:` references or folder paths of "
+        "sentence-transformers CrossEncoder models (e.g. BAAI/bge-reranker-base); each is served under its last "
+        "path segment",
+    )
+    device: str = Field("cpu", description="torch device, e.g. cpu, cuda, cuda:1, mps")
+    batch_size: int = Field(32, ge=1, le=4096, description="query-item pairs per forward pass")
+
+
+async def create_cross_encoder(config: CrossEncoderConfig, deps: Deps) -> Any:
+    from lamina_inference_sentence_transformers.crossencoder import CrossEncoderReranker
+
+    return CrossEncoderReranker(config, deps.provider_id)
+
+
 async def create(config: SentenceTransformersConfig, deps: Deps) -> Any:
     from lamina_inference_sentence_transformers.provider import SentenceTransformersInference
 
@@ -40,5 +57,12 @@ def register_providers() -> list[ProviderSpec]:
             config=SentenceTransformersConfig,
             create=create,
             description="Embeddings from sentence-transformers models, run in this process (CPU or GPU)",
-        )
+        ),
+        ProviderSpec(
+            api="rerank",
+            type="inline::cross-encoder",
+            config=CrossEncoderConfig,
+            create=create_cross_encoder,
+            description="Reranking with sentence-transformers CrossEncoder models, run in this process",
+        ),
     ]

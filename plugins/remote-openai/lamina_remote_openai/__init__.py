@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import lamina
+from lamina.config import redact
 from pydantic import Field, SecretStr, model_validator
 
 PRESETS = {
@@ -23,8 +25,19 @@ class OpenAIConfig(lamina.ProviderConfig):
     base_url: str | None = Field(None, description="e.g. http://localhost:8000/v1; defaults to the preset's")
     api_key: SecretStr | None = None
     connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection")
-    read_timeout: float = Field(300.0, gt=0, description="seconds to wait for the next byte of an answer")
-    max_retries: int = Field(2, ge=0, description="retries on connection errors, 429 and 5xx before any byte")
+    first_byte_timeout: float = Field(
+        120.0, gt=0, description="seconds from sending a request to the answer's headers (a whole non-streamed answer)"
+    )
+    read_timeout: float = Field(60.0, gt=0, description="seconds an answer may pause between two bytes")
+    deadline: float = Field(
+        300.0, gt=0, description="seconds one request may take before its answer starts, retries and waits included"
+    )
+    discovery_timeout: float = Field(10.0, gt=0, description="seconds to list the upstream's models")
+    max_retries: int = Field(
+        2,
+        ge=0,
+        description="retries of requests the upstream never received (connection errors), or refused with 429/503",
+    )
     retry_backoff: float = Field(0.5, ge=0, description="first retry delay in seconds; doubles each retry")
     max_connections: int = Field(256, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
@@ -38,6 +51,13 @@ class OpenAIConfig(lamina.ProviderConfig):
                 raise ValueError("set base_url (e.g. http://localhost:8000/v1) or a preset")
             self.base_url = PRESETS[self.preset]
         self.base_url = self.base_url.rstrip("/")
+        url = urlsplit(self.base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"base_url must be an http(s) URL, got '{redact(self.base_url)}'")
+        has_authorization = any(name.lower() == "authorization" for name in self.headers)
+        if (url.username or url.password) and (self.api_key is not None or has_authorization):
+            # aiohttp refuses a request carrying both, so every call would fail: say so now, at start-up.
+            raise ValueError("base_url carries credentials (user:password@) and so do api_key/headers; keep one")
         return self
 
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from lamina import LaminaError
+from lamina import LaminaError, observe
 from lamina.apis.tool_runtime.types import ToolEndpoint, tool_server_error
 from mcp import ClientSession, McpError
 from mcp.client.sse import sse_client
@@ -20,7 +20,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 async def session(endpoint: ToolEndpoint, transport: str, timeout: float) -> AsyncIterator[tuple[ClientSession, Any]]:
     """An initialized MCP session with the server at `endpoint`, and the server's answer to `initialize`."""
     assert endpoint.url is not None
-    headers = dict(endpoint.headers)
+    headers = {**observe.propagation_headers(), **endpoint.headers}  # the trace goes on to the server
     if transport == "sse":
         streams = sse_client(endpoint.url, headers=headers, timeout=timeout, sse_read_timeout=timeout)
         async with streams as (read, write), ClientSession(read, write) as opened:

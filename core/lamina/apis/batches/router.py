@@ -33,6 +33,7 @@ import orjson
 from pydantic import BaseModel
 from starlette.types import ASGIApp
 
+from lamina import auth
 from lamina.apis.batches.types import (
     ENDPOINTS,
     FINAL,
@@ -158,9 +159,9 @@ class BatchesRouter:
     # -- the API
 
     async def lookup(self, batch_id: str) -> BatchRecord:
-        """The one place a batch is found by id (where a check of who may see it goes, with auth)."""
+        """The one place a batch is found by id: one the caller may not read does not exist for it."""
         record = await self.batches.get(batch_id)
-        if record is None:
+        if record is None or not auth.can("read", "batch", batch_id, record.owner):
             raise not_found(f"batch '{batch_id}' not found", param="batch_id")
         return record
 
@@ -199,8 +200,10 @@ class BatchesRouter:
             )
         now = time.time_ns()
         created_at = now // 1_000_000_000
+        batch_id, owner = "batch_" + secrets.token_hex(12), auth.owner()
+        auth.require("create", "batch", batch_id, owner)
         batch = Batch(
-            id="batch_" + secrets.token_hex(12),
+            id=batch_id,
             endpoint=request.endpoint,
             input_file_id=file.id,
             completion_window=request.completion_window,
@@ -209,13 +212,14 @@ class BatchesRouter:
             expires_at=created_at + WINDOW_SECONDS[request.completion_window],
             metadata=request.metadata,
         )
-        await self.batches.put(BatchRecord(batch=batch, order=f"{now:020d}"))
+        await self.batches.put(BatchRecord(batch=batch, order=f"{now:020d}", owner=owner))
         await self.jobs.ensure(RUN, batch.id, {})
         self.wakeup.set()
         return batch
 
     async def list_batches(self, query: ListQuery) -> BatchList:
-        records = sorted(await self.batches.list(), key=lambda r: r.order, reverse=True)
+        visible = [r for r in await self.batches.list() if auth.can("read", "batch", r.batch.id, r.owner)]
+        records = sorted(visible, key=lambda r: r.order, reverse=True)
         if query.after is not None:
             after = await self.lookup(query.after)
             records = [r for r in records if r.order < after.order]
@@ -230,6 +234,7 @@ class BatchesRouter:
 
     async def cancel(self, batch_id: str) -> Batch:
         record = await self.lookup(batch_id)
+        auth.require("update", "batch", batch_id, record.owner)
         if record.batch.status in FINAL:
             raise LaminaError(
                 f"batch '{batch_id}' is {record.batch.status} and cannot be cancelled",
@@ -282,7 +287,12 @@ class BatchesRouter:
         if record is None or record.batch.status in FINAL:
             await self.jobs.finish(job, lease.worker)
             return
-        batch = record.batch
+        # The lines, the input file's reading and the output files are the batch owner's doing.
+        stack = getattr(getattr(self.app(), "state", None), "stack", None)  # the app is the stack's `routes_app`
+        with auth.acting_as(getattr(stack, "auth", None), record.owner):
+            await self._run_as_owner(job, lease, record.batch)
+
+    async def _run_as_owner(self, job: Job, lease: Lease, batch: Batch) -> None:
         try:
             lines = await self._read_lines(batch)
         except _Invalid as invalid:

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from lamina.access import Owner
 from lamina.specs import ProviderConfig
 
 # What a batch may run: OpenAI's batch endpoints that this server serves. A line's `url` must equal its batch's
@@ -83,7 +84,7 @@ class BatchRecord(BaseModel):
 
     batch: Batch
     order: str
-    owner: str | None = None
+    owner: Owner | None = None  # who made it (lamina.auth); its lines run as this caller
 
 
 class LineResult(BaseModel):

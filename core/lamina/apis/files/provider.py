@@ -29,8 +29,9 @@ purpose, and is only ever asked about ids the router made. So a new backend (S3,
         Delete the bytes of `file_id`; no error when there are none (the router retries deletions a crash
         interrupted, and deletes the bytes of uploads a crash left without metadata).
 
-Providers are called from the event loop: `Upload.write` is synchronous and called for every received chunk, so
-it must only append to local storage (spool to a temporary file, say, and ship it to a remote store in
+Providers are called from the event loop, except `Upload.write` and `Upload.abort`: they are synchronous and run in a
+worker thread (one call at a time, in order) for the received chunks, so blocking disk writes there are fine; `write`
+should still only append to local storage (spool to a temporary file, say, and ship it to a remote store in
 `finish_upload`).
 """
 

@@ -22,11 +22,12 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from lamina import auth
 from lamina.apis.files.provider import FilesProvider, Upload
 from lamina.apis.files.types import FileDeleted, FileList, FileObject, FileRecord, FilesConfig, ListQuery
 from lamina.errors import LaminaError, not_found
@@ -76,6 +77,9 @@ class FilesRouter:
         self.pending = Registry(kv, "files-pending/", Pending, key=lambda marker: marker.id)
         self._copies: Path | None = None  # temporary copies for file_path, made on first need
         self._sweeper: asyncio.Task[None] | None = None
+        # Called with the id of each deleted file (vector stores drop its chunks); a failure is logged, and the
+        # listener catches up at its next start.
+        self.on_delete: list[Callable[[str], Awaitable[None]]] = []
 
     async def start(self) -> None:
         await self.sweep()
@@ -96,12 +100,13 @@ class FilesRouter:
 
     async def lookup(self, file_id: str, *, param: str = "file_id") -> FileRecord:
         """The one place a file is found by id: every route and every other API (vector stores) reaches a file
-        through here, so this is where a check of who may see it (its owner, once there is auth) goes."""
+        through here, so this is where the caller's access is checked: a file it may not read does not exist
+        for it."""
         record = await self.registry.get(file_id)
         if record is not None and _expired(record.file, time.time()):
             await self._remove(file_id)
             record = None
-        if record is None:
+        if record is None or not auth.can("read", "file", file_id, record.owner):
             raise not_found(f"file '{file_id}' not found", param=param)
         return record
 
@@ -111,6 +116,12 @@ class FilesRouter:
     async def upload(self, upload: Upload, *, filename: str, purpose: str, expires_after: int | None) -> FileObject:
         """Store a received upload under a new id and register it; `expires_after` is in seconds."""
         file_id = "file-" + secrets.token_hex(12)
+        owner = auth.owner()
+        try:
+            auth.require("create", "file", file_id, owner)
+        except LaminaError:
+            upload.abort()
+            raise
         await self.pending.put(Pending(id=file_id, since=time.time()))
         try:
             size = await self.provider.finish_upload(upload, file_id)
@@ -127,7 +138,7 @@ class FilesRouter:
             purpose=purpose,
             expires_at=None if expires_after is None else created_at + expires_after,
         )
-        await self.registry.put(FileRecord(file=file, order=order_at(now)))
+        await self.registry.put(FileRecord(file=file, order=order_at(now), owner=owner))
         await self.pending.delete(file_id)
         return file
 
@@ -137,9 +148,10 @@ class FilesRouter:
         for record in await self.registry.list():
             if _expired(record.file, now):
                 await self._remove(record.file.id)
-            elif query.purpose is None or record.file.purpose == query.purpose:
+            elif (query.purpose is None or record.file.purpose == query.purpose) and auth.can(
+                "read", "file", record.file.id, record.owner
+            ):
                 records.append(record)
-        # Once files have owners, the listing keeps the caller's here, as `lookup` checks them by id.
         descending = query.order == "desc"
         records.sort(key=lambda r: (r.order, r.file.id), reverse=descending)
         if query.after is not None:
@@ -198,19 +210,30 @@ class FilesRouter:
         return copy
 
     async def delete_file(self, file_id: str) -> FileDeleted:
-        await self.lookup(file_id)
-        await self._remove(file_id)
+        record = await self.lookup(file_id)
+        auth.require("delete", "file", file_id, record.owner)
+        if not await self._remove(file_id):  # another deletion got there first
+            raise not_found(f"file '{file_id}' not found", param="file_id")
         return FileDeleted(id=file_id)
 
-    async def _remove(self, file_id: str) -> None:
+    async def _remove(self, file_id: str) -> bool:
+        """Delete a file; False when it was already gone. Concurrent calls (in any process) sharing the storage:
+        exactly one gets True, because the metadata's deletion is one atomic statement."""
         # Metadata first: once it is gone no request finds the file; a crash before the bytes go leaves them with
         # the pending marker, and the sweep finishes the deletion.
         await self.pending.put(Pending(id=file_id, since=time.time()))
-        await self.registry.delete(file_id)
+        removed = await self.registry.delete(file_id)
         if self._copies is not None:
             (self._copies / file_id).unlink(missing_ok=True)
         await self.provider.delete(file_id)
         await self.pending.delete(file_id)
+        if removed:
+            for listener in self.on_delete:
+                try:
+                    await listener(file_id)
+                except Exception:
+                    log.exception("files: telling a listener that %s was deleted failed", file_id)
+        return removed
 
     async def sweep(self) -> None:
         """Delete expired files, and finish uploads and deletions a crash interrupted (see the module's doc)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import quote
 
@@ -11,11 +12,20 @@ from starlette.responses import Response, StreamingResponse
 
 from lamina.apis.files.provider import FilesProvider, Upload
 from lamina.apis.files.router import FilesRouter
-from lamina.apis.files.types import PURPOSES, ExpiresAfter, FileDeleted, FileList, FileObject, ListQuery
+from lamina.apis.files.types import (
+    PURPOSES,
+    ExpiresAfter,
+    FileDeleted,
+    FileList,
+    FileObject,
+    ListQuery,
+    UploadForm,
+    too_large,
+)
 from lamina.errors import LaminaError, bad_request, validation_error
 from lamina.http import json_response, route, router_of
 
-DRAIN_FACTOR = 4  # an oversize upload is read (and dropped) up to this many times the limit, then cut off
+FORM_ALLOWANCE = 1024 * 1024  # what a multipart body may hold besides the file: its framing and form fields
 
 
 def _files(request: Request) -> FilesRouter:
@@ -30,11 +40,16 @@ async def receive_multipart(request: Request, provider: FilesProvider) -> tuple[
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
         raise bad_request("send the file as multipart/form-data with a `file` part", code="invalid_content_type")
 
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > provider.max_upload_bytes + FORM_ALLOWANCE:
+        raise too_large(provider.max_upload_bytes)  # refused before reading a byte of it
+
     upload = await provider.begin_upload()
     fields: dict[str, str] = {}
     filename: str | None = None
     state: dict[str, Any] = {"headers": {}, "field": b"", "value": b"", "name": None, "is_file": False}
-    overflow: list[LaminaError] = []
+    refusals: list[LaminaError] = []
+    received_file: list[bytes] = []
 
     def on_part_begin() -> None:
         state.update(headers={}, name=None, is_file=False, value=b"")
@@ -53,19 +68,20 @@ async def receive_multipart(request: Request, provider: FilesProvider) -> tuple[
         _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
         state["name"] = disposition.get(b"name", b"").decode("utf-8", "replace")
         if state["name"] == "file":
+            if filename is not None:
+                refusals.append(bad_request("the multipart body has more than one `file` part; send one", param="file"))
             state["is_file"] = True
             filename = disposition.get(b"filename", b"upload").decode("utf-8", "replace")
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if state["is_file"]:
-            if overflow:
-                return
-            try:
-                upload.write(data[start:end])
-            except LaminaError as exc:
-                overflow.append(exc)
+            received_file.append(data[start:end])  # written off the event loop, after this chunk is parsed
         elif len(state["value"]) < 65536:  # form fields are small; a huge one is not ours to keep
             state["value"] += data[start:end]
+
+    def write_received() -> None:
+        for piece in received_file:
+            upload.write(piece)  # raises too_large past the limit
 
     def on_part_end() -> None:
         if not state["is_file"] and state["name"]:
@@ -83,24 +99,27 @@ async def receive_multipart(request: Request, provider: FilesProvider) -> tuple[
             "on_part_end": on_part_end,
         },
     )
-    received = 0
     try:
         async for chunk in request.stream():
-            received += len(chunk)
-            if overflow and received > DRAIN_FACTOR * provider.max_upload_bytes:
-                break  # stop draining a client that sends far too much; it gets its 413 now
-            if chunk:
+            if not chunk:
+                continue
+            try:
                 parser.write(chunk)
-        parser.finalize()
-    except LaminaError:
-        upload.abort()
+            except Exception as exc:
+                raise bad_request(f"malformed multipart body: {exc}", code="invalid_multipart") from None
+            if refusals:
+                raise refusals[0]
+            if received_file:
+                # Disk writes (and the provider's own work) in a thread: the loop keeps serving other requests.
+                await asyncio.to_thread(write_received)  # past the limit: a 413 now, nothing more is read
+                received_file.clear()
+        try:
+            parser.finalize()
+        except Exception as exc:
+            raise bad_request(f"malformed multipart body: {exc}", code="invalid_multipart") from None
+    except BaseException:
+        await asyncio.to_thread(upload.abort)
         raise
-    except Exception as exc:  # malformed multipart
-        upload.abort()
-        raise bad_request(f"malformed multipart body: {exc}", code="invalid_multipart") from None
-    if overflow:
-        upload.abort()
-        raise overflow[0]
     if filename is None:
         upload.abort()
         raise bad_request("the multipart body has no `file` part", param="file", code="missing_required_parameter")
@@ -115,7 +134,9 @@ def _expires_after(fields: dict[str, str]) -> int | None:
     try:
         parsed = ExpiresAfter.model_validate({"anchor": anchor or "created_at", "seconds": seconds})
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        error = validation_error(exc)
+        error.param = f"expires_after[{error.param}]" if error.param else None  # the form field's name
+        raise error from None
     return parsed.seconds
 
 
@@ -162,7 +183,12 @@ async def get_file_content(request: Request) -> Response:
     disposition = (
         f"attachment; filename*=utf-8''{quoted}" if quoted != file.filename else f'attachment; filename="{quoted}"'
     )
-    headers = {"content-length": str(file.bytes), "content-disposition": disposition}
+    # nosniff: a browser must not render an uploaded file as HTML (it is served from the API's own origin).
+    headers = {
+        "content-length": str(file.bytes),
+        "content-disposition": disposition,
+        "x-content-type-options": "nosniff",
+    }
     return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
 
 
@@ -172,7 +198,7 @@ async def delete_file(request: Request) -> Response:
 
 
 ROUTES = [
-    route("POST", "/files", upload_file, response=FileObject),
+    route("POST", "/files", upload_file, response=FileObject, form=UploadForm),
     route("GET", "/files", list_files, response=FileList, query=ListQuery),
     route("GET", "/files/{file_id}", get_file, response=FileObject),
     route("GET", "/files/{file_id}/content", get_file_content),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from lamina.access import Owner
 from lamina.errors import LaminaError
 from lamina.specs import ProviderConfig
 
@@ -30,6 +31,7 @@ class FileRecord(BaseModel):
 
     file: FileObject
     order: str
+    owner: Owner | None = None  # who uploaded it (lamina.auth); None: uploaded while auth was off
 
 
 class FilesConfig(ProviderConfig):
@@ -61,6 +63,20 @@ class ExpiresAfter(BaseModel):
 
     anchor: Literal["created_at"] = "created_at"
     seconds: int = Field(ge=3600, le=2592000)  # OpenAI: one hour to 30 days
+
+
+class UploadForm(BaseModel):
+    """The fields of an upload's multipart body (documented in /v1/openapi.json; the route streams them)."""
+
+    file: bytes = Field(description="the file's bytes, with a filename")
+    purpose: Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
+    # Optional, never null: a form field is sent or left out.
+    expires_after_anchor: Annotated[Literal["created_at"] | None, WithJsonSchema({"const": "created_at"})] = Field(
+        None, alias="expires_after[anchor]"
+    )
+    expires_after_seconds: Annotated[
+        int | None, WithJsonSchema({"type": "integer", "minimum": 3600, "maximum": 2592000})
+    ] = Field(None, alias="expires_after[seconds]")
 
 
 class ListQuery(BaseModel):

@@ -25,7 +25,14 @@ async def create_router(config: InferenceConfig, providers: dict[str, Any], deps
                 f"{deps.source}: apis.inference.models: '{model.id}' names unknown provider '{model.provider_id}'"
             )
     registered = Registry(deps.storage.kv, "models/", Model, key=lambda model: model.id)
-    router = InferenceRouter(providers, registered, configured, deps.guardrails, StoredCompletions(deps.storage.kv))
+    router = InferenceRouter(
+        providers,
+        registered,
+        configured,
+        deps.guardrails,
+        StoredCompletions(deps.storage.kv),
+        discovery_wait=config.discovery_wait_seconds,
+    )
     router.start()
     return router
 

@@ -9,11 +9,13 @@ the storage agrees on them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
+from lamina import auth
 from lamina.apis.inference.provider import InferenceProvider
 from lamina.apis.inference.stored import StoredCompletions
 from lamina.apis.inference.types import (
@@ -28,6 +30,7 @@ from lamina.apis.inference.types import (
 )
 from lamina.errors import LaminaError, bad_request, conflict, not_found
 from lamina.providers import malformed
+from lamina.quotas import note_model, note_usage
 from lamina.storage import Registry
 
 if TYPE_CHECKING:
@@ -45,9 +48,11 @@ class InferenceRouter:
         configured: list[Model],
         guardrails: GuardrailChain,
         stored: StoredCompletions,
+        discovery_wait: float | None = None,
     ) -> None:
         self.providers = providers
         self.stored = stored
+        self.discovery_wait = discovery_wait
         self.registered = registered
         self.configured = {model.id: model for model in configured}
         self.discovered: dict[str, Model] = {}
@@ -87,18 +92,30 @@ class InferenceRouter:
             self.discovery.cancel()
 
     async def _discovered(self) -> None:
+        """Wait for discovery (`discovery_wait` seconds at most, if set): then what was listed so far answers."""
         if self.discovery and not self.discovery.done():
-            await self.discovery
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.discovery), self.discovery_wait)
 
     async def list_models(self) -> list[Model]:
         await self._discovered()
         models = {**self.discovered, **self.configured}
-        models.update((model.id, model) for model in await self.registered.list())
+        models.update(
+            (model.id, model)
+            for model in await self.registered.list()
+            if auth.can("read", "model", model.id, model.owner)
+        )
         return list(models.values())
 
     async def _lookup(self, model_id: str) -> Model | None:
+        """The one place a model is found by id (every route, and other APIs, resolve through here): a
+        registered model the caller may not read does not exist for it. Configured and discovered models have
+        no owner: every caller may use them."""
         known = self.configured.get(model_id) or self.discovered.get(model_id)
-        return known or await self.registered.get(model_id)
+        if known is not None:
+            return known
+        model = await self.registered.get(model_id)
+        return model if model is None or auth.can("read", "model", model_id, model.owner) else None
 
     async def get_model(self, model_id: str) -> Model:
         model = await self._lookup(model_id)
@@ -115,10 +132,14 @@ class InferenceRouter:
                 f"no inference provider '{request.provider_id}'; known: {', '.join(self.providers) or 'none'}",
                 param="provider_id",
             )
+        owner = auth.owner()
+        auth.require("create", "model", request.id, owner)
         await self._discovered()
-        if await self._lookup(request.id) is not None:
+        # Ids are one namespace: a model another caller registered is in the way even if this one cannot see it.
+        taken = self.configured.get(request.id) or self.discovered.get(request.id)
+        if taken is not None or await self.registered.get(request.id) is not None:
             raise conflict(f"model '{request.id}' already exists", param="id")
-        return await self.registered.put(alias(request, "registered"))
+        return await self.registered.put(alias(request, "registered").model_copy(update={"owner": owner}))
 
     async def unregister_model(self, model_id: str) -> None:
         model = await self.get_model(model_id)
@@ -128,6 +149,7 @@ class InferenceRouter:
                 "it cannot be deleted",
                 param="model",
             )
+        auth.require("delete", "model", model_id, model.owner)
         await self.registered.delete(model_id)
 
     async def resolve(self, model_id: str) -> tuple[InferenceProvider, Model]:
@@ -189,6 +211,7 @@ class InferenceRouter:
         if not isinstance(data, list) or not all(isinstance(item, dict) and "embedding" in item for item in data):
             raise malformed(provider, "an embeddings answer without a `data` list of embeddings", result)
         result["model"] = request.model
+        note_usage(request.model, result.get("usage"))
         want_base64 = request.encoding_format == "base64"
         for item in data:
             vector = item["embedding"]
@@ -229,8 +252,10 @@ def _errors_name(sent: str, model: Model) -> Iterator[None]:
 
 def _relabel(result: Any, sent: str, model: Model, provider: Any) -> Result:
     """Answer with the model id the client used, not the provider's own."""
+    note_model(sent)  # for usage accounting, also when a stream reports no usage
     if isinstance(result, dict):
         result["model"] = sent
+        note_usage(sent, result.get("usage"))
         return result
     if not hasattr(result, "__anext__"):
         raise malformed(provider, "neither a dict nor an async iterator of chunk dicts", result)
@@ -242,6 +267,8 @@ def _relabel(result: Any, sent: str, model: Model, provider: Any) -> Result:
                     if not isinstance(chunk, dict):
                         raise malformed(provider, "a stream chunk that is not a dict", chunk)
                     chunk["model"] = sent
+                    if chunk.get("usage"):
+                        note_usage(sent, chunk["usage"])
                     yield chunk
 
     return relabelled()

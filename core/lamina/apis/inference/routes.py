@@ -19,8 +19,11 @@ from lamina.apis.inference.stored import (
     UpdateCompletion,
 )
 from lamina.apis.inference.types import (
+    ChatCompletion,
     ChatCompletionRequest,
+    Completion,
     CompletionRequest,
+    EmbeddingList,
     EmbeddingRequest,
     Model,
     ModelDeleted,
@@ -129,7 +132,7 @@ async def list_chat_completion_messages(request: Request) -> Response:
 
 
 ROUTES = [
-    route("POST", "/chat/completions", create_chat_completion, body=ChatCompletionRequest),
+    route("POST", "/chat/completions", create_chat_completion, body=ChatCompletionRequest, response=ChatCompletion),
     route("GET", "/chat/completions", list_chat_completions, response=CompletionList, query=ListCompletionsQuery),
     route("GET", "/chat/completions/{completion_id}", get_chat_completion),
     route("POST", "/chat/completions/{completion_id}", update_chat_completion, body=UpdateCompletion),
@@ -141,8 +144,8 @@ ROUTES = [
         response=CompletionList,
         query=ListMessagesQuery,
     ),
-    route("POST", "/completions", create_completion, body=CompletionRequest),
-    route("POST", "/embeddings", create_embeddings, body=EmbeddingRequest),
+    route("POST", "/completions", create_completion, body=CompletionRequest, response=Completion),
+    route("POST", "/embeddings", create_embeddings, body=EmbeddingRequest, response=EmbeddingList),
     route("GET", "/models", list_models, response=ModelList),
     route("POST", "/models", register_model, body=RegisterModel, response=Model),
     route("GET", "/models/{model_id:path}", get_model, response=Model),

@@ -4,7 +4,7 @@ storage, where OpenAI's `GET/POST/DELETE /v1/chat/completions/{id}` and `.../mes
 A stream is stored once it has ended, assembled into the `chat.completion` the client would have got without
 streaming; a stream the client left, or that failed, is not stored (it holds no finished answer). Every read of a
 stored completion goes through `StoredCompletions.fetch` and every listing through `visible`: that is where who may
-see a completion (its `owner`) is checked once there is auth.
+see a completion (its `owner`, the caller that stored it) is checked (`lamina.auth`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lamina import auth
+from lamina.access import Owner
 from lamina.errors import not_found
 from lamina.storage import KVStore, Registry
 
@@ -47,7 +49,7 @@ class StoredCompletion(BaseModel):
     model: str  # the model id the client sent
     metadata: dict[str, str] = {}
     order: str  # creation time in nanoseconds, zero-padded: its place in listings
-    owner: str | None = None  # who stored it; filled once there is auth
+    owner: Owner | None = None  # who stored it (lamina.auth); None: stored while auth was off
 
 
 class UpdateCompletion(BaseModel):
@@ -109,15 +111,15 @@ class StoredCompletions:
         self.registry = Registry(kv, "chat_completions/", StoredCompletion, key=lambda record: record.id)
 
     async def fetch(self, completion_id: str) -> StoredCompletion:
-        """The one way to a stored completion by id (the place for an owner check)."""
+        """The one way to a stored completion by id: one the caller may not read does not exist for it."""
         record = await self.registry.get(completion_id)
-        if record is None:
+        if record is None or not auth.can("read", "chat_completion", completion_id, record.owner):
             raise not_found(f"chat completion '{completion_id}' not found", param="completion_id")
         return record
 
     async def visible(self) -> list[StoredCompletion]:
-        """Every stored completion the caller may list (the place for an owner filter)."""
-        return await self.registry.list()
+        """Every stored completion the caller may list."""
+        return [r for r in await self.registry.list() if auth.can("read", "chat_completion", r.id, r.owner)]
 
     async def _unique_id(self, upstream_id: Any) -> str:
         """The upstream's completion id, unless it has none or one already stored (upstreams such as local
@@ -126,9 +128,12 @@ class StoredCompletions:
             return upstream_id
         return "chatcmpl-" + secrets.token_hex(12)
 
-    async def store(self, request: dict[str, Any], completion: dict[str, Any], owner: str | None = None) -> None:
-        """Store `completion` (a `chat.completion` dict, whose `id` may be replaced by a unique one)."""
+    async def store(self, request: dict[str, Any], completion: dict[str, Any]) -> None:
+        """Store `completion` (a `chat.completion` dict, whose `id` may be replaced by a unique one), owned by the
+        current caller."""
+        owner = auth.owner()
         completion_id = completion["id"] = await self._unique_id(completion.get("id"))
+        auth.require("create", "chat_completion", completion_id, owner)
         metadata = request.get("metadata") or {}
         completion["metadata"] = metadata
         await self.registry.put(
@@ -183,13 +188,15 @@ class StoredCompletions:
 
     async def update(self, completion_id: str, metadata: dict[str, str] | None) -> dict[str, Any]:
         record = await self.fetch(completion_id)
+        auth.require("update", "chat_completion", completion_id, record.owner)
         record.metadata = metadata or {}
         record.completion["metadata"] = record.metadata
         await self.registry.put(record)
         return record.completion
 
     async def delete(self, completion_id: str) -> CompletionDeleted:
-        await self.fetch(completion_id)
+        record = await self.fetch(completion_id)
+        auth.require("delete", "chat_completion", completion_id, record.owner)
         await self.registry.delete(completion_id)
         return CompletionDeleted(id=completion_id)
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lamina.access import Owner
 from lamina.apis.inference.stored import check_metadata
 
 Number = Annotated[float, Field(allow_inf_nan=False)]
@@ -36,6 +37,14 @@ class ChatMessage(_Open):
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_parts(cls, content: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+        for part in content if isinstance(content, list) else ():
+            if part.get("type") == "text" and not isinstance(part.get("text"), str):
+                raise ValueError("a content part of type `text` needs `text`, a string")
+        return content
 
     @property
     def text(self) -> str:
@@ -125,6 +134,44 @@ class EmbeddingRequest(_Open):
     user: str | None = None
 
 
+class _Answer(BaseModel):
+    """An answer as providers give it (relayed, not re-validated): documented in /v1/openapi.json; fields beyond
+    these (providers add their own) pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ChatCompletion(_Answer):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class Completion(_Answer):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class Embedding(_Answer):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str  # a string when `encoding_format` is base64
+
+
+class EmbeddingList(_Answer):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: dict[str, Any] | None = None
+
+
 class ModelInfo(BaseModel):
     """A model a provider serves, as it reports it from `list_models`."""
 
@@ -145,6 +192,7 @@ class Model(BaseModel):
     model_type: Literal["llm", "embedding"] = "llm"
     metadata: dict[str, Any] = {}
     source: Literal["discovered", "registered", "config", "unlisted"] = "discovered"
+    owner: Owner | None = None  # who registered it (lamina.auth); None for the run config's and providers' models
 
 
 class RegisterModel(BaseModel):
@@ -186,6 +234,10 @@ class InferenceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: list[ModelConfig] = []
+    # Model discovery runs in the background; a request needing it waits this long at most, then goes on with
+    # the models listed so far. None: until discovery ends (remote providers bound their own listing with
+    # `discovery_timeout`; inline providers list once their models are loaded).
+    discovery_wait_seconds: float | None = Field(None, ge=0)
 
 
 def encode_base64(vector: list[float]) -> str:

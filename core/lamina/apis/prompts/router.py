@@ -4,13 +4,14 @@ A prompt is a head (`prompt-heads/<id>`: its default and latest version numbers)
 (`prompt-versions/<id>/<version>`, never changed once written). An update writes the new version first and the head
 after, so a crash between the two leaves an unreferenced version that the next update overwrites, never a head
 naming a missing version. Every read goes through `fetch` (and every listing through `visible`): that is where who
-may see a prompt (its `owner`) is checked once there is auth.
+may see a prompt (its `owner`) is checked (`lamina.auth`).
 """
 
 from __future__ import annotations
 
 from pydantic import ValidationError
 
+from lamina import auth
 from lamina.apis.prompts.types import (
     PLACEHOLDER,
     CreatePrompt,
@@ -31,15 +32,15 @@ class PromptsRouter:
         self.versions = Registry(kv, "prompt-versions/", PromptVersion, key=lambda v: f"{v.prompt_id}/{v.version:010d}")
 
     async def fetch(self, prompt_id: str) -> PromptHead:
-        """The one way to a prompt by id (the place for an owner check)."""
+        """The one way to a prompt by id: one the caller may not read does not exist for it."""
         head = await self.heads.get(prompt_id)
-        if head is None:
+        if head is None or not auth.can("read", "prompt", prompt_id, head.owner):
             raise not_found(f"prompt '{prompt_id}' not found", param="prompt_id")
         return head
 
     async def visible(self) -> list[PromptHead]:
-        """Every prompt the caller may list (the place for an owner filter)."""
-        return await self.heads.list()
+        """Every prompt the caller may list."""
+        return [head for head in await self.heads.list() if auth.can("read", "prompt", head.prompt_id, head.owner)]
 
     async def _version(self, head: PromptHead, version: int | None) -> Prompt:
         number = head.default_version if version is None else version
@@ -48,8 +49,9 @@ class PromptsRouter:
             raise not_found(f"prompt '{head.prompt_id}' has no version {number}", param="version")
         return _shown(stored, head)
 
-    async def create(self, request: CreatePrompt, owner: str | None = None) -> Prompt:
-        prompt_id = new_prompt_id()
+    async def create(self, request: CreatePrompt) -> Prompt:
+        prompt_id, owner = new_prompt_id(), auth.owner()
+        auth.require("create", "prompt", prompt_id, owner)
         version = PromptVersion(
             prompt_id=prompt_id, prompt=request.prompt, version=1, variables=request.variables or [], owner=owner
         )
@@ -80,6 +82,7 @@ class PromptsRouter:
 
     async def update(self, prompt_id: str, request: UpdatePrompt) -> Prompt:
         head = await self.fetch(prompt_id)
+        auth.require("update", "prompt", prompt_id, head.owner)
         if request.version != head.latest_version:
             raise conflict(
                 f"version {request.version} is not the latest version of prompt '{prompt_id}' "
@@ -102,6 +105,7 @@ class PromptsRouter:
 
     async def set_default(self, prompt_id: str, version: int) -> Prompt:
         head = await self.fetch(prompt_id)
+        auth.require("update", "prompt", prompt_id, head.owner)
         shown = await self._version(head, version)
         head.default_version = version
         await self.heads.put(head)
@@ -109,6 +113,7 @@ class PromptsRouter:
 
     async def delete(self, prompt_id: str) -> None:
         head = await self.fetch(prompt_id)
+        auth.require("delete", "prompt", prompt_id, head.owner)
         await self.heads.delete(prompt_id)  # first: once the head is gone no request finds the prompt
         for version in await self.versions.list(f"{head.prompt_id}/"):
             await self.versions.delete(f"{prompt_id}/{version.version:010d}")

@@ -8,6 +8,8 @@ import secrets
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lamina.access import Owner
+
 PLACEHOLDER = re.compile(r"{{\s*(\w+)\s*}}")
 PROMPT_ID = r"^pmpt_[0-9a-f]{48}$"
 
@@ -76,7 +78,7 @@ class PromptVersion(BaseModel):
     prompt: str
     version: int
     variables: list[str] = []
-    owner: str | None = None  # who made the prompt; filled once there is auth
+    owner: Owner | None = None  # who made the prompt (lamina.auth); None: made while auth was off
 
 
 class PromptHead(BaseModel):
@@ -85,7 +87,7 @@ class PromptHead(BaseModel):
     prompt_id: str
     default_version: int
     latest_version: int
-    owner: str | None = None
+    owner: Owner | None = None
 
 
 class PromptList(BaseModel):

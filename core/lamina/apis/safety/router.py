@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from lamina import auth
 from lamina.apis.inference.provider import new_id
 from lamina.apis.inference.types import ChatMessage
 from lamina.apis.safety.provider import SafetyProvider
@@ -42,10 +43,16 @@ class SafetyRouter:
         self.guarded = {g.shield for g in guardrails if g.shield}  # shields guardrails use: they cannot be deleted
 
     async def list_shields(self) -> list[Shield]:
-        return [*self.configured.values(), *await self.registered.list()]
+        registered = [s for s in await self.registered.list() if auth.can("read", "shield", s.id, s.owner)]
+        return [*self.configured.values(), *registered]
 
     async def _lookup(self, shield_id: str) -> Shield | None:
-        return self.configured.get(shield_id) or await self.registered.get(shield_id)
+        """The one place a shield is found by id: a registered shield the caller may not read does not exist
+        for it; the run config's have no owner and serve every caller."""
+        if (configured := self.configured.get(shield_id)) is not None:
+            return configured
+        shield = await self.registered.get(shield_id)
+        return shield if shield is None or auth.can("read", "shield", shield_id, shield.owner) else None
 
     async def get_shield(self, shield_id: str, param: str = "shield_id") -> Shield:
         shield = await self._lookup(shield_id)
@@ -62,13 +69,17 @@ class SafetyRouter:
                 f"no safety provider '{request.provider_id}'; known: {', '.join(self.providers) or 'none'}",
                 param="provider_id",
             )
-        if await self._lookup(request.id) is not None:
+        owner = auth.owner()
+        auth.require("create", "shield", request.id, owner)
+        # Ids are one namespace: a shield another caller registered is in the way even if this one cannot see it.
+        if request.id in self.configured or await self.registered.get(request.id) is not None:
             raise conflict(f"shield '{request.id}' already exists", param="id")
         shield = Shield(
             id=request.id,
             provider_id=request.provider_id,
             provider_shield_id=request.provider_shield_id or request.id,
             params=request.params,
+            owner=owner,
         )
         return await self.registered.put(shield)
 
@@ -80,6 +91,7 @@ class SafetyRouter:
             )
         if shield_id in self.guarded:
             raise conflict(f"shield '{shield_id}' is used by a guardrail of the run config", param="shield_id")
+        auth.require("delete", "shield", shield_id, shield.owner)
         await self.registered.delete(shield_id)
 
     async def run_shield(

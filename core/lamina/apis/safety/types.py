@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lamina.access import Owner
 from lamina.apis.inference.types import ChatMessage
 
 OPENAI_CATEGORIES = (
@@ -34,6 +35,7 @@ class Shield(BaseModel):
     provider_shield_id: str
     params: dict[str, Any] = {}
     source: Literal["config", "registered"] = "registered"
+    owner: Owner | None = None  # who registered it (lamina.auth); None for the run config's shields
 
 
 class RegisterShield(BaseModel):

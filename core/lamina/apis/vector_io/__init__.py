@@ -29,6 +29,6 @@ API = ApiSpec(
     description="OpenAI vector stores (files, batches, search) and raw vector IO",
     config=VectorIOConfig,
     router=create_router,
-    needs=("inference", "files"),
+    needs=("inference", "files", "rerank", "file_processors"),
     routes=ROUTES,
 )

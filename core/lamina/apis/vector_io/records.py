@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from lamina.access import Owner
 from lamina.apis.vector_io.types import StoreExpiresAfter
 
 Status = Literal["in_progress", "completed", "failed", "cancelled"]
@@ -40,6 +41,7 @@ class StoreRecord(_Record):
     # The provider's chunks carry their files' attributes. Stores of the previous version kept attributes only
     # here; the router hands them to the provider once, at start.
     chunk_attributes: bool = False
+    owner: Owner | None = None  # who made it (lamina.auth); None: made while auth was off
 
     def expires_at(self, last_active_at: int) -> int | None:
         return last_active_at + self.expires_after.days * 86400 if self.expires_after else None

@@ -30,9 +30,12 @@ import time
 import uuid
 from typing import Any
 
+from lamina import auth, observe
+from lamina.access import Action
 from lamina.apis.files.router import FilesRouter
 from lamina.apis.inference.router import InferenceRouter
 from lamina.apis.inference.types import EmbeddingRequest
+from lamina.apis.rerank.router import RerankRouter
 from lamina.apis.vector_io.provider import Chunk, Hit, Mode, VectorIOProvider
 from lamina.apis.vector_io.records import BatchRecord, FileRecord, StoreRecord
 from lamina.apis.vector_io.search import fuse, hybrid_depth, matches, new_id, no_match, paginate
@@ -63,6 +66,7 @@ POLL_SECONDS = 1.0  # how soon a worker notices a job another process queued
 MAX_ATTEMPTS = 5  # a file whose ingestion keeps killing its worker fails instead of looping forever
 ACTIVITY_RESOLUTION = 3600  # seconds: how far last_active_at may lag in storage
 ACTIVITY_FLUSH_SECONDS = 60.0
+OPENAI_RANKERS = frozenset({"auto", "default-2024-11-15", "none"})  # any other ranker is a reranker model
 STOP_GRACE_SECONDS = 10.0  # how long close() waits for workers to reach a checkpoint before cancelling them
 Filter = Comparison | Compound
 
@@ -80,6 +84,12 @@ class VectorStoresRouter:
         self.settings = config
         self.inference = deps.api(InferenceRouter)
         self.files_api = deps.api(FilesRouter)
+        self.reranker = deps.api(RerankRouter)
+        # Imported here: the file processors' module uses vector_io's chunking types, so importing it at the top
+        # would be circular.
+        from lamina.apis.file_processors.router import FileProcessorsRouter
+
+        self.file_processors = deps.api(FileProcessorsRouter)
         self.jobs = deps.storage.jobs
         kv = deps.storage.kv
         self.stores = Registry(kv, "vector_stores/", StoreRecord, key=lambda s: s.id)
@@ -98,6 +108,11 @@ class VectorStoresRouter:
         self.worker_prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def start(self) -> None:
+        self.files_api.on_delete.append(self.forget_file)
+        # Files deleted while a crash kept their stores from hearing of it still leave them.
+        for record in await self.files.list():
+            if await self.files_api.registry.get(record.id) is None:
+                await self.forget_file(record.id)
         for store in await self.stores.list():
             if not store.chunk_attributes:
                 await self._hand_over_attributes(store)
@@ -139,10 +154,14 @@ class VectorStoresRouter:
 
     # -- records
 
-    async def _store(self, store_id: str) -> StoreRecord:
+    async def _store(self, store_id: str, action: Action = "read") -> StoreRecord:
+        """The one place a store is found by id: every route (and its files and batches) goes through here, so
+        the caller's access is checked here. A store the caller may not read does not exist for it."""
         store = await self.stores.get(store_id)
-        if store is None:
+        if store is None or not auth.can("read", "vector_store", store_id, store.owner):
             raise not_found(f"vector store '{store_id}' not found", param="vector_store_id")
+        if action != "read":
+            auth.require(action, "vector_store", store_id, store.owner)
         return store
 
     async def _file(self, store_id: str, file_id: str) -> FileRecord:
@@ -247,10 +266,12 @@ class VectorStoresRouter:
         provider_id = request.provider_id or next(iter(self.providers))
         if provider_id not in self.providers:
             raise bad_request(f"no vector_io provider '{provider_id}'", param="provider_id")
+        store_id = new_id("vs_")
+        auth.require("create", "vector_store", store_id, auth.owner())
         for file_id in request.file_ids:
             await self.files_api.get_file(file_id)
         store = StoreRecord(
-            id=new_id("vs_"),
+            id=store_id,
             created_at=int(time.time()),
             name=request.name or "",
             description=request.description,
@@ -261,6 +282,7 @@ class VectorStoresRouter:
             provider_id=provider_id,
             order=time.time_ns(),
             chunk_attributes=True,
+            owner=auth.owner(),
         )
         await self.providers[provider_id].create_store(store.id)
         await self.stores.put(store)
@@ -272,12 +294,13 @@ class VectorStoresRouter:
         by_store: dict[str, list[FileRecord]] = {}
         for record in await self.files.list():
             by_store.setdefault(record.vector_store_id, []).append(record)
-        return paginate(
-            await self.stores.list(), query, lambda store: self._store_view(store, by_store.get(store.id, []))
-        )
+        visible = [
+            store for store in await self.stores.list() if auth.can("read", "vector_store", store.id, store.owner)
+        ]
+        return paginate(visible, query, lambda store: self._store_view(store, by_store.get(store.id, [])))
 
     async def update_store(self, store_id: str, request: UpdateStore) -> dict[str, Any]:
-        store = await self._store(store_id)
+        store = await self._store(store_id, "update")
         changes: dict[str, Any] = {"last_active_at": self._last_active(store)}
         if request.name is not None:
             changes["name"] = request.name
@@ -289,21 +312,24 @@ class VectorStoresRouter:
         return await self.store_view(store_id)
 
     async def delete_store(self, store_id: str) -> None:
-        store = await self._store(store_id)
+        store = await self._store(store_id, "delete")
         async with self.write_lock:
+            # The store's record goes first, in one atomic delete: of concurrent deletions (in any process) exactly
+            # one removes it and cleans up; the others answer 404.
+            if not await self.stores.delete(store_id):
+                raise not_found(f"vector store '{store_id}' not found", param="vector_store_id")
             for record in await self.files.list(f"{store_id}/"):
                 await self.jobs.cancel(INGEST, f"{store_id}/{record.id}")
                 await self.files.delete(f"{store_id}/{record.id}")
             for batch in await self.batches.list(f"{store_id}/"):
                 await self.batches.delete(f"{store_id}/{batch.id}")
-            await self.stores.delete(store_id)
             self.activity.pop(store_id, None)
             await self._provider(store).delete_store(store_id)
 
     # -- files
 
     async def attach(self, store_id: str, request: AttachFile) -> dict[str, Any]:
-        await self._store(store_id)
+        await self._store(store_id, "update")
         await self.files_api.get_file(request.file_id)  # 404 for an unknown file
         record = FileRecord(
             id=request.file_id,
@@ -339,7 +365,7 @@ class VectorStoresRouter:
         return paginate(records, query, FileRecord.view)
 
     async def update_file(self, store_id: str, file_id: str, attributes: Attributes | None) -> dict[str, Any]:
-        store = await self._store(store_id)
+        store = await self._store(store_id, "update")
         async with self.write_lock:
             record = (await self._file(store_id, file_id)).model_copy(update={"attributes": attributes or {}})
             await self.files.put(record)
@@ -349,13 +375,25 @@ class VectorStoresRouter:
         return record.view()
 
     async def detach(self, store_id: str, file_id: str) -> None:
-        store = await self._store(store_id)
+        store = await self._store(store_id, "update")
         async with self.write_lock:
-            await self._file(store_id, file_id)
             await self.jobs.cancel(INGEST, f"{store_id}/{file_id}")
-            await self.files.delete(f"{store_id}/{file_id}")
+            if not await self.files.delete(f"{store_id}/{file_id}"):  # atomic: one of concurrent detaches wins
+                raise not_found(f"file '{file_id}' is not in vector store '{store_id}'", param="file_id")
             await self._provider(store).delete_file_chunks(store_id, file_id)
         self._touch(store_id)
+
+    async def forget_file(self, file_id: str) -> None:
+        """A file was deleted from the Files API: it leaves every store it was in, chunks and all."""
+        for record in await self.files.list():
+            if record.id != file_id:
+                continue
+            store = await self.stores.get(record.vector_store_id)
+            async with self.write_lock:
+                await self.jobs.cancel(INGEST, f"{record.vector_store_id}/{file_id}")
+                await self.files.delete(f"{record.vector_store_id}/{file_id}")
+                if store is not None and store.provider_id in self.providers:
+                    await self.providers[store.provider_id].delete_file_chunks(store.id, file_id)
 
     async def file_content(self, store_id: str, file_id: str) -> dict[str, Any]:
         store = await self._store(store_id)
@@ -371,7 +409,7 @@ class VectorStoresRouter:
     # -- batches
 
     async def create_batch(self, store_id: str, request: CreateBatch) -> dict[str, Any]:
-        await self._store(store_id)
+        await self._store(store_id, "update")
         if request.file_ids and request.files:
             raise bad_request("give `file_ids` or `files`, not both", param="files")
         entries = request.files or [
@@ -395,7 +433,7 @@ class VectorStoresRouter:
         return await self.batch_view(store_id, batch.id)
 
     async def cancel_batch(self, store_id: str, batch_id: str) -> dict[str, Any]:
-        store = await self._store(store_id)
+        store = await self._store(store_id, "update")
         async with self.write_lock:
             batch = await self._batch(store_id, batch_id)
             await self.batches.put(batch.model_copy(update={"status": "cancelled"}))
@@ -422,8 +460,13 @@ class VectorStoresRouter:
                     await asyncio.wait_for(self.wakeup.wait(), POLL_SECONDS)
                 continue
             lease = Lease(self.jobs, job, worker, self.settings.ingestion_lease_seconds, lambda: self.stopping)
+            if observe.current() is not None:
+                observe.record("ingestion_queue_depth", await self.jobs.count(INGEST))
+            began, status = time.perf_counter(), "error"
             try:
-                await self._ingest(job, lease)
+                with observe.span("ingestion_job", {"lamina.job.key": job.key, "lamina.job.attempt": job.attempts}):
+                    await self._ingest(job, lease)
+                status = "done"
             except LeaseLost:
                 log.info("ingestion of %s stopped: its job was cancelled, replaced or taken over", job.key)
             except Stopping:
@@ -435,10 +478,11 @@ class VectorStoresRouter:
             except Exception:
                 log.exception("ingestion of %s failed", job.key)  # the record could not even be marked failed
             finally:
+                observe.record("ingestion_job", time.perf_counter() - began, status=status)
                 await lease.end()
 
     async def _ingest(self, job: Job, lease: Lease) -> None:
-        from lamina.ingest import ExtractionError, chunk_text, extract_text
+        from lamina.ingest import ExtractionError, chunk_text
 
         store_id, file_id = job.payload["store_id"], job.payload["file_id"]
         key = f"{store_id}/{file_id}"
@@ -455,7 +499,7 @@ class VectorStoresRouter:
                 raise LaminaError(f"ingestion was interrupted {MAX_ATTEMPTS} times (the server stopped or crashed)")
             file = await self.files_api.get_file(file_id)
             path = await self.files_api.file_path(file_id)
-            text = await asyncio.to_thread(extract_text, path, file.filename)
+            text, _ = await self.file_processors.extract(path, file.filename)
             static = record.chunking_strategy["static"]
             chunks = chunk_text(text, static["max_chunk_size_tokens"], static["chunk_overlap_tokens"])
             async with self.write_lock:
@@ -615,14 +659,29 @@ class VectorStoresRouter:
         if not queries or not all(q.strip() for q in queries):
             raise bad_request("query must not be empty", param="query")
         mode = request.search_mode
+        ranker = request.ranking_options.ranker if request.ranking_options else "auto"
+        reranked = ranker not in OPENAI_RANKERS
+        if reranked and not self.reranker.knows(ranker):
+            raise bad_request(
+                f"ranker '{ranker}' is neither auto, default-2024-11-15, none nor a reranker model of the rerank API",
+                param="ranking_options.ranker",
+            )
         vectors = None if mode == "keyword" else await self.embed(store.embedding_model, queries)  # once
         records: dict[str, FileRecord | None] = {}
-        found = await self._search(store, mode, queries, vectors, request.max_num_results, request.filters, records)
+        k = request.max_num_results
+        # A reranker reorders a deeper pool of candidates, so a chunk the search ranked just below k can make it.
+        found = await self._search(
+            store, mode, queries, vectors, hybrid_depth(k) if reranked else k, request.filters, records
+        )
+        if reranked and found:
+            ranked = await self.reranker.rerank(ranker, " ".join(queries), [hit.content for hit in found], k)
+            found = [found[index].model_copy(update={"score": score}) for index, score in ranked]
         threshold = request.ranking_options.score_threshold if request.ranking_options else 0.0
         filenames: dict[str, str] = {}
         data = []
         for hit in found:
-            score = min(1.0, hit.score)  # OpenAI scores are in [0, 1]; a cosine may round above 1
+            # OpenAI scores are in [0, 1] (a cosine may round above 1); a reranker's are on its model's own scale.
+            score = hit.score if reranked else min(1.0, hit.score)
             if threshold > 0 and score < threshold:
                 continue
             file_id = hit.file_id
@@ -653,7 +712,7 @@ class VectorStoresRouter:
     # -- raw vector IO
 
     async def insert_chunks(self, request: InsertRequest) -> dict[str, Any]:
-        store = await self._store(request.vector_store_id)
+        store = await self._store(request.vector_store_id, "update")
         missing = [i for i, c in enumerate(request.chunks) if c.embedding is None]
         vectors: list[list[float] | None] = [c.embedding for c in request.chunks]
         if missing:

@@ -17,6 +17,7 @@ from lamina.apis.vector_io.types import (
     PageQuery,
     QueryRequest,
     SearchRequest,
+    SearchResults,
     UpdateFile,
     UpdateStore,
 )
@@ -151,7 +152,7 @@ ROUTES = [
     route("GET", VS, get_store),
     route("POST", VS, update_store, body=UpdateStore),
     route("DELETE", VS, delete_store),
-    route("POST", VS + "/search", search_store, body=SearchRequest),
+    route("POST", VS + "/search", search_store, body=SearchRequest, response=SearchResults),
     route("POST", VS + "/files", attach_file, body=AttachFile),
     route("GET", VS + "/files", list_store_files, query=PageQuery),
     route("GET", VS + "/files/{file_id}", get_store_file),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 
 class _Open(BaseModel):
@@ -25,7 +26,19 @@ class StaticChunking(BaseModel):
 
 
 class ChunkingStrategy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The schema says what `_static` checks: `static` goes with type static, and only there is it required.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {"type": {"const": "auto"}}},
+                {
+                    "properties": {"type": {"const": "static"}, "static": {"type": "object"}},
+                    "required": ["type", "static"],
+                },
+            ]
+        },
+    )
 
     type: Literal["auto", "static"] = "auto"
     static: StaticChunking | None = None
@@ -86,8 +99,20 @@ class CreateBatch(_Open):
     chunking_strategy: ChunkingStrategy | None = None
 
 
+SCALAR: JsonDict = {"type": ["string", "number", "boolean"]}
+
+
 class Comparison(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The schema says what `_value_shape` checks: `in`/`nin` take a list, the others one value.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {"type": {"enum": ["eq", "ne", "gt", "gte", "lt", "lte"]}, "value": SCALAR}},
+                {"properties": {"type": {"enum": ["in", "nin"]}, "value": {"type": "array", "items": SCALAR}}},
+            ]
+        },
+    )
 
     type: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"]
     key: str
@@ -110,17 +135,40 @@ class Compound(BaseModel):
 class RankingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ranker: Literal["auto", "default-2024-11-15", "none"] = "auto"
+    # OpenAI's rankers ("auto", "default-2024-11-15", "none": the search's own scores), or a reranker model of the
+    # rerank API, which reorders the best candidates and gives them its scores.
+    ranker: str = Field("auto", min_length=1)
     score_threshold: float = Field(0.0, ge=0.0, le=1.0)
 
 
+SearchText = Annotated[str, Field(pattern=r"\S")]  # not blank
+
+
 class SearchRequest(_Open):
-    query: str | list[str]
+    query: SearchText | Annotated[list[SearchText], Field(min_length=1)]
     max_num_results: int = Field(10, ge=1, le=50)
     filters: Comparison | Compound | None = None
     ranking_options: RankingOptions | None = None
     rewrite_query: bool = False
     search_mode: Literal["vector", "keyword", "hybrid"] = "vector"  # extension
+
+
+class SearchResult(BaseModel):
+    file_id: str
+    filename: str
+    score: float
+    attributes: dict[str, Any]
+    content: list[dict[str, Any]]
+
+
+class SearchResults(BaseModel):
+    """The answer of a search (documented in /v1/openapi.json)."""
+
+    object: Literal["vector_store.search_results.page"]
+    search_query: str | list[str]
+    data: list[SearchResult]
+    has_more: bool
+    next_page: str | None
 
 
 class RawChunk(BaseModel):
@@ -129,6 +177,13 @@ class RawChunk(BaseModel):
     content: str
     metadata: dict[str, Any] = {}
     embedding: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _file_id(self) -> RawChunk:
+        # Search results name a chunk's file by `metadata.file_id`: it is an id, a string, or absent.
+        if not isinstance(self.metadata.get("file_id", ""), str):
+            raise ValueError("metadata.file_id must be a string (a file id)")
+        return self
 
 
 class InsertRequest(BaseModel):
@@ -139,7 +194,19 @@ class InsertRequest(BaseModel):
 
 
 class QueryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The schema says what `_something` checks: a text query, or an embedding (and then, without text, mode vector).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["query"], "properties": {"query": {"type": "string"}}},
+                {
+                    "required": ["embedding"],
+                    "properties": {"embedding": {"type": "array"}, "mode": {"const": "vector"}},
+                },
+            ]
+        },
+    )
 
     vector_store_id: str
     query: str | None = None

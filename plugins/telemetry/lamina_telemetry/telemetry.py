@@ -1,0 +1,195 @@
+"""The observer installed while a stack runs: an OpenTelemetry tracer provider of its own (not the process-global
+one, so two stacks in one process do not fight over it) and a Prometheus registry of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+from lamina import observe
+from lamina.requestlog import route_of
+from lamina.specs import ProviderSpec
+from opentelemetry import context, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lamina_telemetry import TelemetryConfig
+from lamina_telemetry.metrics import Metrics
+from lamina_telemetry.providers import InstrumentedProvider
+
+log = logging.getLogger("lamina.telemetry")
+PROPAGATOR = TraceContextTextMapPropagator()
+TRACE_HEADERS = {b"traceparent": "traceparent", b"tracestate": "tracestate"}
+
+
+class CurrentSpan:
+    """A child span made current for a `with` block: `start_as_current_span` without its generator machinery."""
+
+    __slots__ = ("attributes", "name", "span", "token", "tracer")
+
+    def __init__(self, tracer: trace.Tracer, name: str, attributes: Mapping[str, Any]) -> None:
+        self.tracer, self.name, self.attributes = tracer, name, attributes
+
+    def __enter__(self) -> trace.Span:
+        self.span = self.tracer.start_span(self.name, attributes=self.attributes or None)
+        self.token = context.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: Any) -> None:
+        context.detach(self.token)
+        if exc is not None:
+            self.span.record_exception(exc)
+            self.span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+        self.span.end()
+
+
+class Telemetry(observe.Observer):
+    def __init__(self, settings: TelemetryConfig, traces_endpoint: str | None, metrics_endpoint: str | None) -> None:
+        self.settings = settings
+        self.config: object = None  # the run config of the stack it was made for
+        self.metrics = Metrics() if settings.metrics else None
+        self.tracer_provider: TracerProvider | None = None
+        self.tracer: trace.Tracer | None = None
+        self.pusher: Any = None
+        attributes: dict[str, Any] = {}
+        if settings.service_name or not os.environ.get("OTEL_SERVICE_NAME"):
+            attributes["service.name"] = settings.service_name or "lamina"
+        resource = Resource.create(attributes)  # OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME merged in
+        if traces_endpoint is not None:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            ratio = settings.sampling_ratio
+            # No ratio in the config: the SDK's own reading of OTEL_TRACES_SAMPLER(_ARG), default always on.
+            sampler = None if ratio is None else ParentBased(TraceIdRatioBased(ratio))
+            self.tracer_provider = TracerProvider(resource=resource, sampler=sampler)
+            exporter = OTLPSpanExporter(endpoint=traces_endpoint, headers=settings.otlp_headers or None)
+            self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+            self.tracer = self.tracer_provider.get_tracer("lamina")
+            log.info("telemetry: traces to %s", traces_endpoint)
+        if self.metrics is not None:
+            log.info("telemetry: Prometheus metrics on %s", settings.metrics_path)
+            if metrics_endpoint is not None:
+                from lamina_telemetry.otlp_metrics import MetricsPusher
+
+                interval = settings.export_interval_seconds
+                if interval is None:
+                    interval = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000")) / 1000
+                self.pusher = MetricsPusher(
+                    self.metrics.registry, resource, metrics_endpoint, settings.otlp_headers, interval
+                )
+                log.info("telemetry: metrics to %s every %gs", metrics_endpoint, interval)
+
+    # -- the seams core calls
+
+    def span(self, name: str, attributes: Mapping[str, Any]) -> AbstractContextManager[Any]:
+        if self.tracer is None:
+            return observe.NO_SPAN
+        return CurrentSpan(self.tracer, name, attributes)
+
+    def record(self, event: str, value: float, attributes: Mapping[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.record(event, value, attributes)
+
+    def trace_id(self) -> str | None:
+        if self.tracer is None:
+            return None
+        span_context = trace.get_current_span().get_span_context()
+        return format(span_context.trace_id, "032x") if span_context.is_valid else None
+
+    def client_hooks(self, library: str) -> list[Any]:
+        if library != "aiohttp" or self.tracer is None:
+            return []
+        from lamina_telemetry.client import aiohttp_trace_config
+
+        return [aiohttp_trace_config(self.tracer)]
+
+    def propagation_headers(self) -> dict[str, str]:
+        if self.tracer is None:
+            return {}
+        headers: dict[str, str] = {}
+        PROPAGATOR.inject(headers)
+        return headers
+
+    def wrap_provider(self, instance: Any, provider_id: str, spec: ProviderSpec) -> Any:
+        return InstrumentedProvider(instance, provider_id, spec, self.tracer, self.metrics)
+
+    async def close(self) -> None:
+        if self.tracer_provider is not None:
+            await asyncio.to_thread(self.tracer_provider.shutdown)  # exports what is left
+        if self.pusher is not None:
+            await asyncio.to_thread(self.pusher.stop)
+
+    # -- the server span, request metrics and /metrics
+
+    def asgi_wrapper(self, app: ASGIApp) -> ASGIApp:
+        metrics_path = self.settings.metrics_path if self.metrics is not None else None
+        tracer, metrics = self.tracer, self.metrics
+
+        async def served(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            if scope["path"] == metrics_path and metrics is not None:
+                await metrics.serve(scope, receive, send)
+                return
+            status = 500
+
+            async def send_status(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            started = time.perf_counter()
+            span = None
+            token = None
+            if tracer is not None:
+                carrier = {}
+                for name, value in scope["headers"]:
+                    if name in TRACE_HEADERS:
+                        carrier[TRACE_HEADERS[name]] = value.decode("latin-1")
+                parent = PROPAGATOR.extract(carrier) if carrier else None
+                span = tracer.start_span(
+                    scope["method"],
+                    context=parent,
+                    kind=SpanKind.SERVER,
+                    attributes={"http.request.method": scope["method"], "url.path": scope["path"]},
+                )
+                token = context.attach(trace.set_span_in_context(span))
+            try:
+                await app(scope, receive, send_status)
+            except BaseException as exc:
+                if span is not None:
+                    span.record_exception(exc)
+                raise
+            finally:
+                info = observe.current_request()
+                route = info.route if info is not None and info.route else route_of(scope) or "unmatched"
+                provider = (info.provider if info is not None else None) or ""
+                if span is not None:
+                    span.update_name(f"{scope['method']} {route}")
+                    span.set_attribute("http.route", route)
+                    span.set_attribute("http.response.status_code", status)
+                    if info is not None:
+                        span.set_attribute("lamina.request_id", info.request_id)
+                    if provider:
+                        span.set_attribute("lamina.provider.id", provider)
+                    if status >= 500:
+                        span.set_status(Status(StatusCode.ERROR))
+                    span.end()
+                    if token is not None:
+                        context.detach(token)
+                if metrics is not None:
+                    metrics.request(route, scope["method"], status, provider, time.perf_counter() - started)
+
+        return served

@@ -1,0 +1,63 @@
+"""Schemathesis over /v1/openapi.json of a starter-like stack on the fake upstream: no 5xx, no answer that
+contradicts the document (status, content type, headers, body schema, Allow), no schema-violating request
+accepted. `positive_data_acceptance` is left out: ids that name nothing (a provider, a store) are valid by the
+schema and still, rightly, 400s."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fake_openai import FakeOpenAI
+from hardening_helpers import starter_like
+from lamina.testing import serve
+
+# The starter distro's APIs (an operation's tag is its API). Other installed plugins add routes of their own;
+# they are theirs to check.
+APIS = ["meta", "inference", "files", "vector_io", "safety"]
+CHECKS = [
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_headers_conformance",
+    "response_schema_conformance",
+    "negative_data_rejection",
+    "missing_required_header",
+    "unsupported_method",
+    "allow_header_conformance",
+    "use_after_free",
+    "ensure_resource_availability",
+]
+
+
+@pytest.mark.slow
+def test_the_api_keeps_its_openapi_document(fake_server: FakeOpenAI, tmp_path: Path) -> None:
+    st = shutil.which("st", path=str(Path(sys.executable).parent)) or shutil.which("st")
+    if st is None:
+        pytest.skip("schemathesis is not installed (the `test` dependency group has it)")
+    with serve(starter_like(fake_server)) as url:
+        origin = url.removesuffix("/v1")
+        result = subprocess.run(
+            [
+                st, "run", f"{url}/openapi.json", "--url", origin,
+                "--checks", ",".join(CHECKS),
+                "--include-tag-regex", f"^({'|'.join(APIS)})$",
+                "--phases", "coverage,fuzzing",
+                "--max-examples", "3",
+                "--workers", "2",
+                "--seed", "4711",
+                "--suppress-health-check", "all",
+                "--max-failures", "100",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,  # its .schemathesis cache goes there, not into the checkout
+        )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert "Failures:" not in output, output[-20000:]
+    assert "Schema Error" not in output and "Server error" not in output, output[-20000:]
+    assert " passed" in output, output[-5000:]
