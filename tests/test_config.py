@@ -324,3 +324,19 @@ def test_redact_masks_secrets_only() -> None:
         "redis_url": f"redis://:{REDACTED}@127.0.0.1:6379/0",  # a password in a URL, whatever the key's name
         "email": "ops@example.com",
     }
+
+
+def test_redact_masks_the_password_of_urls() -> None:
+    tree = {
+        "url": "postgresql://lamina:s3cr%40t@db:5432/lamina",
+        "others": ["redis://:pw@cache:6379/0", "postgresql://lamina@db/lamina", "http://host/a@b", "no url:x@y"],
+    }
+    assert redact(tree) == {
+        "url": f"postgresql://lamina:{REDACTED}@db:5432/lamina",
+        "others": [
+            f"redis://:{REDACTED}@cache:6379/0",
+            "postgresql://lamina@db/lamina",
+            "http://host/a@b",
+            "no url:x@y",
+        ],
+    }

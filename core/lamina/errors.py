@@ -52,6 +52,18 @@ class UpstreamError(LaminaError):
         self.provider_id = provider_id
 
 
+class StorageUnavailable(LaminaError):
+    """A store the stack keeps state in (a database, an object store) cannot be reached: 503 naming the store, so
+    a load balancer retries elsewhere and an operator knows what to fix. Raised by storage backends and providers
+    whose state lives in a service."""
+
+    def __init__(self, store: str, message: str) -> None:
+        super().__init__(
+            f"storage '{store}' is unavailable: {message}", status=503, type="server_error", code="storage_unavailable"
+        )
+        self.store = store
+
+
 # pydantic names the member of a union it tried inside an error's location (`query.list[str]`,
 # `filters.Compound.type`, `filters.function-after[...]`): not part of the field's path a client sent.
 UNION_MEMBER = re.compile(r"[\[(]|^(str|int|float|bool|list|dict|none|constrained-\w+|[A-Z][A-Za-z0-9]*)$")
