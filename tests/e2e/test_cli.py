@@ -259,7 +259,8 @@ def test_run_on_a_port_in_use_fails_at_once_in_one_line(env: dict[str, str], tmp
     assert not (tmp_path / "starter").exists()  # nothing was started, nothing was written
     # Before that, what would enable the providers the starter distro leaves out without its variables.
     assert (
-        "no inference provider is enabled; set OPENAI_BASE_URL, VLLM_URL, OLLAMA_URL or LLAMACPP_URL" in result.stderr
+        "no inference provider is enabled; set OPENAI_BASE_URL, VLLM_URL, OLLAMA_URL, LLAMACPP_URL or ANTHROPIC_API_KEY"
+        in result.stderr
     )
 
 
