@@ -1,5 +1,6 @@
 // Tabs, and loading each tab's data when it is shown.
 
+import { initAgents, loadAgents } from "./agents.js";
 import { askForKey } from "./api.js";
 import { initChat, loadModels } from "./chat.js";
 import { initDocuments, loadStores } from "./documents.js";
@@ -13,6 +14,7 @@ const loaders = {
     await loadStores();
   },
   documents: loadStores,
+  agents: loadAgents,
   safety: loadSafety,
   inspect: loadInspect,
 };
@@ -60,6 +62,7 @@ function onTabKey(event) {
 initChat();
 initDocuments();
 initSafety();
+initAgents();
 for (const tab of tabs) {
   tab.addEventListener("click", () => show(tab));
   tab.addEventListener("keydown", onTabKey);
