@@ -161,7 +161,7 @@ def test_the_page_asks_for_the_api_key_and_keeps_it(driver: Any, site: str) -> N
 
 
 def test_every_control_has_an_accessible_name(driver: Any) -> None:
-    for tab in ("tab-chat", "tab-documents", "tab-safety", "tab-inspect"):
+    for tab in ("tab-chat", "tab-documents", "tab-agents", "tab-safety", "tab-inspect"):
         by_id(driver, tab).click()
         panel = by_id(driver, by_id(driver, tab).get_attribute("aria-controls"))
         wait(driver, lambda panel=panel: panel.is_displayed() and panel.get_attribute("aria-busy") is None)
@@ -185,7 +185,7 @@ def test_keyboard_alone_reaches_and_operates_everything(driver: Any, fake_server
         order.append(focused_id(driver))
         if order[-1] == "chat-send":
             break
-    expected = ["tab-chat", "tab-documents", "tab-safety", "tab-inspect", "api-key-button", "chat-model"]
+    expected = ["tab-chat", "tab-documents", "tab-agents", "tab-safety", "tab-inspect", "api-key-button", "chat-model"]
     assert order[: len(expected)] == expected, order
     assert {"chat-system", "chat-temperature", "chat-use-docs", "chat-clear", "chat-input", "chat-send"} <= set(order)
     # Space and Enter select tabs.
@@ -333,6 +333,42 @@ def test_chat_over_documents_puts_results_in_the_prompt_and_cites_them(driver: A
     by_id(driver, "chat-use-docs").click()
 
 
+def test_an_agent_searches_a_store_and_the_timeline_shows_the_call(driver: Any, fake_server: FakeOpenAI) -> None:
+    fake_server.reset()
+    by_id(driver, "tab-agents").click()
+    wait(driver, lambda: texts(driver, "#agent-store option") == ["notes"] and texts(driver, "#agent-model option"))
+    by_id(driver, "agent-instructions").send_keys("Answer from the search results.")
+    # An MCP server is added and removed by keyboard; the run below sends none (this server has no tool runtime).
+    by_id(driver, "agent-mcp-label").send_keys("calc")
+    by_id(driver, "agent-mcp-url").send_keys("http://127.0.0.1:9/mcp", keys().ENTER)
+    wait(driver, lambda: texts(driver, "#agent-mcp-list .name") == ["calc · http://127.0.0.1:9/mcp"])
+    css(driver, "#agent-mcp-list button")[0].send_keys(keys().ENTER)
+    wait(driver, lambda: texts(driver, "#agent-mcp-list li") == ["None."])
+    by_id(driver, "agent-use-search").send_keys(keys().SPACE)
+    by_id(driver, "agent-force-search").send_keys(keys().SPACE)
+    box = by_id(driver, "agent-input")
+    box.send_keys("Who makes honey?", keys().ENTER)
+    wait(driver, lambda: by_id(driver, "agent-run").is_enabled() and by_id(driver, "agent-status").text)
+    assert by_id(driver, "agent-status").text.startswith("completed"), by_id(driver, "agent-status").text
+    # The forced search ran without asking the model; the one model call got the instructions and the results.
+    (call,) = fake_server.hits("/v1/chat/completions")
+    messages = call["body"]["messages"]
+    assert messages[0] == {"role": "system", "content": "Answer from the search results."}
+    tool_output = next(m["content"] for m in messages if m["role"] == "tool")
+    assert BEES in tool_output
+    assert by_id(driver, "agent-answer").text == "echo: Who makes honey?"
+    (entry,) = css(driver, "#agent-timeline > li")
+    assert entry.get_attribute("data-type") == "file_search_call" and entry.get_attribute("class") == "completed"
+    summary = entry.find_element("css selector", "summary")
+    assert summary.text == "file_search_call Who makes honey? · 2 results"
+    summary.send_keys(keys().ENTER)  # opens it
+    chunks = [c.text for c in entry.find_elements("css selector", ".result .chunk")]
+    assert set(chunks) == {BEES, TIDES} and chunks[0] == BEES  # the nearest first
+    scores = [float(s.text) for s in entry.find_elements("css selector", ".result .score")]
+    assert scores == sorted(scores, reverse=True) and 0 < scores[-1] <= scores[0] <= 1.001
+    shot(driver, "06-agent")
+
+
 def test_try_a_shield(driver: Any) -> None:
     by_id(driver, "tab-safety").click()
     wait(driver, lambda: "rules" in by_id(driver, "shields-table").text)
@@ -343,7 +379,7 @@ def test_try_a_shield(driver: Any) -> None:
     by_id(driver, "shield-form").submit()
     wait(driver, lambda: "Violation" in by_id(driver, "shield-result").text)
     assert "pii/email" in [c.text for c in css(driver, "#shield-result .chips li")]
-    shot(driver, "06-shield")
+    shot(driver, "07-shield")
     text.clear()
     text.send_keys("The weather is nice today.")
     by_id(driver, "shield-form").submit()
@@ -360,7 +396,7 @@ def test_inspect_shows_providers_routes_and_the_redacted_config(driver: Any) -> 
     config = json.loads(by_id(driver, "inspect-config").get_attribute("textContent"))
     assert config["providers"]["inference"][0]["config"]["api_key"] == "********"
     assert SECRET not in driver.page_source
-    shot(driver, "07-inspect")
+    shot(driver, "08-inspect")
 
 
 def test_a_401_asks_for_the_key_again(driver: Any) -> None:

@@ -117,7 +117,7 @@ function describe(item) {
     case "mcp_call":
       return [
         `${item.server_label}.${item.name}(${item.arguments || ""})${failed ? " · failed" : ""}`,
-        el("pre", { class: "code" }, item.error ? `error: ${item.error}` : item.output ?? "(running)"),
+        el("pre", { class: "code" }, item.error ? `error: ${item.error.message || json(item.error)}` : item.output ?? "(running)"),
       ];
     default: // function_call: run by the client, not here
       return [
