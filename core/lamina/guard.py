@@ -113,7 +113,11 @@ def _refusal(
                 code="misdirected_request",
             )
     origin = headers.get("origin")
-    if origin is not None and scope["method"] in WRITE_METHODS and not (any_origin or origin in allowed_origins):
+    # A page this server serves (the playground) writes same-origin, and browsers send Origin on those too; a
+    # rebinding page's own name is same-origin as well, but the Host check above has refused it already.
+    same_origin = origin == f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
+    allowed = any_origin or same_origin or origin in allowed_origins
+    if origin is not None and scope["method"] in WRITE_METHODS and not allowed:
         # Browsers send Origin on cross-origin writes; a page must not drive a server the user runs locally.
         return LaminaError(
             f"requests from the browser origin '{origin}' are not allowed (list it in server.cors_origins)",

@@ -4,8 +4,9 @@
         fake.fail(500, times=2)                # the next 2 POSTs answer 500, then normal answers
         fake.base_url                          # http://127.0.0.1:<port>/v1
 
-Answers are deterministic so tests can compute what they expect: chat replies `echo: <last user message>`,
-completions reply `completed: <prompt>`, embeddings come from `vector_for(text, dimensions)`. Every request
+Answers are deterministic so tests can compute what they expect: chat replies `echo: <last user message>`, or,
+offered `tools`, calls the first with `TOOL_ARGUMENTS` (unless `tool_choice` is "none" or the last message is a
+tool's result, which it answers as text, as a model does); completions reply `completed: <prompt>`, embeddings come from `vector_for(text, dimensions)`. Every request
 body is recorded in `fake.requests`, and chat answers carry it back in an extra `echo` field, so tests can
 check which fields reached the upstream. `python fake_openai.py PORT` serves it alone (for load tests).
 """
@@ -47,6 +48,14 @@ def reply_for(body: dict[str, Any]) -> str:
     if isinstance(content, list):
         content = "".join(part.get("text", "") for part in content)
     return f"echo: {content}"
+
+
+def tool_offered(body: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The tools the fake model calls now: none when told not to, or when it has just got a tool's result."""
+    messages = body.get("messages") or [{}]
+    if body.get("tool_choice") == "none" or messages[-1].get("role") == "tool":
+        return None
+    return body.get("tools") or None
 
 
 def prompt_tokens(body: dict[str, Any]) -> int:
@@ -205,7 +214,7 @@ class FakeOpenAI:
         n = body.get("n") or 1
         usage = {"prompt_tokens": prompt_tokens(body), "completion_tokens": len(words(text))}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        tools = body.get("tools")
+        tools = tool_offered(body)
         if body.get("stream"):
             return await self._stream_chat(request, body, text, n, usage)
         choices = []
@@ -261,7 +270,7 @@ class FakeOpenAI:
             }
 
         events: list[dict[str, Any]] = []
-        tools = body.get("tools")
+        tools = tool_offered(body)
         for i in range(n):
             events.append(chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]))
             if tools:

@@ -59,6 +59,15 @@ def test_cross_origin_writes_are_refused(api: str, fake: FakeOpenAI) -> None:
     assert requests.delete(f"{api}/files/x", headers={"Origin": "null"}).status_code == 403
 
 
+def test_same_origin_writes_are_served(api: str) -> None:
+    """A page the server itself serves (the playground) sends its own origin on writes."""
+    own = api.removesuffix("/v1")
+    response = requests.post(f"{api}/chat/completions", json=CHAT, headers={"Origin": own})
+    assert response.status_code == 200, response.text
+    other_port = requests.post(f"{api}/chat/completions", json=CHAT, headers={"Origin": own.rsplit(":", 1)[0] + ":1"})
+    assert_openai_error(other_port, 403, code="origin_not_allowed")
+
+
 def test_cors_for_listed_origins(api: str) -> None:
     preflight = requests.options(
         f"{api}/chat/completions",

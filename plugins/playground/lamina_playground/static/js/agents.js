@@ -174,16 +174,19 @@ async function run(prompt) {
   if (attached.length) body.tools = attached;
   if (settings.force_search && attached.some((t) => t.type === "file_search")) body.tool_choice = { type: "file_search" };
   let ending = "";
+  const cited = [];
   try {
     const response = await api("responses", { method: "POST", body, signal: running.signal, raw: true });
     for await (const event of events(response)) {
       if (event.type === "response.output_text.delta") answer.textContent += event.delta;
+      else if (event.type === "response.output_text.annotation.added") cited.push(event.annotation.filename || event.annotation.file_id);
       else if (event.type === "response.output_item.added" || event.type === "response.output_item.done") showItem(event.item);
       else if (event.type === "error") throw new ApiError(502, event);
       else if (["response.completed", "response.incomplete", "response.failed"].includes(event.type)) {
         const r = event.response;
         ending = r.status + (r.incomplete_details ? ` (${r.incomplete_details.reason})` : "") + (r.error ? `: ${r.error.message}` : "");
         if (r.usage) ending += ` · ${r.usage.input_tokens} in, ${r.usage.output_tokens} out tokens`;
+        if (cited.length) ending += ` · cites ${cited.join(", ")}`;
       }
     }
     status.textContent = ending || "The stream ended without a final event.";
