@@ -1,6 +1,6 @@
 """The run config the playground's browser tests and bench/playground.py serve: the starter's shape in front of the
-fake upstream, with vector stores (the fake's embeddings), the responses orchestrator, the rules shield and an
-output guardrail."""
+fake upstream, with vector stores (the fake's embeddings), the responses orchestrator with MCP (lamina-tool-mcp),
+the rules shield and an output guardrail."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def playground_config(fake: FakeOpenAI, **extra: Any) -> dict[str, Any]:
             "vector_io": [{"id": "hnswlib", "type": "inline::hnswlib", "config": {}}],
             "safety": [{"id": "rules", "type": "inline::rules", "config": {}}],
             "responses": [{"id": "responses", "type": "inline::responses", "config": {}}],
+            "tool_runtime": [{"id": "mcp", "type": "remote::model-context-protocol", "config": {}}],
         },
         "apis": {
             "inference": {

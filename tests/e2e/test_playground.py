@@ -9,6 +9,7 @@ standing in for the authentication being built elsewhere.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from lamina.testing import serve
 from playground_config import GUARDED_MODEL, STRICT_MODEL, playground_config
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+from mcp_servers import McpServer  # noqa: E402
 
 API_KEY = "playground-test-key"
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "playground"
@@ -58,6 +62,12 @@ def site(fake_server: FakeOpenAI) -> Iterator[str]:
     with serve(playground_config(fake_server), pm=pm) as url:
         yield url.removesuffix("/v1")
     fake_server.reset()  # the upstream is shared with the other end-to-end tests
+
+
+@pytest.fixture(scope="module")
+def mcp_server() -> Iterator[McpServer]:
+    with McpServer("streamable_http") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -338,7 +348,7 @@ def test_an_agent_searches_a_store_and_the_timeline_shows_the_call(driver: Any, 
     by_id(driver, "tab-agents").click()
     wait(driver, lambda: texts(driver, "#agent-store option") == ["notes"] and texts(driver, "#agent-model option"))
     by_id(driver, "agent-instructions").send_keys("Answer from the search results.")
-    # An MCP server is added and removed by keyboard; the run below sends none (this server has no tool runtime).
+    # An MCP server is added and removed by keyboard (the next test runs one).
     by_id(driver, "agent-mcp-label").send_keys("calc")
     by_id(driver, "agent-mcp-url").send_keys("http://127.0.0.1:9/mcp", keys().ENTER)
     wait(driver, lambda: texts(driver, "#agent-mcp-list .name") == ["calc · http://127.0.0.1:9/mcp"])
@@ -368,6 +378,35 @@ def test_an_agent_searches_a_store_and_the_timeline_shows_the_call(driver: Any, 
     scores = [float(s.text) for s in entry.find_elements("css selector", ".result .score")]
     assert scores == sorted(scores, reverse=True) and 0 < scores[-1] <= scores[0] <= 1.001
     shot(driver, "06-agent")
+
+
+def test_an_agent_with_an_mcp_server_shows_its_tools_and_the_failed_call(
+    driver: Any, fake_server: FakeOpenAI, mcp_server: McpServer
+) -> None:
+    fake_server.reset()
+    by_id(driver, "agent-use-search").send_keys(keys().SPACE)  # off: the MCP server's tools alone
+    by_id(driver, "agent-mcp-label").send_keys("calc")
+    by_id(driver, "agent-mcp-url").send_keys(mcp_server.url)
+    by_id(driver, "agent-mcp-add").send_keys(keys().ENTER)
+    wait(driver, lambda: texts(driver, "#agent-mcp-list .name") == [f"calc · {mcp_server.url}"])
+    box = by_id(driver, "agent-input")
+    box.clear()
+    box.send_keys("Add two and three.", keys().ENTER)
+    wait(driver, lambda: by_id(driver, "agent-run").is_enabled() and by_id(driver, "agent-status").text)
+    assert by_id(driver, "agent-status").text.startswith("completed"), by_id(driver, "agent-status").text
+    # The fake model calls the first tool offered with its fixed weather arguments, which `add` refuses.
+    offered = [t["function"]["name"] for t in fake_server.hits("/v1/chat/completions")[0]["body"]["tools"]]
+    assert len(offered) == 2
+    listing, call = css(driver, "#agent-timeline > li")
+    assert listing.get_attribute("data-type") == "mcp_list_tools"
+    assert listing.find_element("css selector", "summary").text == "mcp_list_tools calc · 2 tools"
+    assert call.get_attribute("data-type") == "mcp_call" and call.get_attribute("class") == "failed"
+    summary = call.find_element("css selector", "summary")
+    assert summary.text.startswith("mcp_call calc.") and summary.text.endswith(" · failed"), summary.text
+    summary.click()
+    assert call.find_element("css selector", "pre").text.startswith("error: Error executing tool add: ")
+    assert by_id(driver, "agent-answer").text == "echo: Add two and three."
+    shot(driver, "06-agent-mcp")
 
 
 def test_try_a_shield(driver: Any) -> None:

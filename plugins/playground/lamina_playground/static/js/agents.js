@@ -87,6 +87,10 @@ function tools() {
   return list;
 }
 
+// An MCP error is a string, an OpenAI-style error, or the tool's own content parts.
+const errorText = (error) =>
+  typeof error === "string" ? error : error.message || error.content?.map((part) => part.text).join("\n") || json(error);
+
 // What a timeline entry says in one line, and what it shows when opened.
 function describe(item) {
   const failed = item.status === "failed" || item.error;
@@ -117,7 +121,7 @@ function describe(item) {
     case "mcp_call":
       return [
         `${item.server_label}.${item.name}(${item.arguments || ""})${failed ? " · failed" : ""}`,
-        el("pre", { class: "code" }, item.error ? `error: ${item.error.message || json(item.error)}` : item.output ?? "(running)"),
+        el("pre", { class: "code" }, item.error ? `error: ${errorText(item.error)}` : item.output ?? "(running)"),
       ];
     default: // function_call: run by the client, not here
       return [
