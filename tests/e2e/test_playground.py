@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
-from mcp_servers import McpServer  # noqa: E402
+from mcp_servers import McpServer
 
 API_KEY = "playground-test-key"
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "playground"
