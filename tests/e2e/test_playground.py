@@ -380,7 +380,7 @@ def test_an_agent_searches_a_store_and_the_timeline_shows_the_call(driver: Any, 
     shot(driver, "06-agent")
 
 
-def test_an_agent_with_an_mcp_server_shows_its_tools_and_the_failed_call(
+def test_an_agent_with_an_mcp_server_shows_its_tools_and_the_failed_call_and_stop_works(
     driver: Any, fake_server: FakeOpenAI, mcp_server: McpServer
 ) -> None:
     fake_server.reset()
@@ -407,6 +407,18 @@ def test_an_agent_with_an_mcp_server_shows_its_tools_and_the_failed_call(
     assert call.find_element("css selector", "pre").text.startswith("error: Error executing tool add: ")
     assert by_id(driver, "agent-answer").text == "echo: Add two and three."
     shot(driver, "06-agent-mcp")
+    # Stop mid-answer: the page aborts the stream and the server stops the upstream call.
+    css(driver, "#agent-mcp-list button")[0].send_keys(keys().ENTER)
+    fake_server.reset()
+    fake_server.stream_delay = 0.5
+    box.clear()
+    box.send_keys("one two three four five six seven eight nine ten eleven twelve", keys().ENTER)
+    wait(driver, lambda: len(by_id(driver, "agent-answer").text.split()) >= 3)
+    by_id(driver, "agent-stop").click()
+    assert fake_server.disconnected.wait(20), "the upstream stream was not cancelled"
+    wait(driver, lambda: by_id(driver, "agent-status").text == "Stopped.")
+    assert "twelve" not in by_id(driver, "agent-answer").text and fake_server.streams_finished == 0
+    fake_server.reset()
 
 
 def test_try_a_shield(driver: Any) -> None:
