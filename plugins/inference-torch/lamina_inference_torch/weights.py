@@ -84,9 +84,9 @@ class UnsupportedArchitecture(ValueError):
     """The model's architecture is not one this decoder implements; the message names the supported ones."""
 
 
-def load_hf_folder(path: Path, progress: Callable[[int, int], None] | None = None) -> LoadedModel:
-    from safetensors.torch import load_file
-
+def hf_config(path: Path) -> tuple[dict[str, Any], str]:
+    """A Hugging Face folder's config (a multimodal wrapper's text part) and model_type; raises
+    UnsupportedArchitecture, naming the supported ones, for a model_type this decoder does not run."""
     raw = json.loads((path / "config.json").read_text())
     model_type = raw.get("model_type", "llama")
     if "text_config" in raw:  # multimodal wrappers (Gemma 3 4B+): serve the text decoder
@@ -98,6 +98,13 @@ def load_hf_folder(path: Path, progress: Callable[[int, int], None] | None = Non
             f"{path}: model_type {model_type!r} ({archs}) is not supported by inline::torch; "
             f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
+    return raw, model_type
+
+
+def load_hf_folder(path: Path, progress: Callable[[int, int], None] | None = None) -> LoadedModel:
+    from safetensors.torch import load_file
+
+    raw, model_type = hf_config(path)
     heads = raw["num_attention_heads"]
     config = ModelConfig(
         vocab_size=raw["vocab_size"],
