@@ -538,6 +538,23 @@ class Decoder:
             h = self._block(h, layer, cos[start:end][None, :, None], sin[start:end][None, :, None], attend)
         return self._head(h[0] if all_logits else h[0, -1])
 
+    def read_kv(self, slot: int, start: int, end: int) -> torch.Tensor:
+        """A copy of `slot`'s keys and values at positions start..end-1: [layers, 2, kv_heads, end - start, head_dim]."""
+        return torch.stack(
+            [torch.stack([x.cache_k[slot, :, start:end], x.cache_v[slot, :, start:end]]) for x in self.layers]
+        )
+
+    def write_kv(self, slot: int, start: int, kv: torch.Tensor) -> None:
+        """Put keys and values `read_kv` gave into `slot` from position `start` on."""
+        end = start + kv.shape[3]
+        for layer, (keys, values) in zip(self.layers, kv, strict=True):
+            layer.cache_k[slot, :, start:end] = keys
+            layer.cache_v[slot, :, start:end] = values
+
+    def kv_bytes_per_token(self) -> int:
+        c = self.config
+        return 2 * c.num_layers * c.num_kv_heads * c.head_dim * self.dtype.itemsize
+
     def _scripted_parameters(self) -> tuple[list, list, list, list, list]:
         norms, weights, scales, packed, caches = [], [], [], [], []
         for layer in [*self.layers, None]:

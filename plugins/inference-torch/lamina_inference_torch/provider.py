@@ -107,7 +107,14 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
         )
 
     threads = config.threads or os.cpu_count() or 1
-    engine = Engine(build, tokenizer, threads=threads, prefill_chunk=config.prefill_chunk, name=name)
+    engine = Engine(
+        build,
+        tokenizer,
+        threads=threads,
+        prefill_chunk=config.prefill_chunk,
+        name=name,
+        prefix_cache_bytes=config.prefix_cache_mb << 20,
+    )
     try:
         engine.wait_ready()
     except BaseException:
