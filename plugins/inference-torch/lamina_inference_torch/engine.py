@@ -36,6 +36,7 @@ class Finished:
     reason: str  # "stop" | "length"
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens the prefix cache supplied
 
 
 @dataclass
@@ -267,7 +268,9 @@ class Engine:
         if text or sequence.unsent:
             sequence.emit(TextDelta(text, sequence.unsent))
             sequence.unsent = []
-        self._finish_with(sequence, Finished(reason, len(sequence.prompt), len(sequence.generated)))
+        self._finish_with(
+            sequence, Finished(reason, len(sequence.prompt), len(sequence.generated), sequence.cached_tokens)
+        )
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:

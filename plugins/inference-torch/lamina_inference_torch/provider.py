@@ -225,7 +225,7 @@ class TorchProvider:
         tokenizer = runs.served.tokenizer
         held = [""] * runs.count  # text held back while it may still be a tool call
         holding = [use_tools] * runs.count
-        completion_tokens = 0
+        completion_tokens, cached = 0, [0] * runs.count
 
         def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None):
             choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
@@ -251,6 +251,7 @@ class TorchProvider:
                         yield chunk(index, {"content": event.text}, logprobs=logprobs)
                 elif isinstance(event, Finished):
                     completion_tokens += event.completion_tokens
+                    cached[index] = event.cached_tokens
                     finish = event.reason
                     if held[index]:
                         content, calls = parse_tool_calls(held[index], known_names)
@@ -264,7 +265,7 @@ class TorchProvider:
                             yield chunk(index, {"content": held[index]})
                     yield chunk(index, {}, finish)
         if include_usage:
-            yield chat_chunk(chunk_id, model, created, [], usage(runs.prompt_tokens, completion_tokens))
+            yield chat_chunk(chunk_id, model, created, [], runs.usage_of(completion_tokens, cached))
 
     # Text completions
 
@@ -295,7 +296,7 @@ class TorchProvider:
         self, runs: Runs, model: str, echoes: list[str], include_usage: bool
     ) -> AsyncIterator[dict[str, Any]]:
         chunk_id, created = new_id("cmpl"), int(time.time())
-        completion_tokens = 0
+        completion_tokens, cached = 0, [0] * runs.count
 
         def chunk(index: int, text: str, finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
             choice = {"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs}
@@ -320,6 +321,7 @@ class TorchProvider:
                     yield chunk(index, event.text, logprobs=logprobs)
                 elif isinstance(event, Finished):
                     completion_tokens += event.completion_tokens
+                    cached[index] = event.cached_tokens
                     yield chunk(index, "", event.reason)
         if include_usage:
             yield {
@@ -328,7 +330,7 @@ class TorchProvider:
                 "created": created,
                 "model": model,
                 "choices": [],
-                "usage": usage(runs.prompt_tokens, completion_tokens),
+                "usage": runs.usage_of(completion_tokens, cached),
             }
 
 
@@ -338,6 +340,7 @@ class RunResult:
     tokens: list[TokenChoice]
     finish_reason: str
     completion_tokens: int
+    cached_tokens: int = 0
 
 
 class Runs:
@@ -400,8 +403,15 @@ class Runs:
 
         return emit
 
-    def usage(self, results: list[RunResult]) -> dict[str, int]:
-        return usage(self.prompt_tokens, sum(r.completion_tokens for r in results))
+    def usage(self, results: list[RunResult]) -> dict[str, Any]:
+        return self.usage_of(sum(r.completion_tokens for r in results), [r.cached_tokens for r in results])
+
+    def usage_of(self, completion_tokens: int, cached: list[int]) -> dict[str, Any]:
+        """Usage with OpenAI's `prompt_tokens_details.cached_tokens`: per prompt, its first sequence's count (the
+        prompt is counted once however many sequences `n` runs)."""
+        answer: dict[str, Any] = usage(self.prompt_tokens, completion_tokens)
+        answer["prompt_tokens_details"] = {"cached_tokens": sum(cached[:: self.n])}
+        return answer
 
     def events(self) -> _EventStream:
         return _EventStream(self)
@@ -417,7 +427,9 @@ class Runs:
                     tokens[index].extend(event.tokens)
                 elif isinstance(event, Finished):
                     text = "".join(texts[index])
-                    results[index] = RunResult(text, tokens[index], event.reason, event.completion_tokens)
+                    results[index] = RunResult(
+                        text, tokens[index], event.reason, event.completion_tokens, event.cached_tokens
+                    )
         return results  # type: ignore[return-value]
 
 

@@ -114,3 +114,28 @@ def test_smollm2_cached_and_uncached_greedy_outputs_are_identical(tmp_path):
         finally:
             served.engine.close()
     assert results[256] == results[0]
+
+
+async def test_usage_reports_the_cached_prompt_tokens(tiny):
+    from lamina.apis.inference.types import ChatCompletionRequest
+    from lamina_inference_torch.config import TorchConfig
+    from lamina_inference_torch.provider import create_provider
+
+    config = TorchConfig(models=[str(tiny.hf_folder)], quantize="none", context_length=256, max_batch=2, threads=1)
+    provider = await create_provider(config)
+
+    def ask(question: str, **kwargs) -> ChatCompletionRequest:
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+        return ChatCompletionRequest(model="tiny-llama", messages=messages, max_tokens=4, temperature=0, **kwargs)
+
+    try:
+        first = await provider.chat_completion(ask(QUESTIONS[0]))
+        second = await provider.chat_completion(ask(QUESTIONS[1]))
+        stream = await provider.chat_completion(ask(QUESTIONS[2], stream=True, stream_options={"include_usage": True}))
+        streamed = [chunk async for chunk in stream][-1]["usage"]
+    finally:
+        await provider.close()
+    assert first["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
+    cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert 0 < cached < second["usage"]["prompt_tokens"] and cached % 32 == 0
+    assert streamed["prompt_tokens_details"]["cached_tokens"] == cached
