@@ -1,4 +1,4 @@
-"""Lamina's `inline::torch` inference provider: a compact Llama-family decoder in PyTorch.
+"""Lamina's `inline::torch` inference provider: a compact decoder (Llama, Qwen, Gemma, Phi-3, Mistral) in PyTorch.
 
 This entry-point module must stay light: core loads every plugin at startup, and torch is imported only
 when a stack actually creates this provider.
@@ -30,6 +30,6 @@ def register_providers() -> list[ProviderSpec]:
             type="inline::torch",
             config=TorchConfig,
             create=create,
-            description="Llama-family models (GGUF or Hugging Face folders) on CPU with PyTorch, continuously batched",
+            description="Llama, Qwen 2/3, Gemma 2/3, Phi-3 and Mistral models on CPU with PyTorch, continuously batched",
         )
     ]

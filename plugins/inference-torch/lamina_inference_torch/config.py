@@ -48,3 +48,11 @@ class TorchConfig(lamina.ProviderConfig):
     prefill_chunk: int = Field(
         256, ge=16, description="Prompt tokens per prefill step, so long prompts don't stall streams"
     )
+    # A 1,000-token shared prefix costs SmolLM2-135M ~46 MB (float32: 2 x 30 layers x 3 KV heads x 64 x 4 bytes
+    # per token); reusing it cuts time to first token from ~1 s to a few tens of ms on 2 cores.
+    prefix_cache_mb: int = Field(
+        256,
+        ge=0,
+        description="Memory for the KV of prompt prefixes seen before (system prompts, tools, earlier turns), "
+        "reused by later requests; least recently used blocks are evicted first. 0: off",
+    )

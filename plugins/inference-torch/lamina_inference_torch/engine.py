@@ -18,6 +18,7 @@ import torch
 from tokenizers.decoders import DecodeStream
 
 from lamina_inference_torch.model import Decoder
+from lamina_inference_torch.prefix_cache import PrefixCache
 from lamina_inference_torch.sampling import Sampler, SamplingParams, TokenChoice
 from lamina_inference_torch.tokenizer import TextTokenizer
 
@@ -35,6 +36,7 @@ class Finished:
     reason: str  # "stop" | "length"
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens the prefix cache supplied
 
 
 @dataclass
@@ -54,6 +56,7 @@ class Sequence:
     emit: Callable[[Event], None]
     slot: int = -1
     prefilled: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     generated: list[int] = field(default_factory=list)
     cancelled: bool = False
     done: bool = False
@@ -84,6 +87,7 @@ class Engine:
         threads: int,
         prefill_chunk: int = 256,
         name: str = "model",
+        prefix_cache_bytes: int = 0,
     ) -> None:
         self._build = decoder if callable(decoder) else (lambda: decoder)
         self.decoder: Decoder | None = None
@@ -91,6 +95,7 @@ class Engine:
         self.threads = threads
         self.prefill_chunk = prefill_chunk
         self.name = name
+        self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._slots: list[Sequence | None] = []
         self._wake = threading.Condition()
@@ -188,6 +193,15 @@ class Engine:
                 self._slots[sequence.slot] = sequence
                 sequence.sampler = Sampler(sequence.params, self.decoder.vocab_size)
                 sequence.detokenizer = DecodeStream(skip_special_tokens=True)
+                if self.prefix_cache is not None:
+                    self._reuse_prefix(sequence)
+
+    def _reuse_prefix(self, sequence: Sequence) -> None:
+        # The last prompt token is always prefilled: its logits choose the first generated token.
+        blocks = self.prefix_cache.lookup(sequence.prompt, len(sequence.prompt) - 1)
+        for index, block in enumerate(blocks):
+            self.decoder.write_kv(sequence.slot, index * self.prefix_cache.block, block.kv)
+        sequence.prefilled = sequence.cached_tokens = len(blocks) * self.prefix_cache.block
 
     def _step(self) -> None:
         for sequence in self._active():
@@ -207,6 +221,11 @@ class Engine:
         logits = self.decoder.prefill(sequence.slot, chunk, start=start)
         sequence.prefilled += len(chunk)
         if sequence.prefilled == len(sequence.prompt):
+            if self.prefix_cache is not None:
+                slot = sequence.slot
+                self.prefix_cache.insert(
+                    sequence.prompt, len(sequence.prompt), lambda s, e: self.decoder.read_kv(slot, s, e)
+                )
             self._accept(sequence, sequence.sampler.choose(logits))
 
     def _decode(self, generating: list[Sequence]) -> None:
@@ -249,7 +268,9 @@ class Engine:
         if text or sequence.unsent:
             sequence.emit(TextDelta(text, sequence.unsent))
             sequence.unsent = []
-        self._finish_with(sequence, Finished(reason, len(sequence.prompt), len(sequence.generated)))
+        self._finish_with(
+            sequence, Finished(reason, len(sequence.prompt), len(sequence.generated), sequence.cached_tokens)
+        )
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:

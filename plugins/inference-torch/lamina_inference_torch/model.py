@@ -248,6 +248,12 @@ class Layer:
     down: Linear
     cache_k: torch.Tensor  # [slots, kv_heads, context, head_dim]
     cache_v: torch.Tensor
+    # Beyond Llama: None where the architecture has no such part.
+    qkv_bias: torch.Tensor | None = None  # Qwen 2
+    qk_norm: torch.Tensor | None = None  # Qwen 3, Gemma 3: [q heads + kv heads, head_dim], per-head RMSNorm weights
+    attn_out_norm: torch.Tensor | None = None  # Gemma 2/3: norms of the attention and MLP outputs
+    mlp_out_norm: torch.Tensor | None = None
+    sliding: bool = False
 
 
 def prepare_tensors(
@@ -280,6 +286,23 @@ def prepare_tensors(
             q + "gate_up", torch.cat([weights.pop(p + "mlp.gate_proj.weight"), weights.pop(p + "mlp.up_proj.weight")])
         )
         linear(q + "down", weights.pop(p + "mlp.down_proj.weight"))
+        biases = [weights.pop(p + f"self_attn.{n}_proj.bias", None) for n in "qkv"]
+        if all(b is not None for b in biases):
+            tensors[q + "qkv_bias"] = torch.cat(biases).to(dtype)  # type: ignore[arg-type]
+        q_norm, k_norm = (
+            weights.pop(p + "self_attn.q_norm.weight", None),
+            weights.pop(p + "self_attn.k_norm.weight", None),
+        )
+        if q_norm is not None and k_norm is not None:
+            stacked = [q_norm.expand(config.num_heads, -1), k_norm.expand(config.num_kv_heads, -1)]
+            tensors[q + "qk_norm"] = torch.cat(stacked).to(dtype).contiguous()
+        for source, target in (
+            ("post_attention_output_norm", "attn_out_norm"),
+            ("post_feedforward_layernorm", "mlp_out_norm"),
+        ):
+            norm = weights.pop(p + source + ".weight", None)
+            if norm is not None:
+                tensors[q + target] = norm.to(dtype)
         if progress is not None:
             progress(i + 1, config.num_layers)
     embed = weights.pop("model.embed_tokens.weight")
@@ -336,6 +359,11 @@ class Decoder:
                     down=make_linear(_linear_parts(tensors, q + "down"), dtype),
                     cache_k=untouched_zeros(cache_shape, dtype),
                     cache_v=untouched_zeros(cache_shape, dtype),
+                    qkv_bias=tensors.get(q + "qkv_bias"),
+                    qk_norm=tensors.get(q + "qk_norm"),
+                    attn_out_norm=tensors.get(q + "attn_out_norm"),
+                    mlp_out_norm=tensors.get(q + "mlp_out_norm"),
+                    sliding=c.slides(i),
                 )
             )
         self.embed = tensors["embed"]
@@ -356,6 +384,22 @@ class Decoder:
         self.sin_signed = torch.cat([-angles.sin(), angles.sin()], dim=-1).to(dtype)
         self.half = half
         self.positions = torch.arange(self.context_length)
+        self.cos_local, self.sin_local = self.cos, self.sin_signed
+        if c.rope_theta_local is not None:
+            local = ModelConfig(**{**c.__dict__, "rope_theta": c.rope_theta_local, "rope_scaling": None})
+            angles = torch.outer(positions, rope_inverse_frequencies(local))
+            self.cos_local = torch.cat([angles.cos(), angles.cos()], dim=-1).to(dtype)
+            self.sin_local = torch.cat([-angles.sin(), angles.sin()], dim=-1).to(dtype)
+        # Llama-shaped models decode through the TorchScript step; the others through `_block` in Python.
+        self.plain = (
+            c.activation == "silu"
+            and c.embed_scale is None
+            and c.attn_scale is None
+            and not (c.attn_softcap or c.final_softcap or c.sliding_window or c.rope_theta_local)
+            and not any(
+                x.qkv_bias is not None or x.qk_norm is not None or x.attn_out_norm is not None for x in self.layers
+            )
+        )
         self._scripted = self._scripted_parameters()
 
     @classmethod
@@ -404,18 +448,70 @@ class Decoder:
         eps = c.rms_eps
         x = F.rms_norm(h, (c.hidden_size,), layer.attn_norm, eps)
         qkv = layer.qkv(x)
+        if layer.qkv_bias is not None:
+            qkv = qkv + layer.qkv_bias
         batch, tokens = qkv.shape[:2]
         heads = qkv.view(batch, tokens, c.num_heads + 2 * c.num_kv_heads, c.head_dim)
-        qk = self._rope(heads[:, :, : c.num_heads + c.num_kv_heads], cos, sin)
+        qk = heads[:, :, : c.num_heads + c.num_kv_heads]
+        if layer.qk_norm is not None:
+            qk = F.rms_norm(qk, (c.head_dim,), None, eps) * layer.qk_norm
+        qk = self._rope(qk, cos, sin)
         q, k, v = qk[:, :, : c.num_heads], qk[:, :, c.num_heads :], heads[:, :, c.num_heads + c.num_kv_heads :]
-        h = h + layer.o(attend(layer, q, k, v))
+        out = layer.o(attend(layer, q, k, v))
+        if layer.attn_out_norm is not None:
+            out = F.rms_norm(out, (c.hidden_size,), layer.attn_out_norm, eps)
+        h = h + out
         x = F.rms_norm(h, (c.hidden_size,), layer.mlp_norm, eps)
         gate_up = layer.gate_up(x)
         size = c.intermediate_size
-        return h + layer.down(F.silu(gate_up[..., :size]) * gate_up[..., size:])
+        gate = (
+            F.silu(gate_up[..., :size]) if c.activation == "silu" else F.gelu(gate_up[..., :size], approximate="tanh")
+        )
+        out = layer.down(gate * gate_up[..., size:])
+        if layer.mlp_out_norm is not None:
+            out = F.rms_norm(out, (c.hidden_size,), layer.mlp_out_norm, eps)
+        return h + out
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(F.rms_norm(h, (self.config.hidden_size,), self.norm, self.config.rms_eps)).float()
+        logits = self.lm_head(F.rms_norm(h, (self.config.hidden_size,), self.norm, self.config.rms_eps)).float()
+        if self.config.final_softcap:
+            logits = torch.tanh(logits / self.config.final_softcap) * self.config.final_softcap
+        return logits
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.embed[tokens]
+        if self.config.embed_scale is not None:
+            h = h * torch.tensor(self.config.embed_scale, dtype=h.dtype)
+        return h
+
+    def _rope_tables(self, layer: Layer) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.cos_local, self.sin_local) if layer.sliding else (self.cos, self.sin_signed)
+
+    def _attention(
+        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """q: [B, heads, T, D]; keys, values: [B, kv heads, L, D]; mask: bool, broadcast to [B, 1, T, L], or None
+        for causal attention from position 0."""
+        c = self.config
+        if not c.attn_softcap:
+            return F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=mask, is_causal=mask is None, scale=c.attn_scale, enable_gqa=True
+            )
+        keys, values = keys.repeat_interleave(self.group, 1), values.repeat_interleave(self.group, 1)
+        scores = q @ keys.transpose(-1, -2) * (c.attn_scale or c.head_dim**-0.5)
+        scores = torch.tanh(scores / c.attn_softcap) * c.attn_softcap
+        if mask is None:
+            mask = torch.ones(scores.shape[-2:], dtype=torch.bool).tril(scores.shape[-1] - scores.shape[-2])
+        scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ values
+
+    def _mask(self, layer: Layer, queries: torch.Tensor, end: int) -> torch.Tensor:
+        """Which of positions 0..end-1 each query position (`queries`: [..., T]) sees: [..., T, end]."""
+        keys = self.positions[:end]
+        mask = keys <= queries[..., None]
+        if layer.sliding:
+            mask = mask & (queries[..., None] - keys < self.config.sliding_window)
+        return mask
 
     @torch.inference_mode()
     def prefill(self, slot: int, tokens: list[int], start: int = 0, all_logits: bool = False) -> torch.Tensor:
@@ -425,26 +521,39 @@ class Decoder:
         end = start + count
         if end > self.context_length:
             raise ValueError(f"sequence of {end} tokens exceeds the context length {self.context_length}")
-        cos = self.cos[start:end][None, :, None]
-        sin = self.sin_signed[start:end][None, :, None]
-        mask = None
-        if start > 0:
-            mask = self.positions[:end][None, :] <= self.positions[start:end][:, None]
+        queries = self.positions[start:end]
         nh = self.config.num_heads
 
         def attend(layer: Layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             layer.cache_k[slot, :, start:end] = k[0].transpose(0, 1)
             layer.cache_v[slot, :, start:end] = v[0].transpose(0, 1)
             keys, values = layer.cache_k[slot : slot + 1, :, :end], layer.cache_v[slot : slot + 1, :, :end]
-            out = F.scaled_dot_product_attention(
-                q.transpose(1, 2), keys, values, attn_mask=mask, is_causal=mask is None, enable_gqa=True
-            )
+            mask = None if start == 0 and not layer.sliding else self._mask(layer, queries, end)
+            out = self._attention(q.transpose(1, 2), keys, values, mask)
             return out.transpose(1, 2).reshape(1, count, nh * self.config.head_dim)
 
-        h = self.embed[torch.tensor(tokens)][None]
+        h = self._embed(torch.tensor(tokens))[None]
         for layer in self.layers:
-            h = self._block(h, layer, cos, sin, attend)
+            cos, sin = self._rope_tables(layer)
+            h = self._block(h, layer, cos[start:end][None, :, None], sin[start:end][None, :, None], attend)
         return self._head(h[0] if all_logits else h[0, -1])
+
+    def read_kv(self, slot: int, start: int, end: int) -> torch.Tensor:
+        """A copy of `slot`'s keys and values at positions start..end-1: [layers, 2, kv_heads, end - start, head_dim]."""
+        return torch.stack(
+            [torch.stack([x.cache_k[slot, :, start:end], x.cache_v[slot, :, start:end]]) for x in self.layers]
+        )
+
+    def write_kv(self, slot: int, start: int, kv: torch.Tensor) -> None:
+        """Put keys and values `read_kv` gave into `slot` from position `start` on."""
+        end = start + kv.shape[3]
+        for layer, (keys, values) in zip(self.layers, kv, strict=True):
+            layer.cache_k[slot, :, start:end] = keys
+            layer.cache_v[slot, :, start:end] = values
+
+    def kv_bytes_per_token(self) -> int:
+        c = self.config
+        return 2 * c.num_layers * c.num_kv_heads * c.head_dim * self.dtype.itemsize
 
     def _scripted_parameters(self) -> tuple[list, list, list, list, list]:
         norms, weights, scales, packed, caches = [], [], [], [], []
@@ -465,6 +574,8 @@ class Decoder:
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """One token for each of slots 0..B-1 (`tokens`, `positions`: [B] int64); returns logits [B, V]."""
         self.pack()
+        if not self.plain:
+            return self._decode_python(tokens, positions)
         batch = tokens.shape[0]
         length = int(positions.max()) + 1
         cos = self.cos[positions][:, None, None]
@@ -495,3 +606,25 @@ class Decoder:
                 c.head_dim,
                 c.intermediate_size,
             )
+
+    def _decode_python(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """`decode` for architectures the TorchScript step does not cover, through the same `_block` as prefill."""
+        batch = tokens.shape[0]
+        length = int(positions.max()) + 1
+        rows = torch.arange(batch)
+        nh = self.config.num_heads
+
+        def attend(layer: Layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            layer.cache_k[rows, :, positions] = k[:, 0]
+            layer.cache_v[rows, :, positions] = v[:, 0]
+            mask = self._mask(layer, positions[:, None], length)[:, None]  # [B, 1, 1, length]
+            out = self._attention(
+                q.transpose(1, 2), layer.cache_k[:batch, :, :length], layer.cache_v[:batch, :, :length], mask
+            )
+            return out.transpose(1, 2).reshape(batch, 1, nh * self.config.head_dim)
+
+        h = self._embed(tokens)[:, None]
+        for layer in self.layers:
+            cos, sin = self._rope_tables(layer)
+            h = self._block(h, layer, cos[positions][:, None, None], sin[positions][:, None, None], attend)
+        return self._head(h[:, 0])

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from lamina.apis.inference.provider import chat_choice, chat_chunk, chat_completion, new_id, text_completion, usage
 from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelInfo
+from lamina.config import ConfigError
 from lamina.errors import bad_request, not_found
 from lamina.specs import Deps
 
@@ -27,7 +28,7 @@ from lamina_inference_torch.model import Decoder, prepare_tensors
 from lamina_inference_torch.sampling import SamplingParams, TokenChoice
 from lamina_inference_torch.tokenizer import TextTokenizer, load_tokenizer
 from lamina_inference_torch.tools import may_open_tool_call, parse_tool_calls
-from lamina_inference_torch.weights import load_model, model_name
+from lamina_inference_torch.weights import UnsupportedArchitecture, hf_config, load_model, model_name
 
 log = logging.getLogger("lamina.torch")
 
@@ -64,6 +65,7 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
         tokenizer = load_tokenizer(path, loaded.gguf_metadata)
         log.info("%s: read %s in %.1f s", name, path, time.perf_counter() - started)
     else:
+        hf_config(path)  # an unsupported architecture fails here, before anything else is read
         loaded, tokenizer = None, load_tokenizer(path, None)
 
     def build() -> Decoder:
@@ -105,7 +107,14 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
         )
 
     threads = config.threads or os.cpu_count() or 1
-    engine = Engine(build, tokenizer, threads=threads, prefill_chunk=config.prefill_chunk, name=name)
+    engine = Engine(
+        build,
+        tokenizer,
+        threads=threads,
+        prefill_chunk=config.prefill_chunk,
+        name=name,
+        prefix_cache_bytes=config.prefix_cache_mb << 20,
+    )
     try:
         engine.wait_ready()
     except BaseException:
@@ -141,7 +150,10 @@ async def create_provider(config: TorchConfig, deps: Deps | None = None) -> Torc
     try:
         for entry in config.models:
             path = await resolve_model_path(entry)
-            served = await asyncio.to_thread(load_served_model, path, config, cache_dir)
+            try:
+                served = await asyncio.to_thread(load_served_model, path, config, cache_dir)
+            except UnsupportedArchitecture as error:  # a configuration mistake: one line at start, no traceback
+                raise ConfigError(f"inline::torch model {entry!r}: {error}") from None
             if served.name in models:
                 served.engine.close()
                 raise ValueError(f"two configured models are both named {served.name!r}")
@@ -190,7 +202,7 @@ class TorchProvider:
         except Exception as error:
             raise bad_request(f"could not apply the chat template: {error}", param="messages") from error
         prompt = served.tokenizer.encode(prompt_text)
-        runs = Runs(served, [prompt], request.n or 1, params, request.token_limit, request.stop)
+        runs = Runs(served, [prompt], request.n or 1, params, request.token_limit, request.stop, truncation(request))
         known_names = {t["function"]["name"] for t in tools} or None
         if request.stream:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
@@ -213,7 +225,7 @@ class TorchProvider:
         tokenizer = runs.served.tokenizer
         held = [""] * runs.count  # text held back while it may still be a tool call
         holding = [use_tools] * runs.count
-        completion_tokens = 0
+        completion_tokens, cached = 0, [0] * runs.count
 
         def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None):
             choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
@@ -239,6 +251,7 @@ class TorchProvider:
                         yield chunk(index, {"content": event.text}, logprobs=logprobs)
                 elif isinstance(event, Finished):
                     completion_tokens += event.completion_tokens
+                    cached[index] = event.cached_tokens
                     finish = event.reason
                     if held[index]:
                         content, calls = parse_tool_calls(held[index], known_names)
@@ -252,7 +265,7 @@ class TorchProvider:
                             yield chunk(index, {"content": held[index]})
                     yield chunk(index, {}, finish)
         if include_usage:
-            yield chat_chunk(chunk_id, model, created, [], usage(runs.prompt_tokens, completion_tokens))
+            yield chat_chunk(chunk_id, model, created, [], runs.usage_of(completion_tokens, cached))
 
     # Text completions
 
@@ -262,7 +275,9 @@ class TorchProvider:
             raise bad_request("suffix (fill-in-the-middle) is not supported by inline::torch", param="suffix")
         params = sampling_params(request, request.logprobs, self.config)
         prompts = completion_prompts(request.prompt, served.tokenizer)
-        runs = Runs(served, prompts, request.n or 1, params, request.max_tokens or 16, request.stop)
+        runs = Runs(
+            served, prompts, request.n or 1, params, request.max_tokens, request.stop, truncation(request), default=16
+        )
         echoes = [served.tokenizer.decode(p) if request.echo else "" for p in prompts]
         if request.stream:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
@@ -281,7 +296,7 @@ class TorchProvider:
         self, runs: Runs, model: str, echoes: list[str], include_usage: bool
     ) -> AsyncIterator[dict[str, Any]]:
         chunk_id, created = new_id("cmpl"), int(time.time())
-        completion_tokens = 0
+        completion_tokens, cached = 0, [0] * runs.count
 
         def chunk(index: int, text: str, finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
             choice = {"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs}
@@ -306,6 +321,7 @@ class TorchProvider:
                     yield chunk(index, event.text, logprobs=logprobs)
                 elif isinstance(event, Finished):
                     completion_tokens += event.completion_tokens
+                    cached[index] = event.cached_tokens
                     yield chunk(index, "", event.reason)
         if include_usage:
             yield {
@@ -314,7 +330,7 @@ class TorchProvider:
                 "created": created,
                 "model": model,
                 "choices": [],
-                "usage": usage(runs.prompt_tokens, completion_tokens),
+                "usage": runs.usage_of(completion_tokens, cached),
             }
 
 
@@ -324,6 +340,7 @@ class RunResult:
     tokens: list[TokenChoice]
     finish_reason: str
     completion_tokens: int
+    cached_tokens: int = 0
 
 
 class Runs:
@@ -337,17 +354,33 @@ class Runs:
         params: SamplingParams,
         max_tokens: int | None,
         stop: str | list[str] | None,
+        truncate: bool = False,
+        default: int | None = None,
     ) -> None:
+        """`max_tokens` as the request gave it (None: up to `default`, or the rest of the context), cut to what
+        fits only when it is a default. `truncate`: drop the oldest prompt tokens to make room instead of failing."""
         context = served.engine.context_length
+        fitted = []
         for prompt in prompts:
             if not prompt:
                 raise bad_request("the prompt is empty", param="prompt")
-            if len(prompt) >= context:
+            wanted = max_tokens or 0
+            if truncate:
+                # Keep room for max_tokens (or a quarter of the context when none is asked): the newest tokens stay.
+                room = min(max_tokens or context // 4, context - 1)
+                prompt = prompt[max(0, len(prompt) - (context - room)) :]
+            elif len(prompt) + wanted > context or len(prompt) >= context:
+                asked = f" + max_tokens {max_tokens} = {len(prompt) + wanted}" if max_tokens else ""
                 raise bad_request(
-                    f"the prompt has {len(prompt)} tokens but this model's context is {context} tokens; "
-                    "shorten the prompt",
+                    f"this model's context length is {context} tokens, but the request needs {len(prompt)} "
+                    f"prompt tokens{asked}; shorten the prompt{', lower max_tokens' if max_tokens else ''} "
+                    'or send "truncation": "auto" to drop the oldest prompt tokens',
+                    param="max_tokens" if max_tokens and len(prompt) < context else "messages",
                     code="context_length_exceeded",
                 )
+            fitted.append(prompt)
+        prompts = fitted
+        max_tokens = max_tokens or default
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if len(stops) > 4 or any(not s for s in stops):
             raise bad_request("stop: give at most 4 non-empty stop sequences", param="stop")
@@ -370,8 +403,15 @@ class Runs:
 
         return emit
 
-    def usage(self, results: list[RunResult]) -> dict[str, int]:
-        return usage(self.prompt_tokens, sum(r.completion_tokens for r in results))
+    def usage(self, results: list[RunResult]) -> dict[str, Any]:
+        return self.usage_of(sum(r.completion_tokens for r in results), [r.cached_tokens for r in results])
+
+    def usage_of(self, completion_tokens: int, cached: list[int]) -> dict[str, Any]:
+        """Usage with OpenAI's `prompt_tokens_details.cached_tokens`: per prompt, its first sequence's count (the
+        prompt is counted once however many sequences `n` runs)."""
+        answer: dict[str, Any] = usage(self.prompt_tokens, completion_tokens)
+        answer["prompt_tokens_details"] = {"cached_tokens": sum(cached[:: self.n])}
+        return answer
 
     def events(self) -> _EventStream:
         return _EventStream(self)
@@ -387,7 +427,9 @@ class Runs:
                     tokens[index].extend(event.tokens)
                 elif isinstance(event, Finished):
                     text = "".join(texts[index])
-                    results[index] = RunResult(text, tokens[index], event.reason, event.completion_tokens)
+                    results[index] = RunResult(
+                        text, tokens[index], event.reason, event.completion_tokens, event.cached_tokens
+                    )
         return results  # type: ignore[return-value]
 
 
@@ -469,6 +511,15 @@ def sampling_params(
         logit_bias=bias,
         top_logprobs=top_logprobs,
     )
+
+
+def truncation(request: ChatCompletionRequest | CompletionRequest) -> bool:
+    """The Responses API's `truncation` setting, as an extension: "auto" drops the oldest prompt tokens that do not
+    fit; "disabled" (the default) makes a prompt that does not fit a 400."""
+    value = (request.model_extra or {}).get("truncation", "disabled")
+    if value not in ("auto", "disabled"):
+        raise bad_request('truncation must be "auto" or "disabled"', param="truncation")
+    return value == "auto"
 
 
 def template_message(message: dict[str, Any]) -> dict[str, Any]:

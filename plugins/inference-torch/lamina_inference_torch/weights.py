@@ -32,6 +32,21 @@ class ModelConfig:
     rope_scaling: dict[str, Any] | None = None
     # llama.cpp stores llama3 rope scaling precomputed as per-frequency divisors.
     rope_freq_factors: torch.Tensor | None = field(default=None, repr=False)
+    # Beyond Llama (Qwen, Gemma, Phi-3, Mistral); the defaults are Llama's.
+    architecture: str = "llama"
+    activation: str = "silu"  # or "gelu_tanh" (Gemma)
+    embed_scale: float | None = None  # Gemma multiplies embeddings by sqrt(hidden)
+    attn_scale: float | None = None  # None: 1/sqrt(head_dim); Gemma: query_pre_attn_scalar ** -0.5
+    attn_softcap: float | None = None  # Gemma 2: tanh soft-capping of attention scores
+    final_softcap: float | None = None  # Gemma 2: ... and of the logits
+    sliding_window: int | None = None  # keys a query sees on sliding layers: itself and window - 1 before it
+    sliding_layers: list[bool] | None = None  # which layers slide; None: all of them, if sliding_window is set
+    rope_theta_local: float | None = None  # Gemma 3: sliding layers use their own rope base, unscaled
+
+    def slides(self, layer: int) -> bool:
+        if self.sliding_window is None:
+            return False
+        return self.sliding_layers is None or self.sliding_layers[layer]
 
 
 @dataclass
@@ -60,13 +75,36 @@ def load_model(path: Path, progress: Callable[[int, int], None] | None = None) -
 # Hugging Face folders
 
 
+# Hugging Face `model_type`s this decoder runs.
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text", "phi3")
+SUPPORTED_GGUF_ARCHITECTURES = ("llama",)
+
+
+class UnsupportedArchitecture(ValueError):
+    """The model's architecture is not one this decoder implements; the message names the supported ones."""
+
+
+def hf_config(path: Path) -> tuple[dict[str, Any], str]:
+    """A Hugging Face folder's config (a multimodal wrapper's text part) and model_type; raises
+    UnsupportedArchitecture, naming the supported ones, for a model_type this decoder does not run."""
+    raw = json.loads((path / "config.json").read_text())
+    model_type = raw.get("model_type", "llama")
+    if "text_config" in raw:  # multimodal wrappers (Gemma 3 4B+): serve the text decoder
+        raw = {**raw, **raw["text_config"]}
+        model_type = raw.get("model_type", model_type)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        archs = ", ".join(raw.get("architectures") or []) or "unknown"
+        raise UnsupportedArchitecture(
+            f"{path}: model_type {model_type!r} ({archs}) is not supported by inline::torch; "
+            f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    return raw, model_type
+
+
 def load_hf_folder(path: Path, progress: Callable[[int, int], None] | None = None) -> LoadedModel:
     from safetensors.torch import load_file
 
-    raw = json.loads((path / "config.json").read_text())
-    archs = raw.get("architectures") or ["LlamaForCausalLM"]
-    if raw.get("model_type", "llama") not in {"llama", "mistral", "qwen2", "smollm3"} and "Llama" not in archs[0]:
-        raise ValueError(f"{path}: model_type {raw.get('model_type')!r} is not a Llama-family decoder")
+    raw, model_type = hf_config(path)
     heads = raw["num_attention_heads"]
     config = ModelConfig(
         vocab_size=raw["vocab_size"],
@@ -77,31 +115,106 @@ def load_hf_folder(path: Path, progress: Callable[[int, int], None] | None = Non
         num_kv_heads=raw.get("num_key_value_heads") or heads,
         head_dim=raw.get("head_dim") or raw["hidden_size"] // heads,
         rms_eps=raw.get("rms_norm_eps", 1e-6),
-        rope_theta=raw.get("rope_theta") or (raw.get("rope_parameters") or {}).get("rope_theta", 10000.0),
+        rope_theta=_rope_theta(raw, "full_attention"),
         max_position=raw.get("max_position_embeddings", 2048),
-        tie_embeddings=raw.get("tie_word_embeddings", False),
+        tie_embeddings=raw.get("tie_word_embeddings", model_type.startswith("gemma")),
         rope_scaling=raw.get("rope_scaling") or _rope_parameters_scaling(raw),
+        architecture=model_type,
     )
+    _architecture_options(config, raw, model_type)
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise ValueError(f"{path}: no .safetensors files")
     weights: dict[str, torch.Tensor] = {}
     for index, file in enumerate(files):
         for name, tensor in load_file(str(file)).items():
-            weights[name] = tensor.float()
+            weights[name.removeprefix("language_model.").removeprefix("model.language_model.")] = tensor.float()
         if progress is not None:
             progress(index + 1, len(files))
+    weights = {
+        ("model." + k if k.startswith("layers.") or k in ("embed_tokens.weight", "norm.weight") else k): v
+        for k, v in weights.items()
+    }
+    _to_llama_names(weights, config, model_type)
     if "lm_head.weight" not in weights:
         config.tie_embeddings = True
     return LoadedModel(model_name(path), config, weights)
 
 
+def _rope_theta(raw: dict[str, Any], layer_type: str) -> float:
+    params = raw.get("rope_parameters") or {}
+    params = params.get(layer_type, params)  # Gemma 3 in transformers 5: one entry per layer type
+    return float(raw.get("rope_theta") or params.get("rope_theta", 10000.0))
+
+
 def _rope_parameters_scaling(raw: dict[str, Any]) -> dict[str, Any] | None:
     # transformers 5 folds rope_scaling into rope_parameters; only a non-default rope_type means scaling.
-    params = raw.get("rope_parameters")
+    params = raw.get("rope_parameters") or {}
+    params = params.get("full_attention", params)
     if params and params.get("rope_type", "default") != "default":
         return params
     return None
+
+
+def _architecture_options(config: ModelConfig, raw: dict[str, Any], model_type: str) -> None:
+    """Set what differs from Llama, reading both transformers 4 and 5 style configs."""
+    layers = config.num_layers
+    layer_types = raw.get("layer_types")
+    window = raw.get("sliding_window")
+    if model_type in ("qwen2", "qwen3"):
+        window = window if raw.get("use_sliding_window") else None
+        if window and not layer_types:
+            start = raw.get("max_window_layers", layers)
+            layer_types = ["sliding_attention" if i >= start else "full_attention" for i in range(layers)]
+    if model_type.startswith("gemma"):
+        config.activation = "gelu_tanh"
+        config.embed_scale = config.hidden_size**0.5
+        config.attn_scale = float(raw.get("query_pre_attn_scalar") or config.head_dim) ** -0.5
+        if model_type == "gemma2":
+            config.attn_softcap = raw.get("attn_logit_softcapping")
+            config.final_softcap = raw.get("final_logit_softcapping")
+            layer_types = layer_types or [
+                "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)
+            ]
+        elif model_type in ("gemma3", "gemma3_text"):
+            pattern = raw.get("sliding_window_pattern") or raw.get("_sliding_window_pattern") or 6
+            layer_types = layer_types or [
+                "full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(layers)
+            ]
+            params = raw.get("rope_parameters") or {}
+            local = params.get("sliding_attention", {}).get("rope_theta") or raw.get("rope_local_base_freq", 10000.0)
+            config.rope_theta_local = float(local)
+    if window:
+        config.sliding_window = int(window)
+        if layer_types:
+            config.sliding_layers = [kind == "sliding_attention" for kind in layer_types]
+    if (raw.get("rope_parameters") or {}).get("partial_rotary_factor", raw.get("partial_rotary_factor", 1.0)) != 1.0:
+        raise UnsupportedArchitecture(f"{model_type}: partial rotary embeddings are not supported by inline::torch")
+
+
+def _to_llama_names(weights: dict[str, torch.Tensor], config: ModelConfig, model_type: str) -> None:
+    """Rename (and split) other architectures' tensors to the Llama names `prepare_tensors` reads. Extra norms keep
+    names of their own: `post_attention_output_norm` (Gemma's norm of the attention output, which Gemma calls
+    post_attention_layernorm) and `post_feedforward_layernorm`; q/k norms and q/k/v biases keep theirs."""
+    q_size, kv_size = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+    for i in range(config.num_layers):
+        p = f"model.layers.{i}."
+        fused = weights.pop(p + "self_attn.qkv_proj.weight", None)  # Phi-3
+        if fused is not None:
+            q, k, v = fused.split([q_size, kv_size, kv_size])
+            weights.update({p + "self_attn.q_proj.weight": q, p + "self_attn.k_proj.weight": k})
+            weights[p + "self_attn.v_proj.weight"] = v
+        fused = weights.pop(p + "mlp.gate_up_proj.weight", None)
+        if fused is not None:
+            gate, up = fused.chunk(2)
+            weights.update({p + "mlp.gate_proj.weight": gate, p + "mlp.up_proj.weight": up})
+        if model_type in ("gemma2", "gemma3", "gemma3_text"):
+            weights[p + "post_attention_output_norm.weight"] = weights.pop(p + "post_attention_layernorm.weight")
+            weights[p + "post_attention_layernorm.weight"] = weights.pop(p + "pre_feedforward_layernorm.weight")
+    if model_type.startswith("gemma"):  # Gemma's RMSNorm scales by (1 + weight)
+        for name in weights:
+            if name.endswith("norm.weight"):
+                weights[name] = weights[name] + 1.0
 
 
 # GGUF
@@ -160,8 +273,12 @@ def load_gguf(path: Path, progress: Callable[[int, int], None] | None = None) ->
     reader = gguf.GGUFReader(str(path))
     meta = gguf_metadata(reader)
     arch = meta.get("general.architecture")
-    if arch != "llama":
-        raise ValueError(f"{path}: GGUF architecture {arch!r} is not supported (only 'llama')")
+    if arch not in SUPPORTED_GGUF_ARCHITECTURES:
+        raise UnsupportedArchitecture(
+            f"{path}: GGUF architecture {arch!r} is not supported by inline::torch; "
+            f"supported: {', '.join(SUPPORTED_GGUF_ARCHITECTURES)} (and as Hugging Face folders: "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
 
     def get(key: str, default: Any = None) -> Any:
         return meta.get(f"{arch}.{key}", default)

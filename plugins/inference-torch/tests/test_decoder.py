@@ -72,7 +72,9 @@ def test_chunked_prefill_and_decode_match_full_prefill(tiny):
     torch.testing.assert_close(stepped[1], full[-1], atol=1e-4, rtol=0)
 
 
-def run_engine(engine: Engine, prompts: list[list[int]], params: list[SamplingParams], max_tokens: int = 24):
+def run_engine(
+    engine: Engine, prompts: list[list[int]], params: list[SamplingParams], max_tokens: int = 24, timeout: float = 60
+):
     """Submit all prompts at once (so they share decode steps); return each one's tokens and text."""
     results: list[dict] = [{"tokens": [], "text": "", "finish": None} for _ in prompts]
 
@@ -95,7 +97,7 @@ def run_engine(engine: Engine, prompts: list[list[int]], params: list[SamplingPa
         engine.submit(sequence)
     import time
 
-    deadline = time.time() + 60
+    deadline = time.time() + timeout
     while not all(s.done for s in sequences) and time.time() < deadline:
         time.sleep(0.005)
     time.sleep(0.01)

@@ -72,7 +72,7 @@ async def test_errors_raise_before_any_output(provider):
 
 async def test_abandoned_stream_frees_its_slot(provider):
     engine = provider.models[MODEL].engine
-    stream = await provider.chat_completion(chat(max_tokens=50, stream=True, temperature=1.0))
+    stream = await provider.chat_completion(chat(max_tokens=35, stream=True, temperature=1.0))
     await anext(stream)
     await anext(stream)
     await stream.aclose()

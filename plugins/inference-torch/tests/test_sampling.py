@@ -27,3 +27,40 @@ def test_truncated_tokens_are_never_drawn_and_seeds_reproduce():
     first = [draws[0].choose(logits).token for _ in range(300)]
     assert set(first) == {47, 48, 49}
     assert [draws[1].choose(logits).token for _ in range(300)] == first
+
+
+@pytest.mark.parametrize("spread", [0.1, 1.0, 8.0])  # flat (nucleus of thousands) to peaked (a few tokens)
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.999])
+def test_nucleus_is_what_a_full_sort_keeps(spread, top_p):
+    import numpy as np
+    from lamina_inference_torch.sampling import _nucleus
+
+    weights = np.exp(np.random.default_rng(0).normal(0, spread, 49152))
+    order = np.argsort(-weights, kind="stable")
+    preceding = np.cumsum(weights[order]) - weights[order]
+    expected = order[preceding < top_p * weights.sum()]
+    assert sorted(_nucleus(weights, top_p).tolist()) == sorted(expected.tolist())
+
+
+def test_penalties_and_bias_apply_to_seen_tokens_only():
+    logits = torch.tensor([2.0, -1.0, 0.5, 3.0])
+    params = SamplingParams(
+        temperature=0, repetition_penalty=2.0, frequency_penalty=0.5, presence_penalty=0.25, logit_bias={2: 10}
+    )
+    sampler = Sampler(params, vocab_size=4)
+    assert sampler.choose(logits).token == 2  # the bias
+    for token in (3, 3, 1):
+        sampler.observe(token)
+    penalized = sampler._penalized(logits.numpy())
+    assert penalized.tolist() == pytest.approx([2.0, -1.0 * 2 - 0.5 - 0.25, 10.5, 3.0 / 2 - 1.0 - 0.25])
+    assert logits.tolist() == [2.0, -1.0, 0.5, 3.0]  # the model's row is not modified
+
+
+def test_logprobs_are_the_log_softmax():
+    logits = torch.randn(300)
+    choice = Sampler(SamplingParams(temperature=0, top_logprobs=3), vocab_size=300).choose(logits)
+    expected = torch.log_softmax(logits, -1)
+    assert choice.token == int(logits.argmax()) and choice.logprob == pytest.approx(float(expected.max()), abs=1e-5)
+    values, indices = expected.topk(3)
+    assert [t for t, _ in choice.top] == indices.tolist()
+    assert [v for _, v in choice.top] == pytest.approx(values.tolist(), abs=1e-5)
