@@ -294,6 +294,11 @@ def anthropic_error_body(response: requests.Response, status: int, kind: str) ->
             {"model": MODEL, "max_tokens": 5, "max_tokns": 5, "messages": [{"role": "user", "content": "x"}]},
             "max_tokns",
         ),
+        # Found by schemathesis (a 500): thinking blocks are dropped, which left no chat message at all.
+        (
+            {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "thinking"}]}]},
+            "messages",
+        ),
     ],
 )
 def test_bad_requests_are_anthropic_400s(
@@ -303,6 +308,13 @@ def test_bad_requests_are_anthropic_400s(
         requests.post(f"{server_root}/v1/messages", json=body, timeout=30), 400, "invalid_request_error"
     )
     assert names in message
+    assert upstream.requests == []
+
+
+def test_count_tokens_of_thinking_alone_is_an_anthropic_400(server_root: str, upstream: FakeOpenAI) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "redacted_thinking"}]}]}
+    response = requests.post(f"{server_root}/v1/messages/count_tokens", json=body, timeout=30)
+    assert "messages" in anthropic_error_body(response, 400, "invalid_request_error")
     assert upstream.requests == []
 
 
