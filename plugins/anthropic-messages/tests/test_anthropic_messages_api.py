@@ -318,6 +318,16 @@ def test_count_tokens_of_thinking_alone_is_an_anthropic_400(server_root: str, up
     assert upstream.requests == []
 
 
+def test_openapi_document_declares_anthropic_errors(server_root: str) -> None:
+    paths = requests.get(f"{server_root}/v1/openapi.json", timeout=30).json()["paths"]
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        for status in ("4XX", "500", "503"):
+            schema = paths[path]["post"]["responses"][status]["content"]["application/json"]["schema"]
+            assert schema["required"] == ["type", "error"] and schema["properties"]["type"] == {"const": "error"}
+    chat_error = paths["/v1/chat/completions"]["post"]["responses"]["4XX"]["content"]["application/json"]["schema"]
+    assert chat_error["required"] == ["error"]
+
+
 def test_invalid_json_is_an_anthropic_400(server_root: str) -> None:
     response = requests.post(f"{server_root}/v1/messages", data=b"{not json", timeout=30)
     assert "not valid JSON" in anthropic_error_body(response, 400, "invalid_request_error")
