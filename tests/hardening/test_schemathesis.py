@@ -1,6 +1,7 @@
-"""Schemathesis over /v1/openapi.json of a starter-like stack on the fake upstream: no 5xx, no answer that
-contradicts the document (status, content type, headers, body schema, Allow), no schema-violating request
-accepted. `positive_data_acceptance` is left out: ids that name nothing (a provider, a store) are valid by the
+"""Schemathesis over /v1/openapi.json of the starter distro's stack (every API it serves) on the fake upstream:
+no 5xx, no answer that contradicts the document (status, content type, headers, body schema - OpenAI's error shape,
+Anthropic's on /v1/messages - Allow), no schema-violating request accepted. A few examples per operation keep it
+to well under a minute. `positive_data_acceptance` is left out: ids that name nothing (a provider, a store) are valid by the
 schema and still, rightly, 400s."""
 
 from __future__ import annotations
