@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_openai import FakeOpenAI
+import requests
+from fake_openai import CHAT_MODEL, FakeOpenAI
 from hardening_helpers import starter_like
 from lamina.testing import serve
 
@@ -59,14 +60,45 @@ def starter_stack(fake: FakeOpenAI) -> dict[str, Any]:
     return config
 
 
+def seed_resources(url: str) -> dict[str, str]:
+    """A file, vector store, prompt, conversation (with an item), response and stored completion, by id: the
+    fuzzer puts these ids into paths, so operations on them reach past the 404 an invented id gets."""
+    model = f"openai/{CHAT_MODEL}"
+
+    def made(response: requests.Response) -> dict[str, Any]:
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    file = made(requests.post(f"{url}/files", files={"file": ("a.txt", b"hello")}, data={"purpose": "assistants"}))
+    store = made(requests.post(f"{url}/vector_stores", json={"name": "s", "file_ids": [file["id"]]}))
+    prompt = made(requests.post(f"{url}/prompts", json={"prompt": "hi {{name}}", "variables": ["name"]}))
+    user_turn = {"type": "message", "role": "user", "content": "x"}
+    conversation = made(requests.post(f"{url}/conversations", json={"items": [user_turn]}))
+    items = made(requests.get(f"{url}/conversations/{conversation['id']}/items"))
+    response = made(requests.post(f"{url}/responses", json={"model": model, "input": "hi"}))
+    chat = {"model": model, "messages": [{"role": "user", "content": "x"}], "store": True}
+    completion = made(requests.post(f"{url}/chat/completions", json=chat))
+    return {
+        "file_id": file["id"],
+        "vector_store_id": store["id"],
+        "prompt_id": prompt["prompt_id"],
+        "conversation_id": conversation["id"],
+        "item_id": items["data"][0]["id"],
+        "response_id": response["id"],
+        "completion_id": completion["id"],
+    }
+
+
 @pytest.mark.slow
 def test_the_api_keeps_its_openapi_document(fake_server: FakeOpenAI, tmp_path: Path) -> None:
     st = shutil.which("st", path=str(Path(sys.executable).parent)) or shutil.which("st")
     if st is None:
         pytest.skip("schemathesis is not installed (the `test` dependency group has it)")
-    (tmp_path / "schemathesis.toml").write_text(UNREACHABLE_TOOL_SERVERS)
     with serve(starter_stack(fake_server)) as url:
         origin = url.removesuffix("/v1")
+        existing = "".join(f'"path.{name}" = "{value}"\n' for name, value in seed_resources(url).items())
+        (tmp_path / "schemathesis.toml").write_text(f"{UNREACHABLE_TOOL_SERVERS}\n[parameters]\n{existing}")
         result = subprocess.run(
             [
                 st, "run", f"{url}/openapi.json", "--url", origin,
