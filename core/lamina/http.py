@@ -254,6 +254,7 @@ class ApiRoute(Route):
     query: type[BaseModel] | None = None
     prefix: str = "/v1"
     form: type[BaseModel] | None = None  # a multipart body the handler streams itself (uploads): no JSON limit
+    error: dict[str, Any] | None = None  # the JSON schema of its error bodies, when not OpenAI's
 
 
 def route(
@@ -266,10 +267,12 @@ def route(
     query: type[BaseModel] | None = None,
     prefix: str = "/v1",
     form: type[BaseModel] | None = None,
+    error: dict[str, Any] | None = None,
 ) -> ApiRoute:
     """A route for an `ApiSpec`'s `routes`, described in `/v1/openapi.json` with these models. It is served under
     `prefix` + `path`: `/v1` for OpenAI's routes; Llama Stack has some under `/v1alpha` or `/v1beta`. `form`: the
-    body is multipart/form-data with these fields, read by the handler as a stream under its own size limit."""
+    body is multipart/form-data with these fields, read by the handler as a stream under its own size limit. `error`:
+    the JSON schema of its error bodies, for routes of another vendor's API that answer errors in that API's shape."""
     span_name = f"router {method} {prefix}{path}"
 
     async def observed(request: Request) -> Response:
@@ -279,6 +282,7 @@ def route(
     functools.update_wrapper(observed, endpoint)
     built = ApiRoute(path, observed, methods=[method])
     built.body, built.response, built.query, built.prefix, built.form = body, response, query, prefix, form
+    built.error = error
     return built
 
 

@@ -13,9 +13,11 @@ from lamina.http import ApiRoute, prefix_of
 
 ERROR = {
     "type": "object",
+    "required": ["error"],
     "properties": {
         "error": {
             "type": "object",
+            "required": ["message", "type"],
             "properties": {k: {"type": ["string", "null"]} for k in ("message", "type", "param", "code")},
         }
     },
@@ -44,15 +46,16 @@ def openapi_document(owned: list[tuple[str, BaseRoute]], version: str) -> dict[s
     paths: dict[str, Any] = {}
     for api, r in routes:
         described = r if isinstance(r, ApiRoute) else None
+        error = (described.error if described else None) or ERROR
         for method in sorted((r.methods or set()) - {"HEAD"}):
             operation: dict[str, Any] = {
                 "tags": [api],
                 "summary": (r.endpoint.__doc__ or r.name).strip(),
                 "responses": {
                     "200": {"description": "OK"},
-                    "4XX": {"description": "Bad request", "content": {"application/json": {"schema": ERROR}}},
+                    "4XX": {"description": "Bad request", "content": {"application/json": {"schema": error}}},
                     **{
-                        status: {"description": description, "content": {"application/json": {"schema": ERROR}}}
+                        status: {"description": description, "content": {"application/json": {"schema": error}}}
                         for status, description in SERVER_ERRORS.items()
                     },
                 },

@@ -252,6 +252,9 @@ def test_unknown_previous_response_is_404(base_url: str) -> None:
         ({"include": ["everything"]}, "include"),
         ({"tool_choice": {"type": "function", "name": "missing"}}, "tool_choice"),
         ({"temperature": 3}, "temperature"),
+        # Found by schemathesis (500s): an mcp_call without its name, and input with no chat turn in it.
+        ({"input": [{"type": "mcp_call", "id": "mcp_1", "arguments": "{}"}]}, "input.0.name"),
+        ({"input": [{"type": "custom_tool_call_output", "call_id": "c"}]}, "input"),
     ],
 )
 def test_malformed_input_is_400_naming_the_field(base_url: str, body: dict[str, Any], param: str) -> None:

@@ -10,6 +10,8 @@ import orjson
 from lamina import LaminaError, bad_request
 from lamina.apis.inference.router import InferenceRouter
 from lamina.apis.inference.types import ChatCompletionRequest
+from lamina.errors import validation_error
+from pydantic import ValidationError
 
 from lamina_anthropic_messages import translate
 from lamina_anthropic_messages.types import CountTokensRequest, MessagesRequest
@@ -57,5 +59,13 @@ def _chat_request(request: CountTokensRequest, max_tokens: int) -> ChatCompletio
         raise bad_request("tool_choice requires tools", param="tool_choice")
     fields = request.model_dump(exclude_none=True, by_alias=True)
     chat = translate.chat_request({**fields, "max_tokens": max_tokens})
+    if not chat["messages"]:
+        # Only thinking blocks: chat completions have no place for them, so nothing would be left to answer.
+        raise bad_request(
+            "messages: nothing but thinking blocks, which this server drops: no turn is left", param="messages"
+        )
     # Through JSON: the chat models are strict, which in Python mode would want model instances for nested fields.
-    return ChatCompletionRequest.model_validate_json(orjson.dumps(chat))
+    try:
+        return ChatCompletionRequest.model_validate_json(orjson.dumps(chat))
+    except ValidationError as exc:  # valid Anthropic that chat completions cannot hold: still the client's request
+        raise bad_request(f"the request has no chat-completion equivalent: {validation_error(exc).message}") from None

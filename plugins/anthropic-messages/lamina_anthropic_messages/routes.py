@@ -34,6 +34,21 @@ ERROR_TYPES = {
 }
 
 
+# Anthropic's error body, as /v1/openapi.json declares it for these routes.
+ANTHROPIC_ERROR = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
+
+
 def anthropic_error(exc: LaminaError) -> dict[str, Any]:
     kind = ERROR_TYPES.get(exc.status) or ("invalid_request_error" if exc.status < 500 else "api_error")
     return {"type": "error", "error": {"type": kind, "message": exc.message}}
@@ -87,6 +102,6 @@ async def count_tokens(request: Request) -> Response:
 
 
 ROUTES = [
-    route("POST", "/messages", create_message, body=MessagesRequest),
-    route("POST", "/messages/count_tokens", count_tokens, body=CountTokensRequest),
+    route("POST", "/messages", create_message, body=MessagesRequest, error=ANTHROPIC_ERROR),
+    route("POST", "/messages/count_tokens", count_tokens, body=CountTokensRequest, error=ANTHROPIC_ERROR),
 ]

@@ -294,6 +294,11 @@ def anthropic_error_body(response: requests.Response, status: int, kind: str) ->
             {"model": MODEL, "max_tokens": 5, "max_tokns": 5, "messages": [{"role": "user", "content": "x"}]},
             "max_tokns",
         ),
+        # Found by schemathesis (a 500): thinking blocks are dropped, which left no chat message at all.
+        (
+            {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "thinking"}]}]},
+            "messages",
+        ),
     ],
 )
 def test_bad_requests_are_anthropic_400s(
@@ -304,6 +309,23 @@ def test_bad_requests_are_anthropic_400s(
     )
     assert names in message
     assert upstream.requests == []
+
+
+def test_count_tokens_of_thinking_alone_is_an_anthropic_400(server_root: str, upstream: FakeOpenAI) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "redacted_thinking"}]}]}
+    response = requests.post(f"{server_root}/v1/messages/count_tokens", json=body, timeout=30)
+    assert "messages" in anthropic_error_body(response, 400, "invalid_request_error")
+    assert upstream.requests == []
+
+
+def test_openapi_document_declares_anthropic_errors(server_root: str) -> None:
+    paths = requests.get(f"{server_root}/v1/openapi.json", timeout=30).json()["paths"]
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        for status in ("4XX", "500", "503"):
+            schema = paths[path]["post"]["responses"][status]["content"]["application/json"]["schema"]
+            assert schema["required"] == ["type", "error"] and schema["properties"]["type"] == {"const": "error"}
+    chat_error = paths["/v1/chat/completions"]["post"]["responses"]["4XX"]["content"]["application/json"]["schema"]
+    assert chat_error["required"] == ["error"]
 
 
 def test_invalid_json_is_an_anthropic_400(server_root: str) -> None:

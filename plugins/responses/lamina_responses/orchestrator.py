@@ -130,6 +130,11 @@ class Orchestrator:
     async def respond(self, turn: Turn) -> AsyncIterator[dict[str, Any]]:
         tools = await self.check_tools(turn.request)
         messages = to_messages(turn.request.instructions, turn.context)
+        if not messages:
+            raise bad_request(
+                "input: no message for the model (items such as custom_tool_call_output alone have no chat turn)",
+                param="input",
+            )
         state = State()
         first = _approved_calls(turn, tools)
         if first is None and tools.file_search is not None:

@@ -35,6 +35,7 @@ UNION_TAGS = frozenset(
         "function_call",
         "function_call_output",
         "file_search_call",
+        "mcp_call",
         "item_reference",
         "other",
         "function",

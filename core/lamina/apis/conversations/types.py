@@ -84,6 +84,18 @@ class FileSearchCallItem(_Item):
     results: list[dict[str, Any]] | None = None
 
 
+class McpCallItem(_Item):
+    """An earlier MCP tool call, sent back to the model as a tool call and its result."""
+
+    type: Literal["mcp_call"]
+    id: str = Field(min_length=1)  # required here: the call's own id
+    name: str = Field(min_length=1)
+    arguments: str
+    server_label: str | None = None
+    output: str | None = None
+    error: str | None = None
+
+
 class ItemReference(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -92,12 +104,12 @@ class ItemReference(BaseModel):
 
 
 class OtherItem(_Item):
-    """Item types the orchestrator does not act on (reasoning, MCP and web search calls, ...): kept, not sent."""
+    """Item types the orchestrator does not act on (reasoning, MCP listings and approvals, web search calls, ...):
+    kept, not sent."""
 
     type: Literal[
         "reasoning",
         "web_search_call",
-        "mcp_call",
         "mcp_list_tools",
         "mcp_approval_request",
         "mcp_approval_response",
@@ -110,7 +122,7 @@ def _item_kind(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
     if kind is None and isinstance(value, dict) and "role" in value:
         return "message"
-    known = ("message", "function_call", "function_call_output", "file_search_call", "item_reference")
+    known = ("message", "function_call", "function_call_output", "file_search_call", "mcp_call", "item_reference")
     return kind if kind in known else "other"
 
 
@@ -119,6 +131,7 @@ InputItem = Annotated[
     | Annotated[FunctionCallItem, Tag("function_call")]
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
     | Annotated[FileSearchCallItem, Tag("file_search_call")]
+    | Annotated[McpCallItem, Tag("mcp_call")]
     | Annotated[ItemReference, Tag("item_reference")]
     | Annotated[OtherItem, Tag("other")],
     Discriminator(_item_kind),

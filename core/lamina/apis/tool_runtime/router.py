@@ -28,6 +28,7 @@ from lamina.apis.tool_runtime.types import (
     ToolGroup,
     ToolInvocationResult,
     ToolRuntimeConfig,
+    has_host,
 )
 from lamina.errors import LaminaError, bad_request, conflict, not_found
 from lamina.storage import KVStore, Registry
@@ -259,8 +260,8 @@ class ToolRuntimeRouter:
     def _mcp_endpoint(
         self, url: str, headers: dict[str, str] | None, *authorizations: str | None
     ) -> tuple[ToolRuntimeProvider, ToolEndpoint]:
-        if not url.startswith(("http://", "https://")):
-            raise bad_request(f"MCP server URL '{url}' is not an http(s) URL", param="server_url")
+        if not url.startswith(("http://", "https://")) or not has_host(url):
+            raise bad_request(f"MCP server URL '{url}' is not an http(s) URL naming a host", param="server_url")
         merged = dict(headers or {})
         for authorization in authorizations:
             merged.update(bearer(authorization))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lamina.access import Owner
 from lamina.errors import LaminaError
@@ -107,6 +108,21 @@ class ConnectorInput(BaseModel):
     headers: dict[str, str] = {}
     authorization: str | None = None
     transport: Transport | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _has_host(cls, url: str) -> str:
+        if not has_host(url):
+            raise ValueError("the connector's URL names no host")
+        return url
+
+
+def has_host(url: str) -> bool:
+    """Whether a URL names a server to connect to ('http://' and 'http://:80' do not)."""
+    try:
+        return bool(urlsplit(url).hostname)
+    except ValueError:  # a malformed port or IPv6 literal
+        return False
 
 
 class ConnectorRecord(ConnectorInput):
