@@ -309,3 +309,30 @@ async def test_library_client_responses(upstream: ScriptedUpstream, tmp_path: An
         events = [event["type"] async for event in await library.responses.create(model=MODEL, input="s", stream=True)]
         assert events[0] == "response.created" and events[-1] == "response.completed"
         await library.responses.delete(answer["id"])
+
+
+def test_a_stored_prompt_renders_into_the_instructions(
+    client: OpenAI, base_url: str, upstream: ScriptedUpstream
+) -> None:
+    made = requests.post(
+        f"{base_url}/prompts",
+        json={"prompt": "You are a guide to {{city}}.", "variables": ["city"]},
+        timeout=10,
+    )
+    assert made.status_code == 200, made.text
+    prompt_id = made.json()["prompt_id"]
+    response = client.responses.create(
+        model=MODEL,
+        input="what to see?",
+        instructions="be brief",
+        prompt={"id": prompt_id, "variables": {"city": "Paris"}},
+    )
+    assert response.status == "completed"
+    assert upstream.chats()[-1]["messages"][0] == {"role": "system", "content": "You are a guide to Paris.\n\nbe brief"}
+    assert response.prompt is not None and response.prompt.id == prompt_id
+    assert_lossless(Response, requests.get(f"{base_url}/responses/{response.id}", timeout=10).json())
+
+    missing = post(base_url, {"model": MODEL, "input": "x", "prompt": {"id": prompt_id}})
+    assert error_of(missing, 400)["param"] == "prompt.variables"
+    unknown = post(base_url, {"model": MODEL, "input": "x", "prompt": {"id": "pmpt_" + "0" * 48}})
+    error_of(unknown, 404)

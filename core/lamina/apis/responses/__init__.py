@@ -32,6 +32,6 @@ API = ApiSpec(
     description="OpenAI responses: a model and its tools in one call, stored and chained",
     config=ResponsesConfig,
     router=create_router,
-    needs=("inference", "conversations"),
+    needs=("inference", "conversations", "prompts"),
     routes=ROUTES,
 )

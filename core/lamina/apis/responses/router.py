@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from lamina import auth
 from lamina.apis.conversations.router import ConversationsRouter
 from lamina.apis.conversations.types import Item, ItemReference, ItemsQuery, new_id, normalize_item, page
+from lamina.apis.prompts.router import PromptsRouter
 from lamina.apis.responses.provider import ResponsesProvider, Turn
 from lamina.apis.responses.types import CreateResponse, ListQuery, ResponsesConfig, StoredResponse
 from lamina.errors import LaminaError, bad_request, not_found
@@ -63,6 +64,7 @@ def initial_response(request: CreateResponse, response_id: str) -> dict[str, Any
         "output": [],
         "parallel_tool_calls": request.parallel_tool_calls,
         "previous_response_id": request.previous_response_id,
+        "prompt": request.prompt.model_dump(exclude_none=True) if request.prompt else None,
         "prompt_cache_key": request.prompt_cache_key,
         "reasoning": {"effort": None, "summary": None},
         "safety_identifier": request.safety_identifier,
@@ -91,6 +93,7 @@ class ResponsesRouter:
         self.config = config
         self.providers = providers
         self.conversations = deps.api(ConversationsRouter)
+        self.prompts = deps.api(PromptsRouter)
         self.records = Registry(deps.storage.kv, "responses/", StoredResponse, key=lambda r: r.id)
         self.jobs = deps.storage.jobs
         self.auth = deps.auth
@@ -180,6 +183,13 @@ class ResponsesRouter:
         """The turn to hand the orchestrator, and the normalised input items to store."""
         if request.previous_response_id and request.conversation:
             raise bad_request("give `previous_response_id` or `conversation`, not both", param="conversation")
+        if request.prompt is not None:
+            # The stored prompt, rendered, leads the instructions; the request's own follow it.
+            rendered = await self.prompts.render_prompt(
+                request.prompt.id, request.prompt.version, request.prompt.variables
+            )
+            instructions = "\n\n".join(text for text in (rendered, request.instructions) if text)
+            request = request.model_copy(update={"instructions": instructions})
         context: list[Item] = []
         if request.previous_response_id:
             previous = await self.fetch(request.previous_response_id, param="previous_response_id")

@@ -166,6 +166,16 @@ INCLUDABLE = frozenset(
 )
 
 
+class PromptRef(BaseModel):
+    """`prompt`: a stored prompt (the prompts API, `/v1/prompts`) rendered into the response's instructions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    version: str | None = None  # default: the prompt's default version
+    variables: dict[str, str] | None = None
+
+
 class CreateResponse(BaseModel):
     """`POST /v1/responses`. Unknown fields are ignored (OpenAI adds them faster than anyone can follow)."""
 
@@ -174,6 +184,7 @@ class CreateResponse(BaseModel):
     model: str = Field(min_length=1)
     input: str | list[InputItem] = ""
     instructions: str | None = None
+    prompt: PromptRef | None = None
     previous_response_id: str | None = None
     conversation: str | ConversationRef | None = None
     store: bool = True
