@@ -110,7 +110,7 @@ def test_unknown_model_is_404(base: str) -> None:
         ({"items": ["a"]}, "query"),
         ({"query": "  ", "items": ["a"]}, "query"),
         ({"query": "q", "items": ["a"], "max_num_results": 0}, "max_num_results"),
-        ({"query": "q", "items": [3]}, "items.0.str"),
+        ({"query": "q", "items": [3]}, "items.0"),
     ],
 )
 def test_bad_input_is_400(base: str, body: dict[str, Any], param: str) -> None:

@@ -205,14 +205,14 @@ def test_metrics_count_the_requests_sent(fake: FakeOpenAI, tmp_path: Path) -> No
             json={"model": f"fake/{CHAT_MODEL}", "messages": [{"role": "user", "content": "x"}]},
             timeout=10,
         )
-        assert failed.status_code == 502
+        assert failed.status_code == 503
         samples = metric_samples(base_url)
 
     def value(name: str, labels: frozenset[tuple[str, str]]) -> float:
         return samples.get((name, labels), 0.0)
 
     assert value("lamina:http_requests_total", chat_route | {("status", "200")}) == 3
-    assert value("lamina:http_requests_total", chat_route | {("status", "502")}) == 1
+    assert value("lamina:http_requests_total", chat_route | {("status", "503")}) == 1
     assert value("lamina:prompt_tokens_total", model) == prompt_tokens > 0
     assert value("lamina:generation_tokens_total", model) == generated > 0
     assert value("lamina:time_to_first_token_seconds_count", model) == 1
