@@ -18,6 +18,14 @@ from openai import OpenAI
 from otlp_receiver import OTLPReceiver
 from prometheus_client.parser import text_string_to_metric_families
 
+# vLLM's histogram names, under lamina:
+TTFT = "lamina:time_to_first_token_seconds"
+TPOT = "lamina:time_per_output_token_seconds"
+E2E = "lamina:e2e_request_latency_seconds"
+HTTP_DURATION = "lamina:http_request_duration_seconds"
+JOB_DURATION = "lamina:ingestion_job_duration_seconds"
+PROVIDER_CALL_DURATION = "lamina:provider_call_duration_seconds"
+
 T = TypeVar("T")
 SERVER, CLIENT, INTERNAL = 2, 3, 1
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -132,10 +140,10 @@ def test_a_vector_store_search_and_its_ingestion_are_traced(fake: FakeOpenAI) ->
             samples = metric_samples(base_url)
         spans = list(receiver.spans)
 
-    assert samples[("lamina:ingestion_job_duration_seconds_count", frozenset({("status", "done")}))] == 1
-    assert samples[("lamina:ingestion_queue_depth", frozenset())] == 1  # sampled as the worker took the one job
+    assert samples[(JOB_DURATION + "_count", frozenset({("status", "done")}))] == 1
+    assert samples[("lamina:ingestion_queue_depth", frozenset())] == 1  # sampled as the worker claimed the one job
     search_calls = frozenset({("provider", "hnswlib"), ("operation", "query")})
-    assert samples[("lamina:provider_call_duration_seconds_count", search_calls)] == 1
+    assert samples[(PROVIDER_CALL_DURATION + "_count", search_calls)] == 1
 
     server = one([s for s in spans if s.kind == SERVER and s.name == "POST /v1/vector_stores/{store_id}/search"])
     router = one(receiver.children(server))
@@ -215,14 +223,14 @@ def test_metrics_count_the_requests_sent(fake: FakeOpenAI, tmp_path: Path) -> No
     assert value("lamina:http_requests_total", chat_route | {("status", "503")}) == 1
     assert value("lamina:prompt_tokens_total", model) == prompt_tokens > 0
     assert value("lamina:generation_tokens_total", model) == generated > 0
-    assert value("lamina:time_to_first_token_seconds_count", model) == 1
-    assert value("lamina:time_per_output_token_seconds_count", model) == 1
-    assert value("lamina:e2e_request_latency_seconds_count", model) == 3
+    assert value(TTFT + "_count", model) == 1
+    assert value(TPOT + "_count", model) == 1
+    assert value(E2E + "_count", model) == 3
     assert value("lamina:request_success_total", model | {("finished_reason", "stop")}) == 3
     assert value("lamina:active_streams", model) == 0
     assert value("lamina:upstream_errors_total", frozenset({("provider", "fake"), ("kind", "upstream_error")})) == 1
-    latency = frozenset({("route", "/v1/chat/completions"), ("method", "POST")})
-    assert value("lamina:http_request_duration_seconds_count", latency) == 5
+    request_route = frozenset({("route", "/v1/chat/completions"), ("method", "POST")})
+    assert value(HTTP_DURATION + "_count", request_route) == 5
 
     # The same numbers over OTLP (names without Prometheus' _total/_count suffixes).
     receiver.__exit__()
@@ -230,8 +238,8 @@ def test_metrics_count_the_requests_sent(fake: FakeOpenAI, tmp_path: Path) -> No
     assert pushed[("lamina:http_requests", chat_route | {("status", "200")})] == 3
     assert pushed[("lamina:prompt_tokens", model)] == prompt_tokens
     assert pushed[("lamina:generation_tokens", model)] == generated
-    assert pushed[("lamina:time_to_first_token_seconds", model)] == 1
-    assert pushed[("lamina:http_request_duration_seconds", latency)] == 5
+    assert pushed[(TTFT, model)] == 1
+    assert pushed[(HTTP_DURATION, request_route)] == 5
     assert pushed[("lamina:active_streams", model)] == 0
 
 
@@ -331,7 +339,7 @@ def test_the_grafana_dashboard_queries_only_metrics_we_expose() -> None:
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
     exposed = {family.name + suffix for family in Metrics().registry.collect() for suffix in suffixes[family.type]}
     assert used and used <= exposed, used - exposed
-    assert {"lamina:time_to_first_token_seconds_bucket", "lamina:generation_tokens_total"} <= used
+    assert {TTFT + "_bucket", "lamina:generation_tokens_total"} <= used
 
 
 def test_sampling_ratio_zero_keeps_only_traces_a_sampled_client_asked_for(fake: FakeOpenAI) -> None:
