@@ -53,7 +53,7 @@ def serve_jwks(jwks: dict[str, Any]) -> tuple[str, Callable[[], None]]:
 
 
 async def call(app: Any, token: str | None) -> int:
-    headers = [(b"host", b"bench")]
+    headers = [(b"host", b"127.0.0.1:8321")]
     if token is not None:
         headers.append((b"authorization", f"Bearer {token}".encode()))
     scope = {
