@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -45,3 +46,25 @@ class Lease:
     async def end(self) -> None:
         self.heartbeat.cancel()
         await asyncio.gather(self.heartbeat, return_exceptions=True)
+
+
+POLL_SECONDS = 1.0  # how soon an idle worker notices a job another process queued
+
+
+async def claim_next(
+    jobs: JobQueue, kind: str, worker: str, seconds: float, wakeup: asyncio.Event, stopping: Callable[[], bool]
+) -> Lease | None:
+    """One turn of a worker's loop: the lease of a job of `kind` it claimed, or None after waiting (at most
+    `POLL_SECONDS`, less when `wakeup` is set by a local enqueue) when there was none; a failed claim is logged and
+    counts as none."""
+    wakeup.clear()
+    try:
+        job = await jobs.claim(kind, worker, seconds)
+    except Exception:
+        log.exception("claiming a %s job failed", kind)
+        job = None
+    if job is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), POLL_SECONDS)
+        return None
+    return Lease(jobs, job, worker, seconds, stopping)

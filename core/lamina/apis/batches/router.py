@@ -54,11 +54,10 @@ from lamina.errors import LaminaError, bad_request, not_found
 from lamina.internal import call, serves
 from lamina.specs import RouterDeps
 from lamina.storage import Job, KVStore, Registry
-from lamina.storage.lease import Lease, LeaseLost, Stopping
+from lamina.storage.lease import Lease, LeaseLost, Stopping, claim_next
 
 log = logging.getLogger("lamina")
 RUN = "batches.run"
-POLL_SECONDS = 1.0  # how soon a worker notices a batch another process queued
 CHECK_SECONDS = 0.5  # how soon a running batch notices a cancellation, and how often it stores its progress
 WINDOW_SECONDS = {"24h": 24 * 3600}
 MAX_ERRORS = 100  # a batch failed by validation lists at most this many bad lines
@@ -252,17 +251,12 @@ class BatchesRouter:
 
     async def _work(self, worker: str) -> None:
         while not self.stopping:
-            self.wakeup.clear()
-            try:
-                job = await self.jobs.claim(RUN, worker, self.config.lease_seconds)
-            except Exception:
-                log.exception("claiming a batch failed")
-                job = None
-            if job is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), POLL_SECONDS)
+            lease = await claim_next(
+                self.jobs, RUN, worker, self.config.lease_seconds, self.wakeup, lambda: self.stopping
+            )
+            if lease is None:
                 continue
-            lease = Lease(self.jobs, job, worker, self.config.lease_seconds, lambda: self.stopping)
+            job = lease.job
             try:
                 await self._run(job, lease)
             except LeaseLost:

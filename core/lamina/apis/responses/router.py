@@ -32,11 +32,10 @@ from lamina.apis.responses.types import CreateResponse, ListQuery, ResponsesConf
 from lamina.errors import LaminaError, bad_request, not_found
 from lamina.specs import RouterDeps
 from lamina.storage import Registry
-from lamina.storage.lease import Lease, LeaseLost, Stopping
+from lamina.storage.lease import Lease, LeaseLost, Stopping, claim_next
 
 log = logging.getLogger("lamina")
 BACKGROUND = "responses.background"
-POLL_SECONDS = 1.0  # how soon a worker notices a background response another process queued
 FOLLOW_SECONDS = 0.05  # how often a streamed background response's record is read for news
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 FINISHED = frozenset({"completed", "incomplete", "failed", "cancelled"})
@@ -365,17 +364,10 @@ class ResponsesRouter:
     async def _work(self, worker: str) -> None:
         lease_seconds = self.config.background_lease_seconds
         while not self.stopping:
-            self.wakeup.clear()
-            try:
-                job = await self.jobs.claim(BACKGROUND, worker, lease_seconds)
-            except Exception:
-                log.exception("claiming a background response failed")
-                job = None
-            if job is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), POLL_SECONDS)
+            lease = await claim_next(self.jobs, BACKGROUND, worker, lease_seconds, self.wakeup, lambda: self.stopping)
+            if lease is None:
                 continue
-            lease = Lease(self.jobs, job, worker, lease_seconds, lambda: self.stopping)
+            job = lease.job
             task = asyncio.create_task(self._background(job.key, job.payload.get("record"), lease))
             self.running[job.key] = task
             try:

@@ -10,7 +10,7 @@ lease (`ingestion_lease_seconds`), renew it every third of that while they work 
 to the provider or the record; a worker whose lease is lost (the job was cancelled by a detach or a batch cancel,
 superseded by a re-attach, or taken over after the lease expired) drops its work without writing. A crashed
 worker's lease expires and any process's worker resumes the job from scratch (the file's chunks are replaced).
-Local enqueues wake local workers at once; otherwise workers poll every `POLL_SECONDS`. Closing the router gives
+Local enqueues wake local workers at once; otherwise workers poll every `lease.POLL_SECONDS`. Closing the router gives
 running jobs back (they resume at once in another process or at the next start).
 
 Activity: searches do not write. `last_active_at` (and `expires_at`, which follows it) is tracked in memory per
@@ -57,12 +57,11 @@ from lamina.apis.vector_io.types import (
 from lamina.errors import LaminaError, bad_request, not_found
 from lamina.specs import RouterDeps
 from lamina.storage import Job, Registry
-from lamina.storage.lease import Lease, LeaseLost, Stopping
+from lamina.storage.lease import Lease, LeaseLost, Stopping, claim_next
 
 log = logging.getLogger("lamina")
 POLL_AFTER_MS = "100"  # tells the openai client's *_and_poll helpers how soon to ask again
 INGEST = "vector_io.ingest"
-POLL_SECONDS = 1.0  # how soon a worker notices a job another process queued
 MAX_ATTEMPTS = 5  # a file whose ingestion keeps killing its worker fails instead of looping forever
 ACTIVITY_RESOLUTION = 3600  # seconds: how far last_active_at may lag in storage
 ACTIVITY_FLUSH_SECONDS = 60.0
@@ -449,17 +448,11 @@ class VectorStoresRouter:
 
     async def _work(self, worker: str) -> None:
         while not self.stopping:
-            self.wakeup.clear()
-            try:
-                job = await self.jobs.claim(INGEST, worker, self.settings.ingestion_lease_seconds)
-            except Exception:
-                log.exception("claiming an ingestion job failed")
-                job = None
-            if job is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), POLL_SECONDS)
+            seconds = self.settings.ingestion_lease_seconds
+            lease = await claim_next(self.jobs, INGEST, worker, seconds, self.wakeup, lambda: self.stopping)
+            if lease is None:
                 continue
-            lease = Lease(self.jobs, job, worker, self.settings.ingestion_lease_seconds, lambda: self.stopping)
+            job = lease.job
             if observe.current() is not None:
                 observe.record("ingestion_queue_depth", await self.jobs.count(INGEST))
             began, status = time.perf_counter(), "error"
