@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 from lamina import LaminaError, UpstreamError, bad_request
 from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelInfo
+from lamina.config import REDACTED
 from lamina_anthropic_messages import translate
 
 from lamina_remote_anthropic import AnthropicConfig
@@ -31,6 +32,7 @@ class AnthropicAdapter:
         headers = {"Content-Type": "application/json", "anthropic-version": config.anthropic_version, **config.headers}
         if config.api_key is not None and config.api_key.get_secret_value():
             headers["x-api-key"] = config.api_key.get_secret_value()
+        self.secrets = [headers["x-api-key"]] if "x-api-key" in headers else []
         self.session = aiohttp.ClientSession(
             headers=headers,
             connector=aiohttp.TCPConnector(limit=config.max_connections, ttl_dns_cache=300),
@@ -39,6 +41,12 @@ class AnthropicAdapter:
                 total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
             ),
         )
+
+    def scrub(self, text: str) -> str:
+        """`text` from the upstream with the configured key masked: upstreams echo keys back in their errors."""
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return text
 
     async def close(self) -> None:
         await self.session.close()
@@ -157,7 +165,7 @@ class AnthropicAdapter:
             error = {"message": text[:500]}
         if not isinstance(error, dict):
             error = {"message": str(error)}
-        message, kind, status = error.get("message") or "", error.get("type"), response.status
+        message, kind, status = self.scrub(str(error.get("message") or "")), error.get("type"), response.status
         if status in (401, 403):
             return UpstreamError(
                 self.provider_id, f"rejected our credentials ({status}: {message}); check its api_key", status=502
@@ -188,7 +196,7 @@ class AnthropicAdapter:
                 event = orjson.loads(line[5:].strip())
                 if event.get("type") == "error":
                     error = event.get("error") or {}
-                    message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+                    message = self.scrub(error.get("message", str(error)) if isinstance(error, dict) else str(error))
                     status = 503 if isinstance(error, dict) and error.get("type") == "overloaded_error" else 502
                     raise UpstreamError(self.provider_id, f"failed mid-stream: {message}", status=status)
                 if event.get("type") != "ping":

@@ -125,7 +125,8 @@ class FakeAnthropic:
             {"method": request.method, "path": request.path, "headers": dict(request.headers), "body": body}
         )
         if request.headers.get("x-api-key") != API_KEY:
-            return body, invalid("invalid x-api-key", 401, "authentication_error")
+            # Echoing the key back, as real upstreams' credential errors do: Lamina must mask it.
+            return body, invalid(f"invalid x-api-key: {request.headers.get('x-api-key')}", 401, "authentication_error")
         if not request.headers.get("anthropic-version"):
             return body, invalid("anthropic-version: header is required")
         if (fault := self._fault("status")) is not None:
