@@ -20,14 +20,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from postgres_helpers import unavailable
 
 ADMIN_URL = os.environ.get("LAMINA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("LAMINA_REQUIRE_SERVICES"):
-        pytest.fail(f"{reason} (LAMINA_REQUIRE_SERVICES is set)")
-    pytest.skip(reason)
 
 
 def with_database(url: str, database: str) -> str:

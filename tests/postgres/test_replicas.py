@@ -8,14 +8,9 @@ PostgreSQL 16 with pgvector. Embeddings come from the fake OpenAI upstream on 12
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +18,11 @@ from typing import Any
 import asyncpg
 import pytest
 import requests
-import yaml
 from lamina.testing import serve
 from lamina_storage_postgres.database import migrate, schema_versions
 from lamina_storage_postgres.storage import SCHEMA
 from openai import NotFoundError, OpenAI
+from postgres_helpers import Forwarder, Replica, fetch_value, start_replicas, tcp_url, unix_socket
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "e2e"))
 from fake_openai import CHAT_MODEL, EMBEDDING_MODEL, FakeOpenAI
@@ -116,20 +111,6 @@ def test_three_replicas_share_files_and_vector_stores(
     assert fetch_value(postgres_url, "SELECT count(*) FROM lamina_file_bytes WHERE file_id = $1", blob.id) == 0
 
 
-def fetch_value(url: str, query: str, *args: Any) -> Any:
-    """A synchronous look into the database, for assertions."""
-
-    async def go() -> Any:
-        connection = await asyncpg.connect(url)
-        try:
-            return await connection.fetchval(query, *args)
-        finally:
-            await connection.close()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, go()).result()
-
-
 async def test_replicas_migrating_at_once_migrate_once(postgres_url: str) -> None:
     connections = [await asyncpg.connect(postgres_url) for _ in range(4)]
     try:
@@ -142,45 +123,18 @@ async def test_replicas_migrating_at_once_migrate_once(postgres_url: str) -> Non
             await connection.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"lamina run exited with {process.returncode}"
-        with contextlib.suppress(requests.ConnectionError):
-            if requests.get(url + "/health", timeout=2).ok:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"{url} never became healthy")
-
-
 @pytest.mark.slow  # two `lamina run` processes and the CLI: tens of seconds on a loaded machine
 def test_two_lamina_run_processes_start_on_an_empty_database(
     fake: FakeOpenAI, postgres_url: str, pgvector_url: str, tmp_path: Path
 ) -> None:
-    processes, urls = [], []
-    for name in ("one", "two"):
-        run_yaml = tmp_path / f"{name}.yaml"
-        run_yaml.write_text(yaml.safe_dump(replica_config(fake, postgres_url, pgvector_url, tmp_path / name)))
-        port = _free_port()
-        urls.append(f"http://127.0.0.1:{port}/v1")
-        processes.append(
-            subprocess.Popen(
-                [Path(sys.executable).parent / "lamina", "run", str(run_yaml), "--port", str(port)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-        )
+    replicas = [
+        Replica(name, replica_config(fake, postgres_url, pgvector_url, tmp_path / name), tmp_path)
+        for name in ("one", "two")
+    ]
     try:
-        for url, process in zip(urls, processes, strict=True):
-            _wait_healthy(url, process)
-        uploaded = client(urls[0]).files.create(file=("x.txt", b"hello"), purpose="assistants")
-        assert client(urls[1]).files.content(uploaded.id).read() == b"hello"
+        start_replicas(replicas)
+        uploaded = client(replicas[0].url).files.create(file=("x.txt", b"hello"), purpose="assistants")
+        assert client(replicas[1].url).files.content(uploaded.id).read() == b"hello"
         status = subprocess.run(
             [Path(sys.executable).parent / "lamina", "db", "status", "--url", postgres_url],
             capture_output=True,
@@ -189,96 +143,87 @@ def test_two_lamina_run_processes_start_on_an_empty_database(
         ).stdout
         assert "storage      version 1 of 1: current" in status and "files        version 1 of 1: current" in status
     finally:
-        for process in processes:
-            process.terminate()
-        errors = [process.communicate(timeout=30)[1].decode() for process in processes]
-    assert all(process.returncode == 0 for process in processes), errors
-    assert not [line for text in errors for line in text.splitlines() if "Traceback" in line], errors
+        codes = [replica.stop() for replica in replicas]
+    assert codes == [0, 0], [replica.log()[-2000:] for replica in replicas]
+    assert not [replica.name for replica in replicas if "Traceback" in replica.log()], [r.log() for r in replicas]
 
 
-class Proxy:
-    """A TCP proxy on 127.0.0.1 in front of PostgreSQL that a test can cut (every connection closed, nothing
-    listening) and restore on the same port: Postgres going away and coming back, at the network edge."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = _free_port()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    def _call(self, coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(10)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        self.writers |= {writer, upstream_writer}
-        await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
-
-    async def _start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
-
-    async def _stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in self.writers:
-            writer.transport.abort()
-        self.writers.clear()
-        await self.server.wait_closed()
-
-    def start(self) -> None:
-        self._call(self._start())
-
-    def stop(self) -> None:
-        self._call(self._stop())
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.stop()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+RECOVERY_ATTEMPTS = 8  # requests a replica may answer 503 after the outage while its pools replace connections
 
 
-def test_an_outage_is_a_503_naming_the_store_and_heals(fake: FakeOpenAI, postgres_url: str, tmp_path: Path) -> None:
-    proxy = Proxy(("127.0.0.1", 5432))
-    proxy.start()
+def recovered(method: str, url: str, **kwargs: Any) -> requests.Response:
+    """The first answer that is not a 503, within RECOVERY_ATTEMPTS requests: the replica heals by itself."""
+    for _ in range(RECOVERY_ATTEMPTS):
+        answer = requests.request(method, url, timeout=30, **kwargs)
+        if answer.status_code != 503:
+            return answer
+    raise AssertionError(f"{method} {url} still answers 503 after the outage: {answer.text}")
+
+
+def test_an_outage_is_a_503_naming_the_store_and_heals(
+    fake: FakeOpenAI, postgres_url: str, pgvector_url: str, tmp_path: Path
+) -> None:
+    """Both databases (registries, jobs and files; vector chunks) go away at once under two replicas and come
+    back: meanwhile requests that need them get a 503 naming the store and the rest keep working; afterwards both
+    replicas answer again without a restart, everything acknowledged before the outage is there, and their
+    ingestion workers (whose polling failed throughout) ingest again."""
+    storage = Forwarder(("127.0.0.1", 5432)).start()
+    vectors = Forwarder(unix_socket(pgvector_url)).start()
     try:
-        through = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-        config = {
-            "storage": {"dir": str(tmp_path), "type": "postgres", "config": {"url": through, "max_connections": 3}},
-            "providers": {
-                "files": [{"id": "files", "type": "remote::postgres"}],
-                "inference": [{"id": "fake", "type": "remote::openai", "config": {"base_url": fake.base_url}}],
-            },
-        }
-        with serve(config) as url:
-            client(url).models.list()  # the upstream's models are listed (kept in memory)
-            uploaded = client(url).files.create(file=("x.txt", b"kept"), purpose="assistants")
-            proxy.stop()
-            down = requests.get(url + "/files", timeout=30)
-            assert down.status_code == 503, down.text
-            error = down.json()["error"]
-            assert error["code"] == "storage_unavailable" and "storage 'postgres'" in error["message"]
-            assert "password" not in down.text
-            assert requests.get(url + f"/files/{uploaded.id}/content", timeout=30).status_code == 503
-            # What needs no storage keeps working: a chat through the upstream.
-            chat = client(url).chat.completions.create(
-                model=f"fake/{CHAT_MODEL}", messages=[{"role": "user", "content": "still here"}]
-            )
-            assert chat.choices[0].message.content == "echo: still here"
-            proxy.start()
-            # Connections broken by the outage are replaced as they are next used: within the pool's size.
-            answers = [requests.get(url + "/files", timeout=30).status_code for _ in range(4)]
-            assert answers[-1] == 200, answers
-            assert client(url).files.content(uploaded.id).read() == b"kept"
+        through = tcp_url(postgres_url, "127.0.0.1", storage.port)
+        vectors_through = tcp_url(pgvector_url, "127.0.0.1", vectors.port)
+
+        def config(name: str) -> dict[str, Any]:
+            settings = replica_config(fake, through, vectors_through, tmp_path / name)
+            settings["storage"]["config"]["max_connections"] = 3
+            settings["providers"]["inference"][0]["config"]["models"] = [CHAT_MODEL, EMBEDDING_MODEL]
+            settings["providers"]["responses"] = [{"id": "responses", "type": "inline::responses"}]
+            return settings
+
+        with serve(config("a")) as url_a, serve(config("b")) as url_b:
+            a, b = client(url_a), client(url_b)
+            uploaded = a.files.create(file=("x.txt", b"kept: the heron waits"), purpose="assistants")
+            store = b.vector_stores.create(name="kept", extra_body={"provider_id": "pgvector"})
+            attached = a.vector_stores.files.create_and_poll(vector_store_id=store.id, file_id=uploaded.id)
+            assert attached.status == "completed", attached.last_error
+            answered = b.responses.create(model=f"fake/{CHAT_MODEL}", input="before the outage", store=True)
+
+            storage.stop()
+            vectors.stop()
+            for url in (url_a, url_b):
+                down = requests.get(url + "/files", timeout=30)
+                assert down.status_code == 503, down.text
+                error = down.json()["error"]
+                assert error["code"] == "storage_unavailable" and "storage 'postgres'" in error["message"]
+                assert "password" not in down.text
+                assert requests.get(url + f"/files/{uploaded.id}/content", timeout=30).status_code == 503
+                assert requests.get(url + f"/responses/{answered.id}", timeout=30).status_code == 503
+                refused = requests.post(
+                    url + "/files", files={"file": ("y.txt", b"refused")}, data={"purpose": "assistants"}, timeout=30
+                )
+                assert refused.status_code == 503, refused.text
+                # What needs no storage keeps working: a chat through the upstream.
+                chat = client(url).chat.completions.create(
+                    model=f"fake/{CHAT_MODEL}", messages=[{"role": "user", "content": "still here"}]
+                )
+                assert chat.choices[0].message.content == "echo: still here"
+            storage.start()
+            # The registries answer again; the vector store's database is still away: a 503 naming pgvector.
+            assert recovered("GET", f"{url_a}/vector_stores/{store.id}").status_code == 200
+            search = requests.post(url_a + f"/vector_stores/{store.id}/search", json={"query": "heron"}, timeout=30)
+            assert search.status_code == 503, search.text
+            assert "pgvector" in search.json()["error"]["message"], search.text
+            vectors.start()
+
+            for url in (url_a, url_b):
+                assert recovered("GET", f"{url}/files").status_code == 200
+                assert recovered("GET", f"{url}/files/{uploaded.id}/content").content == b"kept: the heron waits"
+                assert recovered("GET", f"{url}/responses/{answered.id}").json()["status"] == "completed"
+                found = recovered("POST", f"{url}/vector_stores/{store.id}/search", json={"query": "heron"})
+                assert [hit["file_id"] for hit in found.json()["data"]] == [uploaded.id], found.text
+            later = b.files.create(file=("z.txt", b"after: the heron flies"), purpose="assistants")
+            again = b.vector_stores.files.create_and_poll(vector_store_id=store.id, file_id=later.id)
+            assert again.status == "completed", again.last_error
     finally:
-        proxy.close()
+        storage.close()
+        vectors.close()
