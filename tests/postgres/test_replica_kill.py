@@ -48,11 +48,11 @@ INGEST = "vector_io.ingest"
 class SlowEmbeddings(FakeOpenAI):
     """The fake upstream, answering embeddings of document chunks after a pause (queries at once)."""
 
-    async def handle_embeddings(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        if DOCUMENT_WORD in str(body.get("input")):
+    async def _record(self, request: web.Request) -> dict[str, Any]:
+        body = await super()._record(request)
+        if request.path.endswith("/embeddings") and DOCUMENT_WORD in str(body.get("input")):
             await asyncio.sleep(EMBEDDING_PAUSE_SECONDS)
-        return await super().handle_embeddings(request)
+        return body
 
 
 def document(tag: str) -> str:
@@ -155,7 +155,9 @@ def run_client(
         search = balancer.request("POST", f"/vector_stores/{store_id}/search", json={"query": f"heron reed bed {tag}"})
         assert search.status_code == 200, search.text
         chat = balancer.request(
-            "POST", "/chat/completions", json={"model": f"fake/{CHAT_MODEL}", "messages": [{"role": "user", "content": tag}]}
+            "POST",
+            "/chat/completions",
+            json={"model": f"fake/{CHAT_MODEL}", "messages": [{"role": "user", "content": tag}]},
         )
         assert chat.status_code == 200, chat.text
         assert chat.json()["choices"][0]["message"]["content"] == f"echo: {tag}"
@@ -267,7 +269,9 @@ def kill_while_ingesting(
     the jobs (key, id) it held when it died."""
     mine = f"%:{victim.pid}:%"  # a worker's name is host:pid:...
     while not all(client.done() for client in clients):
-        for job in fetch_rows(postgres_url, "SELECT key, id FROM lamina_jobs WHERE kind = $1 AND worker LIKE $2", INGEST, mine):
+        for job in fetch_rows(
+            postgres_url, "SELECT key, id FROM lamina_jobs WHERE kind = $1 AND worker LIKE $2", INGEST, mine
+        ):
             file_id = job["key"].partition("/")[2]
             with acked.lock:
                 text = acked.files.get(file_id)
@@ -335,7 +339,9 @@ def check_everything_acknowledged(url: str, store_id: str, acked: Acknowledged) 
         assert attachments[file_id] == 1, (file_id, attachments[file_id])
         chunks = requests.get(f"{url}/vector_stores/{store_id}/files/{file_id}/content", timeout=30).json()["data"]
         expected = chunk_text(acked.files[file_id], CHUNK_TOKENS, 0)
-        assert sorted(c["text"] for c in chunks) == sorted(expected), f"{file_id}: {len(chunks)} chunks, not {len(expected)}"
+        assert sorted(c["text"] for c in chunks) == sorted(expected), (
+            f"{file_id}: {len(chunks)} chunks, not {len(expected)}"
+        )
 
     tag = acked.files[next(iter(acked.attached))].split()[0]
     found = requests.post(
