@@ -237,10 +237,8 @@ def test_replicas_on_separate_hosts_share_everything_over_the_network(
 
         # A key's daily limit counts in Redis: requests to any host use up the same allowance.
         wait_for_a_fresh_day_window()
-        limited = [
-            Api(replica.url, make_key(operator_yaml, "limited", f"requests_per_day={REQUESTS_PER_DAY}"))
-            for replica in replicas
-        ]
+        limited_key = make_key(operator_yaml, "limited", f"requests_per_day={REQUESTS_PER_DAY}")
+        limited = [Api(replica.url, limited_key) for replica in replicas]
         for api in limited:
             api.get("/models")
         refused = limited[0].raw("GET", "/models")
