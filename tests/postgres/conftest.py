@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -80,9 +81,9 @@ def module_postgres_url(postgres_admin: str) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
-def pgvector_admin() -> Iterator[str]:
-    """A PostgreSQL 16 with pgvector, from the `pgserver` wheel, for this test session only."""
+@contextlib.contextmanager
+def pgserver_instance() -> Iterator[Any]:
+    """A PostgreSQL 16 with pgvector from the `pgserver` wheel, in a temporary folder, removed afterwards."""
     try:
         import pgserver
     except ImportError:
@@ -93,10 +94,24 @@ def pgvector_admin() -> Iterator[str]:
     folder.chmod(0o755)
     server = pgserver.get_server(folder / "data", cleanup_mode="delete")
     try:
-        yield server.get_uri("postgres")
+        yield server
     finally:
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pgvector_admin() -> Iterator[str]:
+    """The pgserver PostgreSQL of this test session."""
+    with pgserver_instance() as server:
+        yield server.get_uri("postgres")
+
+
+@pytest.fixture
+def restartable_postgres() -> Iterator[Any]:
+    """A pgserver PostgreSQL of one test's own, which the test may stop and start again."""
+    with pgserver_instance() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

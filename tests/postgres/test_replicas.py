@@ -160,6 +160,15 @@ def recovered(method: str, url: str, **kwargs: Any) -> requests.Response:
     raise AssertionError(f"{method} {url} still answers 503 after the outage: {answer.text}")
 
 
+def chatting_replica_config(fake: FakeOpenAI, postgres_url: str, pgvector_url: str, data_dir: Path) -> dict[str, Any]:
+    """A replica that also chats and keeps Responses, with small pools (so recovery is quick to observe)."""
+    settings = replica_config(fake, postgres_url, pgvector_url, data_dir)
+    settings["storage"]["config"]["max_connections"] = 3
+    settings["providers"]["inference"][0]["config"]["models"] = [CHAT_MODEL, EMBEDDING_MODEL]
+    settings["providers"]["responses"] = [{"id": "responses", "type": "inline::responses"}]
+    return settings
+
+
 def test_an_outage_is_a_503_naming_the_store_and_heals(
     fake: FakeOpenAI, postgres_url: str, pgvector_url: str, tmp_path: Path
 ) -> None:
@@ -174,11 +183,7 @@ def test_an_outage_is_a_503_naming_the_store_and_heals(
         vectors_through = tcp_url(pgvector_url, "127.0.0.1", vectors.port)
 
         def config(name: str) -> dict[str, Any]:
-            settings = replica_config(fake, through, vectors_through, tmp_path / name)
-            settings["storage"]["config"]["max_connections"] = 3
-            settings["providers"]["inference"][0]["config"]["models"] = [CHAT_MODEL, EMBEDDING_MODEL]
-            settings["providers"]["responses"] = [{"id": "responses", "type": "inline::responses"}]
-            return settings
+            return chatting_replica_config(fake, through, vectors_through, tmp_path / name)
 
         with serve(config("a")) as url_a, serve(config("b")) as url_b:
             a, b = client(url_a), client(url_b)
@@ -227,3 +232,42 @@ def test_an_outage_is_a_503_naming_the_store_and_heals(
     finally:
         storage.close()
         vectors.close()
+
+
+def test_a_restarted_postgres_is_a_503_meanwhile_and_heals(
+    fake: FakeOpenAI, restartable_postgres: Any, tmp_path: Path
+) -> None:
+    """PostgreSQL really restarted (a fast shutdown: every session is terminated by the server, then it starts
+    again), with registries, files and vector chunks all in its one database as in the postgres distro."""
+    from pgserver._commands import pg_ctl
+
+    server = restartable_postgres
+    url = server.get_uri("postgres")
+    config = chatting_replica_config(fake, url, url, tmp_path)
+    config["providers"]["vector_io"][0]["config"] = {}  # the storage's database and pool, as the distro does
+    with serve(config) as base:
+        api = client(base)
+        uploaded = api.files.create(file=("x.txt", b"kept: the heron waits"), purpose="assistants")
+        store = api.vector_stores.create(name="kept", extra_body={"provider_id": "pgvector"})
+        attached = api.vector_stores.files.create_and_poll(vector_store_id=store.id, file_id=uploaded.id)
+        assert attached.status == "completed", attached.last_error
+        answered = api.responses.create(model=f"fake/{CHAT_MODEL}", input="before the restart", store=True)
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        try:
+            down = requests.get(base + "/files", timeout=30)
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["code"] == "storage_unavailable"
+            assert "storage 'postgres'" in down.json()["error"]["message"]
+            search = requests.post(base + f"/vector_stores/{store.id}/search", json={"query": "heron"}, timeout=30)
+            assert search.status_code == 503, search.text
+        finally:
+            server.ensure_postgres_running()
+
+        assert recovered("GET", f"{base}/files/{uploaded.id}/content").content == b"kept: the heron waits"
+        assert recovered("GET", f"{base}/responses/{answered.id}").json()["status"] == "completed"
+        found = recovered("POST", f"{base}/vector_stores/{store.id}/search", json={"query": "heron"})
+        assert [hit["file_id"] for hit in found.json()["data"]] == [uploaded.id], found.text
+        later = api.files.create(file=("z.txt", b"after: the heron flies"), purpose="assistants")
+        again = api.vector_stores.files.create_and_poll(vector_store_id=store.id, file_id=later.id)
+        assert again.status == "completed", again.last_error
