@@ -36,5 +36,10 @@ def test_the_postgres_distro_runs_on_postgres(
             uploaded = client.files.create(file=("x.txt", b"stored in postgres"), purpose="assistants")
             storage = requests.get(url + "/providers/files", timeout=10).json()
             assert storage["provider_type"] == "remote::postgres"
+            response = client.responses.create(model=f"openai/{CHAT_MODEL}", input="kept")
+            assert response.output_text == "echo: kept"
+            assert client.responses.retrieve(response.id).status == "completed"
     assert fetch_value(postgres_url, "SELECT bytes FROM lamina_files_stored WHERE file_id = $1", uploaded.id) == 18
     assert fetch_value(postgres_url, "SELECT count(*) FROM lamina_kv WHERE key LIKE 'files/%'") == 1
+    stored_responses = "SELECT count(*) FROM lamina_kv WHERE key LIKE '%' || $1 || '%'"
+    assert fetch_value(postgres_url, stored_responses, response.id) >= 1
