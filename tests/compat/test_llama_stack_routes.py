@@ -246,3 +246,26 @@ def test_inspect_routes_filters_by_api_level(starter: str) -> None:
     assert deprecated.status_code == 200 and deprecated.json()["data"] == []
     wrong = requests.get(f"{starter}/inspect/routes", params={"api_filter": "v2"}, timeout=10)
     assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "api_filter"
+
+
+def test_models_and_shields_carry_llama_stack_fields(starter: str) -> None:
+    """Llama Stack's clients read a model's and a shield's `identifier`, `provider_resource_id` and `type`."""
+    model = requests.get(f"{starter}/models/openai/{CHAT_MODEL}", timeout=10).json()
+    assert (model["identifier"], model["provider_id"], model["provider_resource_id"], model["type"]) == (
+        f"openai/{CHAT_MODEL}",
+        "openai",
+        CHAT_MODEL,
+        "model",
+    )
+    assert model["model_type"] == "llm" and model["metadata"] == {}
+    listed = requests.get(f"{starter}/models", timeout=10).json()["data"]
+    assert all(m["identifier"] == m["id"] and m["type"] == "model" for m in listed)
+    shield = requests.get(f"{starter}/shields/rules", timeout=10).json()
+    assert (shield["identifier"], shield["provider_id"], shield["provider_resource_id"], shield["type"]) == (
+        "rules",
+        "rules",
+        shield["provider_shield_id"],
+        "shield",
+    )
+    shields = requests.get(f"{starter}/shields", timeout=10).json()["data"]
+    assert [s["identifier"] for s in shields] == ["rules"]
