@@ -1,10 +1,11 @@
 """How many of Llama Stack 0.7.3's routes Lamina serves, counted against the real `starter` distro.
 
-The list is llama_stack_0_7_3_routes.txt (extracted from Llama Stack's own declarations; see its header). A route
-counts as served when the server's OpenAPI document has it (same method, same path up to the names of its
-parameters) AND a request to it, its parameters filled with objects made here, is answered by a handler: not a
-404 "no route", not a 405, and never a 5xx. The set of routes not served is pinned, with the reason for each, so
-a route lost is a failure and a route gained must be recorded here and in docs/compatibility.md.
+The list is llama_stack_0_7_3_routes.txt (extracted from Llama Stack's own declarations; see its header). A
+route counts as served when the server's route table (`/v1/inspect/routes`, which `/v1/openapi.json` documents
+entry for entry) has it (same method, same path up to the names of its parameters) AND a request to it, its
+parameters filled with objects made here, is answered by a handler: not a 404 "no route", not a 405, and never a
+5xx. The set of routes not served is pinned, with the reason for each, so a route lost is a failure and a route
+gained must be recorded here and in docs/compatibility.md.
 
 `python -m pytest tests/compat -q -s` prints the table.
 """
@@ -177,6 +178,9 @@ def test_llama_stack_0_7_3_route_coverage(starter: str, objects: Objects) -> Non
     documented = {
         (method.upper(), PARAMETER.sub("{}", path)) for path, ops in document["paths"].items() for method in ops
     }
+    table = requests.get(f"{starter}/inspect/routes", timeout=10).json()["data"]
+    # The route table and the document describe the same routes.
+    assert {(e["method"], PARAMETER.sub("{}", e["route"])) for e in table} == documented
     base = starter.removesuffix("/v1")
 
     served: dict[LlamaStackRoute, str] = {}
