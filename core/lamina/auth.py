@@ -202,13 +202,21 @@ def _bearer(scope: Scope) -> str:
 
 
 def _api_by_segment(stack: Stack) -> dict[str, str]:
-    """The API of each first path segment under /v1 (`files` -> files, `chat` -> inference)."""
+    """The API of each prefix and first path segment (`/v1/files` -> files, `/v1/chat` -> inference,
+    `/v1alpha/inference` -> rerank, `/v1beta/connectors` -> tool_runtime)."""
+    from lamina.http import prefix_of
+
     apis: dict[str, str] = {}
     for name, spec in stack.api_specs.items():
         for route in spec.routes:
             path: str = getattr(route, "path", "")
-            apis.setdefault(path.strip("/").split("/", 1)[0], name)
+            apis.setdefault(prefix_of(route) + "/" + path.strip("/").split("/", 1)[0], name)
     return apis
+
+
+def _first_segments(path: str) -> str:
+    """`/v1alpha/inference/rerank` -> `/v1alpha/inference`."""
+    return "/".join(path.split("/", 3)[:3])
 
 
 def protect(app: ASGIApp, stack: Stack) -> ASGIApp:
@@ -230,8 +238,8 @@ def protect(app: ASGIApp, stack: Stack) -> ASGIApp:
             if path.startswith("/v1alpha/admin/usage"):
                 if not principal.is_admin:
                     raise forbidden("usage is for admins (the `admin` scope, or `admin` in roles)")
-            elif principal.scopes is not None and path.startswith("/v1/"):
-                api = segments.get(path[4:].split("/", 1)[0])
+            elif principal.scopes is not None:
+                api = segments.get(_first_segments(path))
                 if api is not None and api not in principal.scopes:
                     raise forbidden(f"this key's scopes ({', '.join(principal.scopes)}) do not include the {api} API")
             subjects = auth.quotas.subjects(principal)

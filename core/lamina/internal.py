@@ -14,6 +14,8 @@ from typing import Any
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message
 
+from lamina.http import prefix_of
+
 
 async def call(app: ASGIApp, method: str, path: str, body: bytes) -> tuple[int, bytes]:
     """Send one request to `app`; return its status and body. A route that raises is a 500, as over HTTP."""
@@ -61,6 +63,8 @@ async def call(app: ASGIApp, method: str, path: str, body: bytes) -> tuple[int, 
 
 
 def serves(app: ASGIApp, method: str, path: str) -> bool:
-    """Whether one of the stack's API routes answers `method path` (path as the client sends it, under /v1)."""
+    """Whether one of the stack's API routes answers `method path` (path as the client sends it, `/v1/...`)."""
     owners: list[tuple[str, Route]] = getattr(getattr(app, "state", None), "route_owners", [])
-    return any(path == "/v1" + route.path and method in (route.methods or ()) for _, route in owners if route.path)
+    return any(
+        path == prefix_of(route) + route.path and method in (route.methods or ()) for _, route in owners if route.path
+    )

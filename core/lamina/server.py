@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lamina import __version__
 from lamina.auth import protect, usage_endpoint
 from lamina.config import ConfigError, RunConfig, redact
-from lamina.errors import LaminaError, not_found
+from lamina.errors import LaminaError, bad_request, not_found
 from lamina.guard import guard, warn_if_exposed
 from lamina.http import ApiRoute, error_response, json_response, prefix_of, stack_of
 from lamina.openapi import openapi_document
@@ -48,6 +48,9 @@ def describe_provider(stack: Stack, provider_id: str) -> dict[str, Any]:
         "version": spec.version,
         # The validated config, defaults included, as the provider runs with it; secrets masked.
         "config": redact(stack.provider_configs[provider_id].model_dump(mode="json")),
+        # Llama Stack's field: what its providers' health checks say. Lamina's providers have none (an upstream's
+        # state shows in the errors naming it), which Llama Stack reports this way.
+        "health": {"status": "Not Implemented"},
     }
 
 
@@ -64,11 +67,36 @@ async def get_provider(request: Request) -> Response:
     return json_response(describe_provider(stack, provider_id))
 
 
+API_LEVELS = ("v1", "v1alpha", "v1beta")
+
+
 async def inspect_routes(request: Request) -> Response:
-    routes = [
-        {"path": prefix_of(r) + r.path, "methods": sorted(r.methods or []), "api": api}
-        for api, r in request.app.state.route_owners
-    ]
+    """Every route, one entry per method: ours (`path`, `methods`, `api`) and Llama Stack's fields (`route`,
+    `method`, `provider_types`). `?api_filter=v1|v1alpha|v1beta` keeps the routes of that level, as Llama Stack's
+    does; `deprecated` keeps Lamina's deprecated routes, of which there are none."""
+    api_filter = request.query_params.get("api_filter")
+    if api_filter is not None and api_filter not in (*API_LEVELS, "deprecated"):
+        raise bad_request(f"api_filter must be one of {', '.join(API_LEVELS)}, deprecated", param="api_filter")
+    specs = stack_of(request).provider_specs.values()
+    routes = []
+    for api, r in request.app.state.route_owners:
+        path = prefix_of(r) + r.path
+        if api_filter is not None and path.split("/")[1] != api_filter:
+            continue
+        methods = sorted(r.methods or [])
+        provider_types = sorted({spec.type for spec in specs if spec.api == api})
+        for method in methods:
+            if method != "HEAD":
+                routes.append(
+                    {
+                        "path": path,
+                        "methods": methods,
+                        "api": api,
+                        "route": path,
+                        "method": method,
+                        "provider_types": provider_types,
+                    }
+                )
     return json_response({"object": "list", "data": routes})
 
 
@@ -155,9 +183,19 @@ def catch_unexpected(app: ASGIApp) -> ASGIApp:
     return guarded
 
 
+ADMIN = "/v1alpha/admin"
+
+
+def _served_under(prefix: str, meta: Route) -> ApiRoute:
+    """`meta` again under `prefix`, so the route table, `/v1/inspect/routes` and the OpenAPI document show it."""
+    alias = ApiRoute(meta.path, meta.endpoint, methods=["GET"])
+    alias.prefix = prefix
+    return alias
+
+
 def routes_app(stack: Stack) -> Starlette:
     """Every API's routes and the meta routes, under /v1; `Stack.http_app` keeps the one instance."""
-    meta: list[BaseRoute] = [
+    meta = [
         Route("/health", health),
         Route("/version", version),
         Route("/providers", list_providers),
@@ -166,16 +204,16 @@ def routes_app(stack: Stack) -> Starlette:
         Route("/inspect/config", inspect_config),
         Route("/openapi.json", openapi),
     ]
-    owners: list[tuple[str, BaseRoute]] = [("meta", r) for r in meta]
+    # Llama Stack's clients ask for the same information under /v1alpha/admin (and for usage, ours alone).
+    admin = [_served_under(ADMIN, r) for r in [*meta, Route("/usage", usage_endpoint)]]
+    owners: list[tuple[str, BaseRoute]] = [*(("meta", r) for r in meta), *(("admin", r) for r in admin)]
     for name, spec in stack.api_specs.items():
         owners += [(name, r) for r in spec.routes]
-    prefixes = sorted({prefix_of(r) for _, r in owners} - {"/v1"})
+    # Longest first: `/v1alpha/admin` must take its paths before an API's `/v1alpha` mount would.
+    prefixes = sorted({prefix_of(r) for _, r in owners} - {"/v1"}, reverse=True)
     app = Starlette(
         routes=[
             Mount("/v1", routes=[r for _, r in owners if prefix_of(r) == "/v1"]),
-            # Llama Stack's clients ask for the same information here. Before the other prefixes: an API's
-            # `/v1alpha` mount would otherwise take these paths.
-            Mount("/v1alpha/admin", routes=[*meta, Route("/usage", usage_endpoint)]),
             *(Mount(prefix, routes=[r for _, r in owners if prefix_of(r) == prefix]) for prefix in prefixes),
         ],
         exception_handlers={LaminaError: lamina_error, HTTPException: http_error, Exception: unexpected_error},

@@ -109,6 +109,16 @@ def test_scopes_limit_a_key_to_some_apis(fake: FakeOpenAI, tmp_path: Path) -> No
         upload(url, files_only)
         assert_openai_error(chat(url, files_only), 403, code="permission_denied")
         assert_openai_error(requests.get(f"{url}/shields", headers=bearer(files_only), timeout=5), 403)
+        # Scopes hold under Llama Stack's other prefixes too: /v1alpha (rerank), /v1beta (connectors).
+        root = url.removesuffix("/v1")
+        rerank = requests.post(f"{root}/v1alpha/inference/rerank", json={}, headers=bearer(files_only), timeout=5)
+        assert_openai_error(rerank, 403, message_contains="rerank")
+        connectors = requests.get(f"{root}/v1beta/connectors", headers=bearer(files_only), timeout=5)
+        assert_openai_error(connectors, 403, message_contains="tool_runtime")
+        processed = requests.post(
+            f"{root}/v1alpha/file-processors/process", json={}, headers=bearer(files_only), timeout=5
+        )
+        assert_openai_error(processed, 403, message_contains="file_processors")
         usage = "/".join([url.removesuffix("/v1"), "v1alpha/admin/usage"])
         assert_openai_error(requests.get(usage, headers=bearer(files_only), timeout=5), 403)
         admin = make_key(tmp_path, "root", scopes=["admin", "inference"])

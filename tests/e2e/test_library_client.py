@@ -122,8 +122,9 @@ async def library(call: Any, *args: Any, **fields: Any) -> tuple[int, Any]:
 
 
 def without_request_ids(answer: dict[str, Any]) -> dict[str, Any]:
-    """A registration's answer without what differs between any two (the id asked for, the time)."""
-    return {key: value for key, value in answer.items() if key not in ("id", "created")}
+    """A registration's answer without what differs between any two (the id asked for, also as Llama Stack's
+    `identifier`, and the time)."""
+    return {key: value for key, value in answer.items() if key not in ("id", "identifier", "created")}
 
 
 async def test_the_library_answers_what_http_answers(fake: FakeOpenAI, tmp_path: Path) -> None:

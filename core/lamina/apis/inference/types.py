@@ -7,7 +7,7 @@ import struct
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from lamina.access import Owner
 from lamina.apis.inference.stored import check_metadata
@@ -193,6 +193,22 @@ class Model(BaseModel):
     metadata: dict[str, Any] = {}
     source: Literal["discovered", "registered", "config", "unlisted"] = "discovered"
     owner: Owner | None = None  # who registered it (lamina.auth); None for the run config's and providers' models
+
+    # Llama Stack's names for the same facts, which its clients read (`llama-stack-client`'s Model).
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def identifier(self) -> str:
+        return self.id
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def provider_resource_id(self) -> str:
+        return self.provider_model_id
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def type(self) -> Literal["model"]:
+        return "model"
 
 
 class RegisterModel(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from lamina.access import Owner
 from lamina.apis.inference.types import ChatMessage
@@ -36,6 +36,22 @@ class Shield(BaseModel):
     params: dict[str, Any] = {}
     source: Literal["config", "registered"] = "registered"
     owner: Owner | None = None  # who registered it (lamina.auth); None for the run config's shields
+
+    # Llama Stack's names for the same facts, which its clients read (`llama-stack-client`'s Shield).
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def identifier(self) -> str:
+        return self.id
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def provider_resource_id(self) -> str:
+        return self.provider_shield_id
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def type(self) -> Literal["shield"]:
+        return "shield"
 
 
 class RegisterShield(BaseModel):
