@@ -4,11 +4,15 @@ OpenAI's web_search_call events, and a search backend that fails leaves a failed
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
+import yaml
 from fake_searxng import FakeSearxng, results_for
 from lamina.testing import serve
 from openai import OpenAI
@@ -132,3 +136,19 @@ def test_a_brave_compatible_api_with_a_key(upstream: ScriptedUpstream, searxng: 
     assert searxng.headers[-1]["X-Subscription-Token"] == "brave-key"
     assert searxng.queries[-1]["q"] == "puffins"
     assert answer.output[0].status == "completed" and "https://example.org/puffins/1" in answer.output_text
+
+
+def starter_config(*env: str) -> dict[str, Any]:
+    command = [sys.executable, "-c", "from lamina.cli import main; main()", "config", "starter", *env]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WEB_SEARCH_")}
+    result = subprocess.run(command, capture_output=True, text=True, env=clean, timeout=120, check=True)
+    return dict(yaml.safe_load(result.stdout))
+
+
+def test_the_starter_distro_has_web_search_dormant_until_its_url_is_set() -> None:
+    assert [p["id"] for p in starter_config()["providers"]["tool_runtime"]] == ["mcp"]
+    config = starter_config("--env", "WEB_SEARCH_URL=http://127.0.0.1:9", "--env", "WEB_SEARCH_API_KEY=k-secret")
+    websearch = config["providers"]["tool_runtime"][1]
+    assert websearch["id"] == "websearch" and websearch["type"] == "remote::web-search"
+    assert websearch["config"]["base_url"] == "http://127.0.0.1:9" and websearch["config"]["api"] == "searxng"
+    assert websearch["config"]["api_key"] != "k-secret"  # shown masked, like every key
