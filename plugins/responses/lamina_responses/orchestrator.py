@@ -243,7 +243,8 @@ class Orchestrator:
             )
             shown = []
             for tool_def in defs:
-                if tool_def.name in functions or tool_def.name in mcp or tool_def.name in (FILE_SEARCH, WEB_SEARCH):
+                taken = tool_def.name == FILE_SEARCH or (tool_def.name == WEB_SEARCH and searcher is not None)
+                if tool_def.name in functions or tool_def.name in mcp or taken:
                     raise bad_request(
                         f"tools.{index}: MCP tool '{tool_def.name}' of '{server['server_label']}' has the name of "
                         "another tool; narrow `allowed_tools`",
