@@ -1,10 +1,12 @@
 """The default orchestrator: one response is a loop of chat completions through the inference router (so the
 stack's guardrails apply), ending when the model answers in text, asks for a function the client runs, or runs
-out of budget. Server-side tools (file search) run in between, dispatched by `run_tool`.
+out of budget. Server-side tools (file search, MCP, web search) run in between, dispatched by `run_tool`.
 
 File search is shown to the model as a function, `file_search(queries)`; its results go back as a tool message
 and become a `file_search_call` output item, and the answer cites every file they came from (`file_citation`
-annotations at the end of the text).
+annotations at the end of the text). Web search is `web_search(query)` through a tool runtime provider with
+`serves_web_search`; its results are numbered for the model, and the answer cites (`url_citation`) each one whose
+URL or `[number]` it names.
 """
 
 from __future__ import annotations
