@@ -80,6 +80,13 @@ def plan(body: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None, str]:
     return None, None, text
 
 
+def tokens(body: dict[str, Any]) -> int:
+    """The scripted model's own token count of a chat request: its words, and 3 per message."""
+    messages = body.get("messages") or []
+    words = sum(len(text_of(m.get("content")).split()) for m in messages)
+    return words + 3 * len(messages)
+
+
 class ScriptedUpstream:
     def __init__(self, port: int = 0) -> None:
         self.port = port
@@ -91,6 +98,8 @@ class ScriptedUpstream:
         self.hang_seconds = 0.0  # every chat request waits this long before answering
         self.fail_status = 0  # answer chat requests with this status when set
         self.fail_from = 1  # ... from this chat request on (1: every one)
+        self.context_window = 0  # when set, chat requests of more tokens (`tokens`) are refused as vLLM does
+        self.refused: list[dict[str, Any]] = []  # the chat requests refused as too long
         self.disconnects = 0
         self.disconnected = threading.Event()
         self.chat_started = threading.Event()
@@ -158,6 +167,15 @@ class ScriptedUpstream:
         self.chat_started.set()
         if self.hang_seconds:
             await asyncio.sleep(self.hang_seconds)
+        if self.context_window and (used := tokens(body)) > self.context_window:
+            self.requests.pop()
+            self.refused.append(body)
+            message = (
+                f"This model's maximum context length is {self.context_window} tokens. However, you requested "
+                f"{used} tokens in the messages. Please reduce the length of the messages."
+            )
+            error = {"message": message, "type": "BadRequestError", "param": None, "code": 400}
+            return web.json_response({"object": "error", **error}, status=400)
         if self.fail_status and len(self.chats()) >= self.fail_from:
             error = {"message": "scripted failure", "type": "server_error", "param": None, "code": None}
             return web.json_response({"error": error}, status=self.fail_status)

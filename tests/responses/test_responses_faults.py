@@ -1,5 +1,6 @@
-"""Faults: a client leaving mid-stream cancels the work; a server killed (SIGKILL) mid-response never leaves it
-looking completed, nor half its items in the conversation; stored responses and conversations survive restarts."""
+"""Faults: a client leaving mid-stream cancels the work; a server killed (SIGKILL) mid-response leaves it failed
+(never in_progress forever, never looking completed), and none of its items in the conversation; stored responses
+and conversations survive restarts."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from lamina.testing import serve
 from openai import OpenAI
 from responses_helpers import MODEL, responses_config
 from scripted_upstream import ScriptedUpstream
+
+WAIT_SECONDS = 20  # for a state another process reaches
 
 
 def free_port() -> int:
@@ -100,10 +103,53 @@ def test_sigkill_mid_stream_leaves_nothing_half_done(upstream: ScriptedUpstream,
     with lamina_process(run_yaml, log) as (_, url):
         client = OpenAI(base_url=url, api_key="unused", max_retries=0)
         assert client.responses.retrieve(kept.id).output_text == "echo: kept"
+        # Its process is gone: the response is failed, saying why, with none of its half-made output.
         interrupted = client.responses.retrieve(response_id)
-        assert interrupted.status == "in_progress" and interrupted.output == []
+        assert interrupted.status == "failed" and interrupted.output == []
+        assert interrupted.error is not None and "server stopped" in interrupted.error.message
+        listed = {r["id"]: r["status"] for r in requests.get(f"{url}/responses", timeout=10).json()["data"]}
+        assert listed[response_id] == "failed"
         items = client.conversations.items.list(conversation.id).data
         assert [i.content[0].text for i in items] == ["before"]  # type: ignore[union-attr]
+
+
+@pytest.mark.slow  # two `lamina run` processes sharing one storage: ~6 s
+def test_a_replica_fails_a_streamed_response_whose_server_stopped_beating(
+    upstream: ScriptedUpstream, tmp_path: Path
+) -> None:
+    # A frozen server (SIGSTOP) still has a process, so only its heartbeat can tell: once it is older than
+    # heartbeat_seconds, the other replica reading the response fails it.
+    config = responses_config(upstream, responses={"heartbeat_seconds": 1})
+    config["storage"] = {"dir": str(tmp_path / "data")}
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(yaml.safe_dump({"version": 1, **config}))
+    log = tmp_path / "lamina.log"
+    with lamina_process(run_yaml, log) as (frozen, frozen_url), lamina_process(run_yaml, log) as (_, replica_url):
+        upstream.stream_delay = 0.2
+        replica = OpenAI(base_url=replica_url, api_key="unused", max_retries=0)
+        stream = OpenAI(base_url=frozen_url, api_key="unused", max_retries=0, timeout=30).responses.create(
+            model=MODEL, input=" ".join(f"w{i}" for i in range(50)), stream=True
+        )
+        response_id = ""
+        for event in stream:
+            if event.type == "response.created":
+                response_id = event.response.id
+            if event.type == "response.output_text.delta":
+                assert replica.responses.retrieve(response_id).status == "in_progress"  # its server beats
+                frozen.send_signal(signal.SIGSTOP)
+                break
+        try:
+            deadline = time.monotonic() + WAIT_SECONDS
+            while (seen := replica.responses.retrieve(response_id)).status == "in_progress":
+                assert time.monotonic() < deadline, "the replica never noticed the frozen server"
+                time.sleep(0.2)
+            assert seen.status == "failed" and seen.output == []
+            assert seen.error is not None and "server stopped" in seen.error.message
+        finally:
+            frozen.send_signal(signal.SIGKILL)
+            frozen.wait(10)
+            stream.close()
+            upstream.stream_delay = 0
 
 
 def test_everything_stored_survives_a_restart(upstream: ScriptedUpstream, tmp_path: Path) -> None:

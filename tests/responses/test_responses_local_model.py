@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 from lamina.testing import serve
 from openai import OpenAI
@@ -68,3 +69,18 @@ def test_forced_file_search_answers_from_the_file(local: OpenAI) -> None:
     assert search.type == "file_search_call" and search.results and search.results[0].filename == "tides.txt"
     assert message.type == "message" and message.content[0].text  # type: ignore[union-attr]
     assert [a.filename for a in message.content[0].annotations] == ["tides.txt"]  # type: ignore[union-attr]
+
+
+def test_truncation_fits_a_long_conversation_into_the_torch_models_window(local: OpenAI) -> None:
+    # inline::torch reports its context length (1024 here): eight long turns (~250 tokens each) do not fit.
+    said = "The quick brown fox jumps over the lazy dog near the old river bank today. " * 14
+    turns = [{"role": role, "content": f"Turn {i}. {said}"} for i in range(8) for role in ("user", "assistant")]
+    conversation = local.conversations.create(items=turns)  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError) as caught:
+        local.responses.create(model=MODEL, conversation=conversation.id, input="Say hi.", max_output_tokens=4)
+    assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "context_length_exceeded"
+    answer = local.responses.create(
+        model=MODEL, conversation=conversation.id, input="Say hi.", max_output_tokens=4, truncation="auto"
+    )
+    assert answer.status in ("completed", "incomplete") and answer.usage is not None
+    assert 0 < answer.usage.input_tokens <= 1024  # what the model was given fit its window

@@ -1,5 +1,5 @@
 """inline::responses — the Responses API's orchestrator: the model-and-tools loop over the inference router's chat
-completions, with file search over the vector_io router."""
+completions, with file search over the vector_io router, and MCP and web search through tool runtime providers."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ async def create(config: OrchestratorConfig, deps: lamina.Deps) -> Any:
 
         tool_runtime: ToolRuntimeRouter | None = deps.api(ToolRuntimeRouter)
     except LookupError:
-        tool_runtime = None  # no tool_runtime provider configured: the mcp tool answers 400
+        tool_runtime = None  # no tool_runtime provider configured: the mcp and web_search tools answer 400
     return Orchestrator(config, deps.api(InferenceRouter), vector, tool_runtime)
 
 
@@ -46,6 +46,6 @@ def register_providers() -> list[lamina.ProviderSpec]:
             # Optional, so a distro whose upstreams are all switched off still starts: the responses API itself
             # needs inference (it is always there, maybe with no models), file_search vector_io, mcp tool_runtime.
             optional_needs=("inference", "vector_io", "tool_runtime"),
-            description="The Responses API's loop: chat completions, function tools and file search",
+            description="The Responses API's loop: chat completions, function tools, file search, MCP, web search",
         )
     ]

@@ -1,15 +1,18 @@
 """The default orchestrator: one response is a loop of chat completions through the inference router (so the
 stack's guardrails apply), ending when the model answers in text, asks for a function the client runs, or runs
-out of budget. Server-side tools (file search) run in between, dispatched by `run_tool`.
+out of budget. Server-side tools (file search, MCP, web search) run in between, dispatched by `run_tool`.
 
 File search is shown to the model as a function, `file_search(queries)`; its results go back as a tool message
 and become a `file_search_call` output item, and the answer cites every file they came from (`file_citation`
-annotations at the end of the text).
+annotations at the end of the text). Web search is `web_search(query)` through a tool runtime provider with
+`serves_web_search`; its results are numbered for the model, and the answer cites (`url_citation`) each one whose
+URL or `[number]` it names.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -20,8 +23,11 @@ from lamina.apis.conversations.types import Item, new_id
 from lamina.apis.inference.types import ChatCompletionRequest
 from lamina.apis.responses.provider import Turn
 from lamina.apis.responses.types import CreateResponse, FileSearchTool, FunctionTool, HostedTool, NamedTool
+from lamina.apis.tool_runtime.types import ToolEndpoint
 from lamina.apis.vector_io.types import SearchRequest
 from lamina.errors import LaminaError, bad_request
+
+from lamina_responses.truncation import drop_oldest_turn, fit, is_too_long, too_long, window_of
 
 if TYPE_CHECKING:
     from lamina.apis.inference.router import InferenceRouter
@@ -31,6 +37,7 @@ if TYPE_CHECKING:
     from lamina_responses import OrchestratorConfig
 
 FILE_SEARCH = "file_search"
+CITATION_MARK = re.compile(r"\[(\d{1,3})\]")
 FILE_SEARCH_FUNCTION = {
     "type": "function",
     "function": {
@@ -40,6 +47,22 @@ FILE_SEARCH_FUNCTION = {
             "type": "object",
             "properties": {"queries": {"type": "array", "items": {"type": "string"}, "description": "search queries"}},
             "required": ["queries"],
+        },
+    },
+}
+WEB_SEARCH = "web_search"
+WEB_SEARCH_TYPES = frozenset(
+    {"web_search", "web_search_preview", "web_search_2025_08_26", "web_search_preview_2025_03_11"}
+)
+WEB_SEARCH_FUNCTION = {
+    "type": "function",
+    "function": {
+        "name": WEB_SEARCH,
+        "description": "Search the web. Cite the sources you use by their URL or their [number].",
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string", "description": "what to search the web for"}},
+            "required": ["query"],
         },
     },
 }
@@ -62,6 +85,8 @@ class Tools:
     file_search: FileSearchTool | None
     mcp: dict[str, McpTool] = field(default_factory=dict)
     listings: list[dict[str, Any]] = field(default_factory=list)  # mcp_list_tools items, shown first
+    web_search: Any = None  # the tool runtime provider that searches, when the request has a web_search tool
+    web_sources: bool = False  # include `web_search_call.action.sources`
     approved: set[str] = field(default_factory=set)  # approval request ids the client approved, run this turn
 
     def awaits_approval(self, call: Call) -> bool:
@@ -80,11 +105,17 @@ class Tools:
             }
             for t in self.mcp.values()
         ]
+        if self.web_search is not None:
+            tools.append(WEB_SEARCH_FUNCTION)
         return [*tools, FILE_SEARCH_FUNCTION] if self.file_search else tools
 
     def runs_here(self, name: str) -> bool:
         """Whether a call of this tool runs on the server (`run_tool`) rather than in the client."""
-        return (name == FILE_SEARCH and self.file_search is not None) or name in self.mcp
+        return (
+            (name == FILE_SEARCH and self.file_search is not None)
+            or (name == WEB_SEARCH and self.web_search is not None)
+            or name in self.mcp
+        )
 
 
 @dataclass
@@ -112,6 +143,7 @@ class State:
     server_calls: int = 0
     model_calls: int = 0
     cited: dict[str, str] = field(default_factory=dict)  # file id -> filename, in order of first retrieval
+    sources: list[dict[str, str]] = field(default_factory=list)  # web search results, numbered from 1 as shown
 
 
 class Orchestrator:
@@ -147,14 +179,31 @@ class Orchestrator:
         functions: dict[str, FunctionTool] = {}
         file_search: FileSearchTool | None = None
         servers: list[tuple[int, dict[str, Any]]] = []
+        searcher: Any = None
         for index, tool in enumerate(request.tools):
             if isinstance(tool, HostedTool) and tool.type == "mcp" and self.tool_runtime is not None:
                 servers.append((index, _mcp_server(index, tool.model_dump())))
                 continue
+            if isinstance(tool, HostedTool) and tool.type in WEB_SEARCH_TYPES:
+                if searcher is not None:
+                    raise bad_request("give one web_search tool", param=f"tools.{index}")
+                searcher = self.web_searcher()
+                if searcher is None:
+                    raise bad_request(
+                        f"tools.{index}: web_search needs a web search tool runtime provider, and none is "
+                        "configured; install one (e.g. lamina-tool-websearch, remote::web-search over SearXNG) "
+                        "under providers.tool_runtime",
+                        param=f"tools.{index}.type",
+                        code="unsupported_tool",
+                    )
+                if any(name == WEB_SEARCH for name in (getattr(t, "name", None) for t in request.tools)):
+                    raise bad_request(f"tools.{index}: a function is named '{WEB_SEARCH}' too", param=f"tools.{index}")
+                continue
             if isinstance(tool, HostedTool):
                 raise bad_request(
                     f"tools.{index}: tool type '{tool.type}' needs a tool runtime, and none is installed; "
-                    "this server runs `function` and `file_search` tools",
+                    "this server runs `function` and `file_search` tools (and `mcp`, `web_search` with a tool "
+                    "runtime provider for them)",
                     param=f"tools.{index}.type",
                     code="unsupported_tool",
                 )
@@ -196,7 +245,8 @@ class Orchestrator:
             )
             shown = []
             for tool_def in defs:
-                if tool_def.name in functions or tool_def.name in mcp or tool_def.name == FILE_SEARCH:
+                taken = tool_def.name == FILE_SEARCH or (tool_def.name == WEB_SEARCH and searcher is not None)
+                if tool_def.name in functions or tool_def.name in mcp or taken:
                     raise bad_request(
                         f"tools.{index}: MCP tool '{tool_def.name}' of '{server['server_label']}' has the name of "
                         "another tool; narrow `allowed_tools`",
@@ -216,6 +266,7 @@ class Orchestrator:
         if isinstance(choice, NamedTool):
             known = choice.type == "function" and choice.name in functions
             known = known or (choice.type == "file_search" and file_search is not None)
+            known = known or (choice.type in WEB_SEARCH_TYPES and searcher is not None)
             if not known:
                 raise bad_request(
                     f"tool_choice names {choice.type} {choice.name or ''} which is not among `tools`".replace(
@@ -223,7 +274,13 @@ class Orchestrator:
                     ),
                     param="tool_choice",
                 )
-        return Tools(functions, file_search, mcp, listings)
+        sources = "web_search_call.action.sources" in request.include
+        return Tools(functions, file_search, mcp, listings, web_search=searcher, web_sources=sources)
+
+    def web_searcher(self) -> Any:
+        """The first tool runtime provider that searches the web (`serves_web_search`), or None."""
+        providers = self.tool_runtime.providers.values() if self.tool_runtime is not None else ()
+        return next((p for p in providers if getattr(p, "serves_web_search", False)), None)
 
     async def call(
         self,
@@ -249,8 +306,29 @@ class Orchestrator:
             body["max_completion_tokens"] = max(1, request.max_output_tokens - state.usage["output_tokens"])
         if (response_format := request.format.response_format()) is not None:
             body["response_format"] = response_format
+        head = 1 if request.instructions else 0  # the instructions' message: never truncated
+        auto = request.truncation == "auto"
+        window = await self.context_window(request.model)
+        if window is not None:
+            reserve = body.get("max_completion_tokens") or 0
+            fit(messages, head, model=request.model, window=window, reserve=reserve, tools=body.get("tools"), auto=auto)
         state.model_calls += 1
-        return await self.inference.chat_completion(ChatCompletionRequest.model_validate(body, strict=False))
+        while True:
+            try:
+                return await self.inference.chat_completion(ChatCompletionRequest.model_validate(body, strict=False))
+            except LaminaError as exc:
+                if not is_too_long(exc):
+                    raise
+                # The model's own verdict: drop the oldest turn and ask again (`messages` is the body's list).
+                if not (auto and drop_oldest_turn(messages, head)):
+                    shown = "" if auto else '; send "truncation": "auto" to drop the oldest turns'
+                    raise too_long(f"{exc.message}{shown}") from None
+
+    async def context_window(self, model: str) -> int | None:
+        try:
+            return window_of((await self.inference.get_model(model)).metadata)
+        except LaminaError:
+            return None  # a model its provider could not list: its upstream judges the name, and the length
 
     async def loop(
         self,
@@ -396,6 +474,8 @@ class Orchestrator:
             return await self.file_search(call, tools.file_search, state, include_results, events)
         if call.name in tools.mcp:
             return await self.mcp_call(call, tools.mcp[call.name], state, events, call.call_id in tools.approved)
+        if call.name == WEB_SEARCH and tools.web_search is not None:
+            return await self.web_search(call, tools, state, events)
         raise bad_request(f"the model called tool '{call.name}', which this server cannot run", param="tools")
 
     async def file_search(
@@ -505,11 +585,59 @@ class Orchestrator:
         events.append({"type": "response.output_item.done", "output_index": index, "item": {**item}})
         return output or "" if error is None else f"The tool failed: {error}"
 
+    async def web_search(self, call: Call, tools: Tools, state: State, events: list[dict[str, Any]]) -> str:
+        """A `web_search_call` item through the web search provider; a search that fails is an item with status
+        `failed` (the model reads why), never a failed response."""
+        try:
+            query = json.loads(call.arguments or "{}").get("query")
+        except (json.JSONDecodeError, AttributeError):
+            query = None
+        query = query.strip() if isinstance(query, str) else ""
+        item_id, index = new_id("ws"), len(state.output)
+        action: dict[str, Any] = {"type": "search", "query": query}
+        item: dict[str, Any] = {"id": item_id, "type": "web_search_call", "status": "in_progress", "action": action}
+        state.output.append(item)
+        at = {"item_id": item_id, "output_index": index}
+        events.append({"type": "response.output_item.added", "output_index": index, "item": {**item}})
+        events.append({"type": "response.web_search_call.in_progress", **at})
+        events.append({"type": "response.web_search_call.searching", **at})
+        results: list[dict[str, Any]] = []
+        error = None if query else "the call gave no `query`"
+        if query:
+            try:
+                found = await tools.web_search.invoke_tool(ToolEndpoint(), WEB_SEARCH, {"query": query})
+            except LaminaError as exc:
+                error = exc.message
+            else:
+                error = found.error_message
+                hits = (found.metadata or {}).get("results") or []
+                results = [r for r in hits if isinstance(r, dict) and isinstance(r.get("url"), str)]
+        first = len(state.sources) + 1
+        if error is None:
+            state.sources.extend(results)
+            if tools.web_sources:
+                action["sources"] = [{"type": "url", "url": r["url"]} for r in results]
+            item["status"] = "completed"
+            events.append({"type": "response.web_search_call.completed", **at})
+        else:
+            item["status"] = "failed"
+        events.append({"type": "response.output_item.done", "output_index": index, "item": {**item}})
+        if error is not None:
+            return f"The web search failed: {error}"
+        if not results:
+            return f"Web search for {query}: nothing found."
+        shown = [
+            f"[{n}] {r.get('title') or r['url']}\n{r['url']}\n{r.get('snippet') or ''}"
+            for n, r in enumerate(results, start=first)
+        ]
+        return f"Web search results for {query}:\n\n" + "\n\n".join(shown)
+
     def _close_message(self, message: Message, state: State) -> list[dict[str, Any]]:
         annotations = [
             {"type": "file_citation", "file_id": file_id, "filename": filename, "index": len(message.text)}
             for file_id, filename in state.cited.items()
         ]
+        annotations += url_citations(message.text, state.sources)
         part = {"type": "output_text", "text": message.text, "annotations": annotations, "logprobs": []}
         item = {
             "id": message.item_id,
@@ -527,6 +655,32 @@ class Orchestrator:
         events.append(_text_event("response.content_part.done", message, part=part))
         events.append({"type": "response.output_item.done", "output_index": message.output_index, "item": item})
         return events
+
+
+def url_citations(text: str, sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`url_citation`s for the web search results the answer uses: where it names a result's URL, or its
+    `[number]` as the results were shown to the model."""
+    spans: dict[tuple[int, int], dict[str, Any]] = {}
+    for match in CITATION_MARK.finditer(text):
+        number = int(match.group(1))
+        if 1 <= number <= len(sources):
+            spans[match.span()] = sources[number - 1]
+    for source in sources:
+        start = text.find(source["url"])
+        while start >= 0:
+            end = start + len(source["url"])
+            spans.setdefault((start, end), source)
+            start = text.find(source["url"], end)
+    return [
+        {
+            "type": "url_citation",
+            "url": source["url"],
+            "title": source.get("title") or source["url"],
+            "start_index": start,
+            "end_index": end,
+        }
+        for (start, end), source in sorted(spans.items())
+    ]
 
 
 def _open_message(message: Message) -> list[dict[str, Any]]:
@@ -692,7 +846,7 @@ def _forced_search(turn: Turn) -> dict[str, Any] | None:
 def _chat_tool_choice(choice: str | NamedTool) -> Any:
     if isinstance(choice, str):
         return choice
-    name = choice.name if choice.type == "function" else FILE_SEARCH
+    name = choice.name if choice.type == "function" else FILE_SEARCH if choice.type == FILE_SEARCH else WEB_SEARCH
     return {"type": "function", "function": {"name": name}}
 
 

@@ -23,7 +23,7 @@ async def create_router(config: ResponsesConfig, providers: dict[str, Any], deps
             f"known: {', '.join(providers) or 'none'}"
         )
     router = ResponsesRouter(config, providers, deps)
-    router.start()
+    await router.start()
     return router
 
 

@@ -36,6 +36,7 @@ from lamina.storage.lease import Lease, LeaseLost, Stopping, claim_next
 
 log = logging.getLogger("lamina")
 BACKGROUND = "responses.background"
+HEARTBEATS = "responses-heartbeats/"  # <worker prefix> -> {"until": epoch seconds}: the server is alive until then
 FOLLOW_SECONDS = 0.05  # how often a streamed background response's record is read for news
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 FINISHED = frozenset({"completed", "incomplete", "failed", "cancelled"})
@@ -94,17 +95,21 @@ class ResponsesRouter:
         self.conversations = deps.api(ConversationsRouter)
         self.prompts = deps.api(PromptsRouter)
         self.records = Registry(deps.storage.kv, "responses/", StoredResponse, key=lambda r: r.id)
+        self.kv = deps.storage.kv
         self.jobs = deps.storage.jobs
         self.auth = deps.auth
         self.running: dict[str, asyncio.Task[None]] = {}  # background responses this process is running
         self.workers: list[asyncio.Task[None]] = []
+        self.heartbeat: asyncio.Task[None] | None = None
         self.wakeup = asyncio.Event()
         self.stopping = False
         self.worker_prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-    def start(self) -> None:
+    async def start(self) -> None:
         if not self.providers:
-            return  # nothing could run a background response; stored ones can still be read
+            return  # nothing could run a response; stored ones can still be read
+        await self._beat()  # before any response names this process as its runner
+        self.heartbeat = asyncio.create_task(self._heartbeats(), name="responses heartbeat")
         self.workers = [
             asyncio.create_task(self._work(f"{self.worker_prefix}:{i}"), name=f"responses worker {i}")
             for i in range(self.config.background_workers)
@@ -112,9 +117,50 @@ class ResponsesRouter:
 
     async def close(self) -> None:
         self.stopping = True
-        for task in self.workers:
+        tasks = [*self.workers, *([self.heartbeat] if self.heartbeat else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.workers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.heartbeat is not None:
+            with contextlib.suppress(Exception):
+                await self.kv.delete(HEARTBEATS + self.worker_prefix)
+
+    # -- liveness: a streamed response is `in_progress` only while the process generating it lives
+
+    async def _beat(self) -> None:
+        until = time.time() + self.config.heartbeat_seconds
+        await self.kv.set(HEARTBEATS + self.worker_prefix, {"until": until})
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_seconds / 3)
+            try:
+                await self._beat()
+            except Exception:
+                log.exception("the responses heartbeat could not be written")
+
+    async def _alive(self, runner: str) -> bool:
+        """Whether the process `runner` (`host:pid:nonce`) may still be generating: its heartbeat is fresh, and,
+        when it ran on this host, its process exists."""
+        if runner == self.worker_prefix:
+            return True
+        host, _, rest = runner.partition(":")
+        pid = rest.partition(":")[0]
+        if host == socket.gethostname() and pid.isdigit() and not _process_exists(int(pid)):
+            return False
+        beat = await self.kv.get(HEARTBEATS + runner)
+        return isinstance(beat, dict) and float(beat.get("until") or 0) > time.time()
+
+    async def _settle(self, record: StoredResponse) -> StoredResponse:
+        """`record`, or, when the process generating it died mid-way, the record failed (and stored so)."""
+        if record.runner is None or record.response.get("status") != "in_progress" or await self._alive(record.runner):
+            return record
+        error = {"code": "server_error", "message": ORPHANED}
+        response = {**record.response, "status": "failed", "error": error, "output": [], "usage": None}
+        failed = record.model_copy(update={"response": response, "runner": None})
+        log.warning("response %s: its server (%s) stopped while generating it; marked failed", record.id, record.runner)
+        await self.records.put(failed)
+        return failed
 
     def provider(self) -> ResponsesProvider:
         if self.config.provider_id is not None:
@@ -141,7 +187,7 @@ class ResponsesRouter:
         record = await self.records.get(response_id) if response_id else None
         if record is None or not self.allowed(record):
             raise not_found(f"response '{response_id}' not found", param=param)
-        return record
+        return await self._settle(record)
 
     async def retrieve(self, response_id: str) -> dict[str, Any]:
         return (await self.fetch(response_id)).response
@@ -159,6 +205,7 @@ class ResponsesRouter:
 
     async def list_responses(self, query: ListQuery) -> dict[str, Any]:
         records = sorted((r for r in await self.records.list() if self.allowed(r)), key=lambda r: r.order)
+        records = [await self._settle(r) if r.runner else r for r in records]
         responses = [r.response for r in records if query.model is None or r.response.get("model") == query.model]
         return page(responses, ItemsQuery(limit=query.limit, order=query.order, after=query.after))
 
@@ -248,7 +295,10 @@ class ResponsesRouter:
         first, since the client learns its id before it ends) and append to its conversation."""
         response, request = turn.response, turn.request
         numbers = itertools.count()
-        stored = StoredResponse(id=response["id"], response=response, input_items=items, owner=auth.owner())
+        runner = self.worker_prefix if request.store and announce else None
+        stored = StoredResponse(
+            id=response["id"], response=response, input_items=items, owner=auth.owner(), runner=runner
+        )
         if request.store and announce:
             await self.records.put(stored)
         finished = False
@@ -281,7 +331,7 @@ class ResponsesRouter:
         finally:
             if not finished and request.store and announce:
                 # The client left (or the server is stopping): the work stops, and the record says so.
-                cancelled = stored.model_copy(update={"response": {**response, "status": "cancelled"}})
+                cancelled = stored.model_copy(update={"response": {**response, "status": "cancelled"}, "runner": None})
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.records.put(cancelled))
 
@@ -302,7 +352,7 @@ class ResponsesRouter:
         if conversation is not None and final.get("status") != "failed":
             await self.conversations.append(conversation, [*items, *_outputs(final)])
         if turn.request.store:
-            await self.records.put(stored.model_copy(update={"response": final}))
+            await self.records.put(stored.model_copy(update={"response": final, "runner": None}))
 
     # -- background responses
 
@@ -461,9 +511,10 @@ def replay(response: dict[str, Any]) -> list[dict[str, Any]]:
             events.append({"type": "response.function_call_arguments.done", **where, "arguments": arguments})
         else:
             events.append({"type": "response.output_item.added", "output_index": index, "item": item})
-            if kind == "file_search_call":
-                for step in ("in_progress", "searching", "completed"):
-                    events.append({"type": f"response.file_search_call.{step}", **where})
+            if kind in ("file_search_call", "web_search_call"):
+                steps = ["in_progress", "searching"] + (["completed"] if item.get("status") == "completed" else [])
+                for step in steps:
+                    events.append({"type": f"response.{kind}.{step}", **where})
         events.append({"type": "response.output_item.done", "output_index": index, "item": item})
     status = response.get("status")
     if status == "failed":
@@ -472,6 +523,22 @@ def replay(response: dict[str, Any]) -> list[dict[str, Any]]:
     terminal = {"completed": "response.completed", "incomplete": "response.incomplete", "failed": "response.failed"}
     events.append({"type": terminal.get(status or "", "response.failed"), "response": response})
     return events
+
+
+ORPHANED = (
+    "the server stopped while this response was being generated (it was killed or crashed); the response did not "
+    "finish and its partial output was not kept"
+)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 def _internal(exc: Exception) -> LaminaError:

@@ -242,6 +242,9 @@ class StoredResponse(BaseModel):
     request: dict[str, Any] | None = None  # kept for background responses, which a job runs (again after a crash)
     order: int = Field(default_factory=time.time_ns)
     owner: Owner | None = None
+    # The process generating a streamed response while it is in_progress (`host:pid:nonce`, its heartbeat's key):
+    # a reader finding it dead fails the response instead of leaving it in_progress forever.
+    runner: str | None = None
 
 
 class ResponsesConfig(BaseModel):
@@ -253,3 +256,6 @@ class ResponsesConfig(BaseModel):
     background_workers: int = Field(2, ge=0)  # background responses run at once by this process
     background_lease_seconds: float = Field(30.0, gt=0)  # a dead worker's background response restarts after this
     max_chain: int = Field(1000, ge=1)  # previous_response_id links followed at most
+    # A server's heartbeat says it is alive for this long (renewed every third of it): a streamed response whose
+    # server has not beaten for longer (or, on the same host, whose process is gone) is failed by whoever reads it.
+    heartbeat_seconds: float = Field(15.0, gt=0)
