@@ -45,13 +45,16 @@ def anthropic_upstream() -> Iterator[tuple[str | None, str]]:
             yield fake.base_url, API_KEY
 
 
+@pytest.fixture(scope="module")
+def target(anthropic_upstream: tuple[str | None, str]) -> Iterator[Target]:
+    url, key = anthropic_upstream
+    model = upstream_model()
+    with Recorder(RECORDING, upstream=url, match_headers=("anthropic-version",)) as recorder:
+        config = {"base_url": recorder.url, "api_key": key, "models": [model], "max_retries": 0}
+        provider = {"id": "claude", "type": "remote::anthropic", "config": config}
+        with serve({"providers": {"inference": [provider]}}) as base_url:
+            yield Target(base_url=base_url, model=f"claude/{model}", tools=True, seed=None)
+
+
 class TestRemoteAnthropic(InferenceConformance):
-    @pytest.fixture(scope="class")
-    def target(self, anthropic_upstream: tuple[str | None, str]) -> Iterator[Target]:
-        url, key = anthropic_upstream
-        model = upstream_model()
-        with Recorder(RECORDING, upstream=url, match_headers=("anthropic-version",)) as recorder:
-            config = {"base_url": recorder.url, "api_key": key, "models": [model], "max_retries": 0}
-            provider = {"id": "claude", "type": "remote::anthropic", "config": config}
-            with serve({"providers": {"inference": [provider]}}) as base_url:
-                yield Target(base_url=base_url, model=f"claude/{model}", tools=True)
+    pass

@@ -11,16 +11,14 @@ from lamina.conformance import InferenceConformance, Target
 from lamina.testing import serve
 
 
+@pytest.fixture(scope="module")
+def target() -> Iterator[Target]:
+    with FakeOpenAI() as fake:
+        config = {"base_url": fake.base_url, "api_key": "sk-fake", "embedding_models": [EMBEDDING_MODEL]}
+        provider = {"id": "up", "type": "remote::openai", "config": config}
+        with serve({"providers": {"inference": [provider]}}) as base_url:
+            yield Target(base_url=base_url, model=f"up/{CHAT_MODEL}", tools=True, embedding_model=f"up/{EMBEDDING_MODEL}")
+
+
 class TestRemoteOpenAIOnTheFakeUpstream(InferenceConformance):
-    @pytest.fixture(scope="class")
-    def target(self) -> Iterator[Target]:
-        with FakeOpenAI() as fake:
-            config = {"base_url": fake.base_url, "api_key": "sk-fake", "embedding_models": [EMBEDDING_MODEL]}
-            provider = {"id": "up", "type": "remote::openai", "config": config}
-            with serve({"providers": {"inference": [provider]}}) as base_url:
-                yield Target(
-                    base_url=base_url,
-                    model=f"up/{CHAT_MODEL}",
-                    tools=True,
-                    embedding_model=f"up/{EMBEDDING_MODEL}",
-                )
+    pass

@@ -87,11 +87,14 @@ def llama_server() -> Iterator[str | None]:
         process.wait(30)
 
 
+@pytest.fixture(scope="module")
+def target(llama_server: str | None) -> Iterator[Target]:
+    with Recorder(RECORDING, upstream=llama_server) as recorder:
+        config = {"base_url": f"{recorder.url}/v1", "models": [MODEL], "max_retries": 0}
+        provider = {"id": "llamacpp", "type": "remote::openai", "config": config}
+        with serve({"providers": {"inference": [provider]}}) as base_url:
+            yield Target(base_url=base_url, model=f"llamacpp/{MODEL}", tools=True)
+
+
 class TestRemoteOpenAIOnLlamaCpp(InferenceConformance):
-    @pytest.fixture(scope="class")
-    def target(self, llama_server: str | None) -> Iterator[Target]:
-        with Recorder(RECORDING, upstream=llama_server) as recorder:
-            config = {"base_url": f"{recorder.url}/v1", "models": [MODEL], "max_retries": 0}
-            provider = {"id": "llamacpp", "type": "remote::openai", "config": config}
-            with serve({"providers": {"inference": [provider]}}) as base_url:
-                yield Target(base_url=base_url, model=f"llamacpp/{MODEL}", tools=True)
+    pass
