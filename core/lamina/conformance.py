@@ -88,7 +88,7 @@ def error_of(exc: Any) -> dict[str, Any]:
     body = exc.body
     assert isinstance(body, dict), f"the error body is not an OpenAI error object: {body!r}"
     error = body.get("error", body)  # the openai client hands over the `error` member alone
-    assert isinstance(error, dict) and OPENAI_ERROR_FIELDS <= set(error), f"not OpenAI's error shape: {body!r}"
+    assert isinstance(error, dict) and set(error) >= OPENAI_ERROR_FIELDS, f"not OpenAI's error shape: {body!r}"
     assert isinstance(error["message"], str) and error["message"], f"an error without a message: {body!r}"
     return error
 

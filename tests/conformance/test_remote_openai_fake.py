@@ -17,7 +17,9 @@ def target() -> Iterator[Target]:
         config = {"base_url": fake.base_url, "api_key": "sk-fake", "embedding_models": [EMBEDDING_MODEL]}
         provider = {"id": "up", "type": "remote::openai", "config": config}
         with serve({"providers": {"inference": [provider]}}) as base_url:
-            yield Target(base_url=base_url, model=f"up/{CHAT_MODEL}", tools=True, embedding_model=f"up/{EMBEDDING_MODEL}")
+            yield Target(
+                base_url=base_url, model=f"up/{CHAT_MODEL}", tools=True, embedding_model=f"up/{EMBEDDING_MODEL}"
+            )
 
 
 class TestRemoteOpenAIOnTheFakeUpstream(InferenceConformance):

@@ -14,7 +14,7 @@ from lamina.testing import serve
 
 sys.path.append(str(Path(__file__).resolve().parents[3] / "tests" / "e2e"))
 
-from fake_rerank import MODEL, FakeReranker  # noqa: E402
+from fake_rerank import MODEL, FakeReranker
 
 RUN_CONFIG = distro_specs(make_plugin_manager())["starter"].run_config
 

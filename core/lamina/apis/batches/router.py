@@ -214,8 +214,10 @@ class BatchesRouter:
             metadata=request.metadata,
         )
         caller = auth.caller()
-        key = {"key_id": caller.key_id, "key_limits": dict(caller.limits)} if caller is not None else {}
-        await self.batches.put(BatchRecord(batch=batch, order=f"{now:020d}", owner=owner, **key))
+        record = BatchRecord(batch=batch, order=f"{now:020d}", owner=owner)
+        if caller is not None:  # its lines count against the key it was made with, too
+            record = record.model_copy(update={"key_id": caller.key_id, "key_limits": dict(caller.limits)})
+        await self.batches.put(record)
         await self.jobs.ensure(RUN, batch.id, {})
         self.wakeup.set()
         return batch

@@ -561,7 +561,9 @@ class VectorStoresRouter:
         answer = await self.inference.chat_completion(asked)
         if not isinstance(answer, dict):  # a provider answers a request without `stream` with one object
             raise LaminaError(
-                f"model '{settings.model}' streamed an answer that was not asked to stream", status=502, type="upstream_error"
+                f"model '{settings.model}' streamed an answer that was not asked to stream",
+                status=502,
+                type="upstream_error",
             )
         choices = answer.get("choices") or [{}]
         content = (choices[0].get("message") or {}).get("content")
