@@ -24,7 +24,8 @@ and a fixed seed and is the same on every run, so the suite replays against reco
 (`lamina.recording`). The assertions hold for any model that answers at all, a 135M-parameter one included: they
 check the shape of the answers, not their wisdom.
 
-This module imports pytest and openai: it is for test suites, and core's runtime never imports it.
+This module imports pytest and openai (`pip install 'lamina-stack[testing]'`): it is for test suites, and core's
+runtime never imports it.
 """
 
 from __future__ import annotations
@@ -36,8 +37,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import openai  # type: ignore[import-not-found,unused-ignore]  # test dependencies, not core's
-import pytest  # type: ignore[import-not-found,unused-ignore]
+try:  # test dependencies, not core's: lamina-stack[testing]
+    import openai  # type: ignore[import-not-found,unused-ignore]
+    import pytest  # type: ignore[import-not-found,unused-ignore]
+except ImportError as missing:
+    raise ImportError(
+        f"lamina.conformance needs pytest and openai: pip install 'lamina-stack[testing]' ({missing})"
+    ) from None
 
 MAX_TOKENS = 24
 SEED = 7
