@@ -8,7 +8,9 @@ sends the lines that have no result yet through the stack's own routes (`lamina.
 traffic keeps its share. Each line's result is stored under `batch_results/<batch>/<line>` as soon as it is known:
 a crashed worker's lease expires, another process resumes the batch, and only the lines without a result run again
 (a line that was in flight when the process died runs twice; its result is stored once). When every line has a
-result the worker writes the output and error files and completes the batch.
+result the worker writes the output and error files and completes the batch. Lines run as the batch's owner and
+count against its quotas, as its HTTP requests would (`_call`). Past `expires_at` no line starts, and the batch ends
+`expired`, its unrun lines in the error file as `batch_expired`.
 
 Who writes what, so no update is lost without transactions: the record (`batches/<id>`) is written by `create`
 and then only by the worker that holds the batch's lease; progress counts go to `batch_progress/<id>` (the
