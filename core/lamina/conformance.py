@@ -117,7 +117,7 @@ def tool_arguments(call: Any) -> dict[str, Any]:
 class InferenceConformance:
     """The suite. Subclass it in a module that has a `target` fixture (see the module's docstring)."""
 
-    @pytest.fixture(scope="class")  # type: ignore[misc,unused-ignore]
+    @pytest.fixture(scope="class")  # type: ignore[untyped-decorator,unused-ignore]
     @classmethod
     def client(cls, target: Target) -> Iterator[Any]:
         with openai.OpenAI(
