@@ -5,7 +5,7 @@ To re-record (greedy decoding and a fixed seed, so a re-recording differs only w
 
     LAMINA_RECORDING=record LAMINA_LLAMA_SERVER=/path/to/llama-server \\
         LAMINA_TEST_SMOLLM2=/path/to/SmolLM2-135M-Instruct.Q4_1.gguf \\
-        pytest tests/conformance/test_remote_openai_llamacpp.py
+        pytest tests/conformance/test_conformance_llamacpp.py
 
 which starts llama-server on 127.0.0.1 for the length of the run; or point LAMINA_RECORDING_UPSTREAM at a
 llama-server already running (its root, without /v1) serving the model as `SmolLM2-135M-Instruct` (`--alias`).

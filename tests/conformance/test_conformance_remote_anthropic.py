@@ -1,9 +1,9 @@
 """remote::anthropic, replayed from recordings/remote_anthropic.json: exchanges recorded from Anthropic's
 documented wire format (the fake of plugins/remote-anthropic/tests/fake_anthropic.py), so CI needs no key.
 
-Re-record with `LAMINA_RECORDING=record pytest tests/conformance/test_remote_anthropic.py` (against the fake), or
-against Anthropic itself with LAMINA_RECORDING_UPSTREAM=https://api.anthropic.com, ANTHROPIC_API_KEY and
-LAMINA_RECORDING_MODEL (e.g. claude-haiku-4-5) set.
+Re-record with `LAMINA_RECORDING=record pytest tests/conformance/test_conformance_remote_anthropic.py` (against
+the fake), or against Anthropic itself with LAMINA_RECORDING_UPSTREAM=https://api.anthropic.com, ANTHROPIC_API_KEY
+and LAMINA_RECORDING_MODEL (e.g. claude-haiku-4-5) set.
 """
 
 from __future__ import annotations
