@@ -4,9 +4,10 @@
         fake.fail(500, times=2)                # the next 2 POSTs answer 500, then normal answers
         fake.base_url                          # http://127.0.0.1:<port>/v1
 
-Answers are deterministic so tests can compute what they expect: chat replies `echo: <last user message>`, or,
-offered `tools`, calls the first with `TOOL_ARGUMENTS` (unless `tool_choice` is "none" or the last message is a
-tool's result, which it answers as text, as a model does); completions reply `completed: <prompt>`, embeddings come from `vector_for(text, dimensions)`. Every request
+Answers are deterministic so tests can compute what they expect: chat replies `echo: <last user message>` (cut to
+`max_tokens` words, `finish_reason: length`), or, offered `tools`, calls the first with `TOOL_ARGUMENTS` (unless
+`tool_choice` is "none" or the last message is a tool's result, which it answers as text, as a model does);
+completions reply `completed: <prompt>`, embeddings come from `vector_for(text, dimensions)`. Every request
 body is recorded in `fake.requests`, and chat answers carry it back in an extra `echo` field, so tests can
 check which fields reached the upstream. `python fake_openai.py PORT` serves it alone (for load tests).
 """
@@ -48,6 +49,14 @@ def reply_for(body: dict[str, Any]) -> str:
     if isinstance(content, list):
         content = "".join(part.get("text", "") for part in content)
     return f"echo: {content}"
+
+
+def limited(text: str, body: dict[str, Any]) -> tuple[str, bool]:
+    """The reply cut to `max_tokens` (or `max_completion_tokens`) words, and whether it was cut."""
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(limit, int) and 0 < limit < len(words(text)):
+        return " ".join(words(text)[:limit]), True
+    return text, False
 
 
 def tool_offered(body: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -210,13 +219,13 @@ class FakeOpenAI:
         body = await self._record(request)
         if (failed := await self._fault(request)) is not None:
             return failed
-        text = reply_for(body)
+        text, cut = limited(reply_for(body), body)
         n = body.get("n") or 1
         usage = {"prompt_tokens": prompt_tokens(body), "completion_tokens": len(words(text))}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         tools = tool_offered(body)
         if body.get("stream"):
-            return await self._stream_chat(request, body, text, n, usage)
+            return await self._stream_chat(request, body, text, n, usage, cut)
         choices = []
         for i in range(n):
             message: dict[str, Any] = {"role": "assistant", "content": None if tools else text}
@@ -231,7 +240,7 @@ class FakeOpenAI:
             choice = {
                 "index": i,
                 "message": message,
-                "finish_reason": "tool_calls" if tools else "stop",
+                "finish_reason": "tool_calls" if tools else "length" if cut else "stop",
                 "logprobs": self._logprobs(text) if body.get("logprobs") else None,
             }
             choices.append(choice)
@@ -257,7 +266,7 @@ class FakeOpenAI:
         }
 
     async def _stream_chat(
-        self, request: web.Request, body: dict[str, Any], text: str, n: int, usage: dict[str, int]
+        self, request: web.Request, body: dict[str, Any], text: str, n: int, usage: dict[str, int], cut: bool
     ) -> web.StreamResponse:
         def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
             return {
@@ -285,7 +294,8 @@ class FakeOpenAI:
                 for j, word in enumerate(words(text)):
                     piece = word if j == 0 else " " + word
                     events.append(chunk([{"index": i, "delta": {"content": piece}, "finish_reason": None}]))
-            events.append(chunk([{"index": i, "delta": {}, "finish_reason": "tool_calls" if tools else "stop"}]))
+            finish = "tool_calls" if tools else "length" if cut else "stop"
+            events.append(chunk([{"index": i, "delta": {}, "finish_reason": finish}]))
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(chunk([], usage))
         return await self._send_events(request, events)

@@ -285,3 +285,74 @@ def test_a_batch_survives_sigkill_and_each_line_is_in_the_output_once(fake: Fake
     finally:
         process.terminate()
         process.wait(30)
+
+
+WINDOW_SECONDS = 2  # the completion window of the expiry test's server (a test setting; 24 h otherwise)
+SLOW_LINE_SECONDS = 3.5  # the first line takes this long upstream: past the window, wherever in a second it began
+
+
+def test_a_batch_past_its_completion_window_expires_and_lists_the_lines_it_did_not_run(fake: FakeOpenAI) -> None:
+    with serve(batch_config(fake, completion_window_seconds=WINDOW_SECONDS, max_in_flight_per_batch=1)) as url:
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+        client.models.list()  # model discovery is done before the upstream is made slow
+        fake.hang(SLOW_LINE_SECONDS, times=1)
+        lines = [chat_line(f"e{i}", f"expiring {i}") for i in range(3)]
+        batch = client.batches.create(
+            input_file_id=upload(client, lines), endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        assert batch.expires_at == batch.created_at + WINDOW_SECONDS
+        batch = wait_for(client, batch.id, finished)
+        assert batch.status == "expired" and batch.expired_at and not batch.completed_at
+        assert batch.request_counts.model_dump() == {"total": 3, "completed": 1, "failed": 2}
+        [answered] = lines_of(client, batch.output_file_id)
+        assert answered["custom_id"] == "e0"
+        assert answered["response"]["body"]["choices"][0]["message"]["content"] == "echo: expiring 0"
+        expired = lines_of(client, batch.error_file_id)
+        assert [line["custom_id"] for line in expired] == ["e1", "e2"]
+        for line in expired:
+            assert line["response"] is None and line["error"]["code"] == "batch_expired"
+            assert line["id"].startswith("batch_req_") and line["error"]["message"]
+        sent = [h["body"]["messages"][-1]["content"] for h in fake.hits("/v1/chat/completions")]
+        assert sent == ["expiring 0"], "no line starts after the window has ended"
+
+
+BUDGET = 10  # tokens; each line below uses 4 with the fake upstream (2 in, 2 out), so 3 lines fit
+
+
+def test_batch_lines_count_against_the_owners_quotas(fake: FakeOpenAI, tmp_path: Path) -> None:
+    from auth_helpers import make_key
+    from auth_helpers import stack_config as auth_stack_config
+
+    config = auth_stack_config(fake, tmp_path)
+    config["apis"]["batches"] = {"max_in_flight_per_batch": 1}
+    with serve(config) as url:
+        limited = make_key(tmp_path, "carol", limits={"token_budget": BUDGET})
+        unlimited = make_key(tmp_path, "carol")  # the same caller with another key: reads her batch, has no limit
+        creator = OpenAI(base_url=url, api_key=limited, max_retries=0)
+        reader = OpenAI(base_url=url, api_key=unlimited, max_retries=0)
+        lines = [chat_line(f"t{i}", f"word{i}") for i in range(5)]
+        batch = creator.batches.create(
+            input_file_id=upload(creator, lines), endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        batch = wait_for(reader, batch.id, finished)
+        assert batch.status == "completed", "a line over quota fails alone, not the batch"
+        assert batch.request_counts.model_dump() == {"total": 5, "completed": 3, "failed": 2}
+        assert [line["custom_id"] for line in lines_of(reader, batch.output_file_id)] == ["t0", "t1", "t2"]
+        refused = lines_of(reader, batch.error_file_id)
+        assert [line["custom_id"] for line in refused] == ["t3", "t4"]
+        for line in refused:
+            assert line["response"]["status_code"] == 429
+            assert line["response"]["body"]["error"]["type"] == "insufficient_quota"
+            assert line["error"]["code"] == "insufficient_quota"
+        assert len(fake.hits("/v1/chat/completions")) == 3, "refused lines never reach the upstream"
+        # The batch spent the key's budget: the key's own next request is refused too.
+        with pytest.raises(openai.RateLimitError):
+            creator.chat.completions.create(model="fake/" + CHAT_MODEL, messages=[{"role": "user", "content": "x"}])
+        # The lines run are in the key's usage, under the model they asked for.
+        admin = make_key(tmp_path, "root", scopes=["admin"])
+        usage = requests.get(
+            url.removesuffix("/v1") + "/v1alpha/admin/usage", headers={"Authorization": f"Bearer {admin}"}, timeout=10
+        )
+        assert usage.status_code == 200, usage.text
+        [row] = [r for r in usage.json()["data"] if r["principal"] == "carol" and r["model"] != "-"]
+        assert (row["requests"], row["total_tokens"]) == (3, 12), row

@@ -8,7 +8,9 @@ sends the lines that have no result yet through the stack's own routes (`lamina.
 traffic keeps its share. Each line's result is stored under `batch_results/<batch>/<line>` as soon as it is known:
 a crashed worker's lease expires, another process resumes the batch, and only the lines without a result run again
 (a line that was in flight when the process died runs twice; its result is stored once). When every line has a
-result the worker writes the output and error files and completes the batch.
+result the worker writes the output and error files and completes the batch. Lines run as the batch's owner and
+count against its quotas, as its HTTP requests would (`_call`). Past `expires_at` no line starts, and the batch ends
+`expired`, its unrun lines in the error file as `batch_expired`.
 
 Who writes what, so no update is lost without transactions: the record (`batches/<id>`) is written by `create`
 and then only by the worker that holds the batch's lease; progress counts go to `batch_progress/<id>` (the
@@ -34,6 +36,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp
 
 from lamina import auth
+from lamina.access import Principal
 from lamina.apis.batches.types import (
     ENDPOINTS,
     FINAL,
@@ -52,6 +55,7 @@ from lamina.apis.batches.types import (
 from lamina.apis.files.router import FilesRouter
 from lamina.errors import LaminaError, bad_request, not_found
 from lamina.internal import call, serves
+from lamina.quotas import RequestUsage, current_usage
 from lamina.specs import RouterDeps
 from lamina.storage import Job, KVStore, Registry
 from lamina.storage.lease import Lease, LeaseLost, Stopping, claim_next
@@ -59,7 +63,6 @@ from lamina.storage.lease import Lease, LeaseLost, Stopping, claim_next
 log = logging.getLogger("lamina")
 RUN = "batches.run"
 CHECK_SECONDS = 0.5  # how soon a running batch notices a cancellation, and how often it stores its progress
-WINDOW_SECONDS = {"24h": 24 * 3600}
 MAX_ERRORS = 100  # a batch failed by validation lists at most this many bad lines
 BLOCK = 1000  # lines per key prefix of results, so a batch's results are read a block at a time
 FLUSH_LINES = 32  # results written to storage together
@@ -209,10 +212,14 @@ class BatchesRouter:
             completion_window=request.completion_window,
             status="validating",
             created_at=created_at,
-            expires_at=created_at + WINDOW_SECONDS[request.completion_window],
+            expires_at=created_at + self.config.completion_window_seconds,
             metadata=request.metadata,
         )
-        await self.batches.put(BatchRecord(batch=batch, order=f"{now:020d}", owner=owner))
+        caller = auth.caller()
+        record = BatchRecord(batch=batch, order=f"{now:020d}", owner=owner)
+        if caller is not None:  # its lines count against the key it was made with, too
+            record = record.model_copy(update={"key_id": caller.key_id, "key_limits": dict(caller.limits)})
+        await self.batches.put(record)
         await self.jobs.ensure(RUN, batch.id, {})
         self.wakeup.set()
         return batch
@@ -284,9 +291,10 @@ class BatchesRouter:
             return
         # The lines, the input file's reading and the output files are the batch owner's doing.
         with auth.acting_as(self.auth, record.owner):
-            await self._run_as_owner(job, lease, record.batch)
+            await self._run_as_owner(job, lease, record)
 
-    async def _run_as_owner(self, job: Job, lease: Lease, batch: Batch) -> None:
+    async def _run_as_owner(self, job: Job, lease: Lease, record: BatchRecord) -> None:
+        batch = record.batch
         try:
             lines = await self._read_lines(batch)
         except _Invalid as invalid:
@@ -307,7 +315,7 @@ class BatchesRouter:
             await self._save(lease, batch)
         end: Status = "completed"
         try:
-            await self._run_lines(batch, lines, lease)
+            await self._run_lines(batch, lines, lease, self._quota_subject(record))
         except Ended as ended:
             end = ended.status
         await self._finalize(batch, lines, lease, end)
@@ -354,7 +362,42 @@ class BatchesRouter:
                     done[result["line"]] = result["status_code"]
         return done
 
-    async def _run_lines(self, batch: Batch, lines: list[Line], lease: Lease) -> None:
+    def _quota_subject(self, record: BatchRecord) -> Principal | None:
+        """Who a batch's lines count against (its owner, and the key it was made with), when quotas apply."""
+        if self.auth is None or record.owner is None:
+            return None
+        return Principal(
+            principal=record.owner.principal,
+            attributes=record.owner.attributes,
+            key_id=record.key_id,
+            limits=record.key_limits,
+        )
+
+    async def _call(self, app: ASGIApp, path: str, body: bytes, caller: Principal | None) -> tuple[int, bytes]:
+        """One line through the stack's routes, counted against the caller's quotas as its HTTP request would be:
+        a line over a limit is answered with the 429 the caller would have had, and the batch goes on."""
+        if caller is None or self.auth is None:
+            return await call(app, "POST", path, body)
+        quotas = self.auth.quotas
+        subjects = quotas.subjects(caller)
+        try:
+            await quotas.admit(subjects)
+        except LaminaError as refused:
+            return refused.status, orjson.dumps(refused.body())
+        usage = RequestUsage()
+        counting = current_usage.set(usage)
+        try:
+            return await call(app, "POST", path, body)
+        finally:
+            current_usage.reset(counting)
+            quotas.account(caller, usage)
+            if usage.tokens:
+                try:
+                    await quotas.spend(subjects, usage.tokens)
+                except Exception:
+                    log.exception("batch line: counting the tokens of %s failed", caller.principal)
+
+    async def _run_lines(self, batch: Batch, lines: list[Line], lease: Lease, caller: Principal | None) -> None:
         done = await self._done(batch.id, len(lines))
         results = Results(self.kv, batch.id, lease)
         results.progress.completed = sum(1 for code in done.values() if code < 400)
@@ -368,7 +411,7 @@ class BatchesRouter:
         async def run(index: int, line: Line) -> None:
             try:
                 async with self.slots:
-                    status, body = await call(app, "POST", path, line.body)
+                    status, body = await self._call(app, path, line.body, caller)
                 await results.add(
                     LineResult(
                         line=index,
@@ -420,7 +463,8 @@ class BatchesRouter:
         if end == "completed":
             batch = batch.model_copy(update={"status": "finalizing", "finalizing_at": _now()})
             await self._save(lease, batch)
-        output, errors, counts = await self._write_results(batch, lease)
+        unfinished = lines if end == "expired" else None
+        output, errors, counts = await self._write_results(batch, lease, unfinished)
         update: dict[str, Any] = {
             "status": end,
             f"{end}_at": _now(),
@@ -436,9 +480,12 @@ class BatchesRouter:
             await self.kv.delete(key)
         log.info("batch %s %s: %s", batch.id, end, counts)
 
-    async def _write_results(self, batch: Batch, lease: Lease) -> tuple[str | None, str | None, Progress]:
-        """Write the output file (2xx answers) and the error file (the rest), in input order, a block of results
-        at a time; return their ids (None for a file that would be empty) and the counts."""
+    async def _write_results(
+        self, batch: Batch, lease: Lease, unfinished: list[Line] | None = None
+    ) -> tuple[str | None, str | None, Progress]:
+        """Write the output file (2xx answers) and the error file (the rest), a block of results at a time; return
+        their ids (None for a file that would be empty) and the counts. With `unfinished` (the lines of an expired
+        batch), each line without a result gets a `batch_expired` error line, as OpenAI writes them."""
         counts = Progress()
         outputs = await self.files.provider.begin_upload()
         errors = await self.files.provider.begin_upload()
@@ -450,6 +497,11 @@ class BatchesRouter:
                 if not values and block * BLOCK >= batch.request_counts.total:
                     break
                 ok_lines, error_lines, completed, failed = await asyncio.to_thread(_format_results, values, seen)
+                if unfinished is not None:
+                    block_lines = range(block * BLOCK, min((block + 1) * BLOCK, len(unfinished)))
+                    expired = [_expired_line(unfinished[i]) for i in block_lines if i not in seen]
+                    error_lines += b"".join(expired)
+                    failed += len(expired)
                 outputs.write(ok_lines)
                 errors.write(error_lines)
                 counts.completed += completed
@@ -475,6 +527,12 @@ class BatchesRouter:
 class _Invalid(Exception):
     def __init__(self, errors: list[BatchError]) -> None:
         self.errors = BatchErrors(data=errors)
+
+
+def _expired_line(line: Line) -> bytes:
+    error = {"code": "batch_expired", "message": "this request was not run before the batch's completion window ended"}
+    answer = {"id": "batch_req_" + secrets.token_hex(12), "custom_id": line.custom_id, "response": None, "error": error}
+    return orjson.dumps(answer) + b"\n"
 
 
 def _line_error(result: LineResult) -> dict[str, Any]:

@@ -26,6 +26,11 @@ class BatchesConfig(ProviderConfig):
         30, gt=0, description="how long a batch stays with a process that stopped renewing it (crashed)"
     )
     max_lines: int = Field(50_000, ge=1, description="requests one input file may hold (OpenAI: 50,000)")
+    completion_window_seconds: int = Field(
+        24 * 3600,
+        ge=1,
+        description="how long a batch may run before it expires (its completion_window, 24h); shorter to test expiry",
+    )
 
 
 class CreateBatch(BaseModel):
@@ -85,6 +90,9 @@ class BatchRecord(BaseModel):
     batch: Batch
     order: str
     owner: Owner | None = None  # who made it (lamina.auth); its lines run as this caller
+    # The API key it was made with (lamina.auth): its lines count against that key's quotas and usage too.
+    key_id: str | None = None
+    key_limits: dict[str, int] = {}
 
 
 class LineResult(BaseModel):

@@ -34,7 +34,7 @@ from lamina import auth, observe
 from lamina.access import Action
 from lamina.apis.files.router import FilesRouter
 from lamina.apis.inference.router import InferenceRouter
-from lamina.apis.inference.types import EmbeddingRequest
+from lamina.apis.inference.types import ChatCompletionRequest, EmbeddingRequest
 from lamina.apis.rerank.router import RerankRouter
 from lamina.apis.vector_io.provider import Chunk, Hit, Mode, VectorIOProvider
 from lamina.apis.vector_io.records import BatchRecord, FileRecord, StoreRecord
@@ -540,6 +540,36 @@ class VectorStoresRouter:
                 await self.files.put(current.model_copy(update=outcome))
             await self.jobs.finish(job, lease.worker)
 
+    async def rewrite(self, query: str) -> str:
+        """The query as the configured chat model rewrites it for search (`rewrite_query`, as Llama Stack does it);
+        the query itself when the model answers with nothing."""
+        settings = self.settings.query_rewrite
+        if settings.model is None:
+            raise bad_request(
+                "rewrite_query needs a model to rewrite queries with; this server sets none "
+                "(apis.vector_io.query_rewrite.model in its run config)",
+                param="rewrite_query",
+            )
+        asked = ChatCompletionRequest.model_validate(
+            {
+                "model": settings.model,
+                "messages": [{"role": "user", "content": settings.prompt.replace("{query}", query)}],
+                "temperature": 0,
+                "max_tokens": settings.max_tokens,
+            }
+        )
+        answer = await self.inference.chat_completion(asked)
+        if not isinstance(answer, dict):  # a provider answers a request without `stream` with one object
+            raise LaminaError(
+                f"model '{settings.model}' streamed an answer that was not asked to stream",
+                status=502,
+                type="upstream_error",
+            )
+        choices = answer.get("choices") or [{}]
+        content = (choices[0].get("message") or {}).get("content")
+        rewritten = " ".join(content.split()) if isinstance(content, str) else ""  # one line: a query, not a text
+        return rewritten or query
+
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         result = await self.inference.embeddings(
             EmbeddingRequest(model=model, input=texts, encoding_format="float", dimensions=None)
@@ -659,6 +689,8 @@ class VectorStoresRouter:
                 f"ranker '{ranker}' is neither auto, default-2024-11-15, none nor a reranker model of the rerank API",
                 param="ranking_options.ranker",
             )
+        if request.rewrite_query:
+            queries = [await self.rewrite(query) for query in queries]
         vectors = None if mode == "keyword" else await self.embed(store.embedding_model, queries)  # once
         records: dict[str, FileRecord | None] = {}
         k = request.max_num_results

@@ -232,10 +232,29 @@ class PageQuery(BaseModel):
     filter: Literal["in_progress", "completed", "failed", "cancelled"] | None = None
 
 
+REWRITE_PROMPT = (
+    "Rewrite this search query for a semantic search over documents: keep its meaning, add the synonyms and "
+    "related terms a relevant passage would use, and answer with the rewritten query alone, on one line.\n\n"
+    "Query: {query}"
+)
+
+
+class QueryRewriteConfig(BaseModel):
+    """`apis.vector_io.query_rewrite`: how a search asked with `rewrite_query: true` rewrites its query first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None  # a chat model of the inference API; without one, rewrite_query is refused (400)
+    prompt: str = Field(REWRITE_PROMPT, pattern=r"\{query\}")  # `{query}` stands for the query as asked
+    max_tokens: int = Field(80, ge=1)
+
+
 class VectorIOConfig(BaseModel):
     """`apis.vector_io` in the run config."""
 
     model_config = ConfigDict(extra="forbid")
+
+    query_rewrite: QueryRewriteConfig = QueryRewriteConfig()
 
     default_embedding_model: str | None = None  # default: the first embedding model the inference API lists
     ingestion_concurrency: int = Field(4, ge=1)  # files ingested at once (their embedding calls can merge)
