@@ -32,7 +32,11 @@ from gateway import free_port, start, stop, wait_healthy
 from openai import OpenAI
 
 HERE = Path(__file__).parent
-WORDS = [f"{stem}{suffix}" for stem in ("heron", "reed", "river", "stone", "moss", "ash", "wren", "tide") for suffix in ("", "s", "ed", "ing", "er")]
+WORDS = [
+    f"{stem}{suffix}"
+    for stem in ("heron", "reed", "river", "stone", "moss", "ash", "wren", "tide")
+    for suffix in ("", "s", "ed", "ing", "er")
+]
 
 
 def corpus(files: int) -> list[bytes]:
@@ -46,7 +50,9 @@ def corpus(files: int) -> list[bytes]:
 
 def ingest(run_yaml: Path, texts: list[bytes]) -> dict[str, float]:
     port = free_port()
-    server = start([sys.executable, "-c", "from lamina.cli import main; main()", "run", str(run_yaml), "--port", str(port)])
+    server = start(
+        [sys.executable, "-c", "from lamina.cli import main; main()", "run", str(run_yaml), "--port", str(port)]
+    )
     try:
         wait_healthy(f"http://127.0.0.1:{port}/v1/health", timeout=120)
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600)
@@ -59,9 +65,11 @@ def ingest(run_yaml: Path, texts: list[bytes]) -> dict[str, float]:
             batch = client.vector_stores.file_batches.retrieve(batch.id, vector_store_id=store.id)
         elapsed = time.perf_counter() - began
         assert batch.status == "completed" and batch.file_counts.completed == len(ids), batch
-        chunks = sum(
-            len(client.vector_stores.files.content(file_id, vector_store_id=store.id).data) for file_id in ids[:5]
-        ) * len(ids) / 5  # every file has about as many chunks: the first five tell
+        chunks = (
+            sum(len(client.vector_stores.files.content(file_id, vector_store_id=store.id).data) for file_id in ids[:5])
+            * len(ids)
+            / 5
+        )  # every file has about as many chunks: the first five tell
         return {"seconds": elapsed, "files_per_s": len(ids) / elapsed, "chunks_per_s": chunks / elapsed}
     finally:
         stop(server)
@@ -142,10 +150,14 @@ def main() -> None:
             run_yaml = folder / f"{name}.yaml"
             run_yaml.write_text(yaml.safe_dump(config))
             results[name] = r = ingest(run_yaml, texts)
-            print(f"{name:<9} {r['seconds']:7.2f} s  {r['files_per_s']:7.1f} files/s  {r['chunks_per_s']:8.0f} chunks/s")
+            print(
+                f"{name:<9} {r['seconds']:7.2f} s  {r['files_per_s']:7.1f} files/s  {r['chunks_per_s']:8.0f} chunks/s"
+            )
         ratio = results["postgres"]["chunks_per_s"] / results["sqlite"]["chunks_per_s"]
-        print(f"\npostgres distro's ingestion rate: {ratio:.0%} of SQLite/hnswlib's ({len(texts)} files, "
-              f"{sum(map(len, texts)) / 1e6:.1f} MB)")
+        print(
+            f"\npostgres distro's ingestion rate: {ratio:.0%} of SQLite/hnswlib's ({len(texts)} files, "
+            f"{sum(map(len, texts)) / 1e6:.1f} MB)"
+        )
     finally:
         stop(up)
         asyncio.run(admin(admin_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import secrets
 import sys
 import tempfile
@@ -33,10 +34,8 @@ def family(pid: int) -> list[int]:
 def tree_cpu(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             total += cpu_seconds(pid)
-        except FileNotFoundError:
-            pass
     return total
 
 
@@ -69,7 +68,9 @@ def main() -> None:
         yaml.safe_dump(
             {
                 "storage": {"dir": str(folder / "data"), "type": "postgres", "config": {"url": url}},
-                "providers": {"inference": [{"id": "openai", "type": "remote::openai", "config": {"base_url": upstream}}]},
+                "providers": {
+                    "inference": [{"id": "openai", "type": "remote::openai", "config": {"base_url": upstream}}]
+                },
             }
         )
     )
@@ -81,8 +82,17 @@ def main() -> None:
         for workers in (1, 2):
             port = free_port()
             gateway = start(
-                [sys.executable, "-c", "from lamina.cli import main; main()", "run", str(run_yaml), "--port",
-                 str(port), "--workers", str(workers)]
+                [
+                    sys.executable,
+                    "-c",
+                    "from lamina.cli import main; main()",
+                    "run",
+                    str(run_yaml),
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(workers),
+                ]
             )
             try:
                 wait_healthy(f"http://127.0.0.1:{port}/v1/health", timeout=120)

@@ -103,9 +103,7 @@ def cli() -> None:
     default=lambda: int(os.environ.get("LAMINA_WORKERS", "1")),
     help="server processes sharing the port and the storage (default: $LAMINA_WORKERS or 1)",
 )
-def run(
-    distro: str, port: int | None, host: str | None, env: tuple[str, ...], log_format: str, workers: int
-) -> None:
+def run(distro: str, port: int | None, host: str | None, env: tuple[str, ...], log_format: str, workers: int) -> None:
     """Serve DISTRO (a distro name or a path to a run.yaml)."""
     from lamina.workers import check_workers, run_workers
 
@@ -122,6 +120,7 @@ def run(
     try:
         check_workers(config, workers)
         if workers > 1:
+
             def serve_one(listener: socket.socket, ready: Callable[[int], None]) -> Coroutine[Any, Any, None]:
                 return _serve_until_stopped(config, pm, listener, ready)
 

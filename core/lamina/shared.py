@@ -23,7 +23,6 @@ from typing import Any
 
 from lamina.config import ConfigError, RedisConfig
 
-
 log = logging.getLogger("lamina")
 RECONNECT_SECONDS = 1.0  # between attempts to listen again after Redis went away
 LOCK_SECONDS = 10  # how long one process may take to list a provider's models before another tries itself
@@ -53,7 +52,9 @@ class Shared:
         try:
             import redis.asyncio
         except ImportError:
-            raise ConfigError("redis.url is set but the redis package is not installed: pip install 'lamina-stack[redis]'") from None
+            raise ConfigError(
+                "redis.url is set but the redis package is not installed: pip install 'lamina-stack[redis]'"
+            ) from None
         self.client = redis.asyncio.Redis.from_url(self.config.url)
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:

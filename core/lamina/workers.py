@@ -103,8 +103,13 @@ def run_workers(
                     started_once.add(number)
             if not announced and len(started_once) == workers:
                 announced = True
-                log.info("%d workers serving http://%s:%d/v1 (pids %s)", workers, config.server.host, port,
-                         ", ".join(str(pid) for pid in children))
+                log.info(
+                    "%d workers serving http://%s:%d/v1 (pids %s)",
+                    workers,
+                    config.server.host,
+                    port,
+                    ", ".join(str(pid) for pid in children),
+                )
             pid, code = _reap()
             if pid == 0:
                 continue

@@ -74,7 +74,10 @@ def config(fake: FakeOpenAI, data_dir: Path, redis_settings: dict[str, str] | No
 def test_replicas_ask_the_upstream_for_its_models_once(
     fake: FakeOpenAI, redis_settings: dict[str, str], tmp_path: Path
 ) -> None:
-    with serve(config(fake, tmp_path / "a", redis_settings)) as a, serve(config(fake, tmp_path / "b", redis_settings)) as b:
+    with (
+        serve(config(fake, tmp_path / "a", redis_settings)) as a,
+        serve(config(fake, tmp_path / "b", redis_settings)) as b,
+    ):
         for url in (a, b):
             listed = {model.id for model in OpenAI(base_url=url, api_key="unused").models.list()}
             assert f"fake/{CHAT_MODEL}" in listed

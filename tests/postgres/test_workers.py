@@ -44,7 +44,11 @@ def free_port() -> int:
 
 
 def write_config(path: Path, fake: FakeOpenAI, storage: dict[str, Any]) -> Path:
-    upstream = {"base_url": fake.base_url, "models": [CHAT_MODEL, EMBEDDING_MODEL], "embedding_models": [EMBEDDING_MODEL]}
+    upstream = {
+        "base_url": fake.base_url,
+        "models": [CHAT_MODEL, EMBEDDING_MODEL],
+        "embedding_models": [EMBEDDING_MODEL],
+    }
     providers: dict[str, Any] = {"inference": [{"id": "fake", "type": "remote::openai", "config": upstream}]}
     if storage.get("type") == "postgres":
         providers["files"] = [{"id": "files", "type": "remote::postgres"}]
@@ -130,24 +134,33 @@ def test_two_workers_share_state_and_stop_together(
             # A vector store filled by one worker is searched by both: each hnswlib index catches up through SQLite.
             text = " ".join(f"Sentence {i}: the heron waits by reed bed {i % 5}." for i in range(100))
             notes = requests.post(
-                f"{base}/files", files={"file": ("notes.txt", text.encode())}, data={"purpose": "assistants"}, timeout=30
+                f"{base}/files",
+                files={"file": ("notes.txt", text.encode())},
+                data={"purpose": "assistants"},
+                timeout=30,
             ).json()["id"]
             store = requests.post(f"{base}/vector_stores", json={"file_ids": [notes]}, timeout=30).json()["id"]
             wait_for(
-                lambda: requests.get(f"{base}/vector_stores/{store}", timeout=30).json()["file_counts"]["completed"] == 1,
+                lambda: (
+                    requests.get(f"{base}/vector_stores/{store}", timeout=30).json()["file_counts"]["completed"] == 1
+                ),
                 process,
                 "the file's ingestion",
             )
 
             def search(_: int) -> list[str]:
-                answer = requests.post(f"{base}/vector_stores/{store}/search", json={"query": "heron reed bed 3"}, timeout=30)
+                answer = requests.post(
+                    f"{base}/vector_stores/{store}/search", json={"query": "heron reed bed 3"}, timeout=30
+                )
                 assert answer.status_code == 200, answer.text
                 return [hit["file_id"] for hit in answer.json()["data"]]
 
             with concurrent.futures.ThreadPoolExecutor(6) as pool:
                 assert all(found and set(found) == {notes} for found in pool.map(search, range(READS)))
             searched = {
-                line["worker"] for line in log_lines(log) if line.get("route", "").endswith("/search") and "worker" in line
+                line["worker"]
+                for line in log_lines(log)
+                if line.get("route", "").endswith("/search") and "worker" in line
             }
             assert searched == {1, 2}, f"the searches were served by workers {searched}"
 
