@@ -1,10 +1,10 @@
 """The gateway with `lamina run --workers 2` against one worker, in one run: requests/s and CPU µs per request.
 
-    python bench/workers.py [--seconds 5] [--concurrency 16 64] [--postgres postgresql://...]
+    python bench/workers.py [--seconds 4] [--rounds 3] [--concurrency 16 64] [--postgres postgresql://...]
 
-Both runs serve the same run config: one remote::openai provider in front of bench/fake_upstream.py, storage in
-a scratch database on the PostgreSQL at `--postgres` (several workers need shared storage; the database is
-dropped at the end). CPU is every Lamina process's user + system time (the supervisor and its workers) over the
+Both servers run the same run config, as bench/gateway.py's: one remote::openai provider in front of
+bench/fake_upstream.py, SQLite storage (or a scratch database on the PostgreSQL at `--postgres`, dropped at the
+end). Both are up at once and measured in alternating rounds (medians reported). CPU is every Lamina process's user + system time (the supervisor and its workers) over the
 measured window, divided by the requests served; the load generator runs on the same machine, so requests/s
 shows how much the second worker helps when the cores are shared with it.
 """
@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import secrets
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -51,72 +52,70 @@ async def admin(url: str, statement: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="*", default=[16, 64])
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--postgres", help="keep the storage in a scratch database there (default: SQLite files)")
     args = parser.parse_args()
 
     database = f"lamina_bench_{secrets.token_hex(4)}"
-    asyncio.run(admin(args.postgres, f'CREATE DATABASE "{database}"'))
-    url = args.postgres.rsplit("/", 1)[0] + f"/{database}"
+    storage: dict[str, object] = {}
+    if args.postgres:
+        asyncio.run(admin(args.postgres, f'CREATE DATABASE "{database}"'))
+        storage = {"type": "postgres", "config": {"url": args.postgres.rsplit("/", 1)[0] + f"/{database}"}}
     up_port = free_port()
     upstream = f"http://127.0.0.1:{up_port}/v1"
     up = start([sys.executable, str(HERE / "fake_upstream.py"), str(up_port)])
     folder = Path(tempfile.mkdtemp())
-    run_yaml = folder / "run.yaml"
-    run_yaml.write_text(
-        yaml.safe_dump(
-            {
-                "storage": {"dir": str(folder / "data"), "type": "postgres", "config": {"url": url}},
-                "providers": {
-                    "inference": [{"id": "openai", "type": "remote::openai", "config": {"base_url": upstream}}]
-                },
-            }
-        )
-    )
     BODY["model"] = "openai/bench"
-    results: dict[tuple[int, int], tuple[float, float]] = {}
+    servers: dict[int, tuple[object, int]] = {}
+    samples: dict[tuple[int, int], list[tuple[float, float, float]]] = {}
     try:
         wait_healthy(upstream + "/models")
-        print(f"{'workers':>8}{'conc':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'n':>8}{'CPU us/req':>12}")
+        # Both servers up at once, measured in alternating rounds, so a change in the machine's load hits both.
         for workers in (1, 2):
+            run_yaml = folder / f"run{workers}.yaml"
+            provider = {"id": "openai", "type": "remote::openai", "config": {"base_url": upstream}}
+            config = {
+                "storage": {"dir": str(folder / f"data{workers}"), **storage},
+                "providers": {"inference": [provider]},
+            }
+            run_yaml.write_text(yaml.safe_dump(config))
             port = free_port()
-            gateway = start(
-                [
-                    sys.executable,
-                    "-c",
-                    "from lamina.cli import main; main()",
-                    "run",
-                    str(run_yaml),
-                    "--port",
-                    str(port),
-                    "--workers",
-                    str(workers),
-                ]
-            )
-            try:
-                wait_healthy(f"http://127.0.0.1:{port}/v1/health", timeout=120)
-                target = f"http://127.0.0.1:{port}/v1/chat/completions"
-                for concurrency in args.concurrency:
+            command = ["run", str(run_yaml), "--port", str(port), "--workers", str(workers)]
+            servers[workers] = (start([sys.executable, "-c", "from lamina.cli import main; main()", *command]), port)
+        for _, port in servers.values():
+            wait_healthy(f"http://127.0.0.1:{port}/v1/health", timeout=120)
+        for _ in range(args.rounds):
+            for concurrency in args.concurrency:
+                for workers, (process, port) in servers.items():
+                    target = f"http://127.0.0.1:{port}/v1/chat/completions"
                     asyncio.run(load(target, concurrency, False, 1.0))  # warm connections (and every worker)
-                    pids = family(gateway.pid)
+                    pids = family(process.pid)  # type: ignore[attr-defined]
                     before = tree_cpu(pids)
                     r = asyncio.run(load(target, concurrency, False, args.seconds))
                     cpu = (tree_cpu(pids) - before) * 1e6 / r["n"]
-                    results[(workers, concurrency)] = (r["rps"], cpu)
-                    print(
-                        f"{workers:>8}{concurrency:>6}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['n']:>8}"
-                        f"{cpu:>12.0f}" + (f"  FAILURES {r['failures']}" if r["failures"] else "")
-                    )
-            finally:
-                stop(gateway)
+                    samples.setdefault((workers, concurrency), []).append((r["rps"], cpu, r["p50"]))
+                    if r["failures"]:
+                        print(f"workers={workers} c={concurrency}: {r['failures']} FAILURES")
+        print(
+            f"{'workers':>8}{'conc':>6}{'req/s':>10}{'p50 ms':>9}{'CPU us/req':>12}   (medians of {args.rounds} rounds)"
+        )
+        medians = {}
+        for (workers, concurrency), rows in sorted(samples.items()):
+            rps, cpu, p50 = (statistics.median(column) for column in zip(*rows, strict=True))
+            medians[(workers, concurrency)] = (rps, cpu)
+            print(f"{workers:>8}{concurrency:>6}{rps:>10.0f}{p50:>9.2f}{cpu:>12.0f}")
         print("\n2 workers against 1")
         for concurrency in args.concurrency:
-            (rps1, cpu1), (rps2, cpu2) = results[(1, concurrency)], results[(2, concurrency)]
+            (rps1, cpu1), (rps2, cpu2) = medians[(1, concurrency)], medians[(2, concurrency)]
             print(f"  c={concurrency:<3} requests/s x{rps2 / rps1:.2f}   CPU us/request x{cpu2 / cpu1:.2f}")
     finally:
+        for process, _ in servers.values():
+            stop(process)  # type: ignore[arg-type]
         stop(up)
-        asyncio.run(admin(args.postgres, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        if args.postgres:
+            asyncio.run(admin(args.postgres, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":
