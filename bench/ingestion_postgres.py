@@ -2,7 +2,7 @@
 
     python bench/ingestion_postgres.py [--files 120] [--url postgresql://...]
 
-The same corpus (seeded generated text, `--files` files of ~12 KB) and the same embedding provider (a
+The same corpus (seeded generated text, `--files` files of ~14 KB) and the same embedding provider (a
 remote::openai in front of bench/fake_upstream.py --varied: a distinct vector per chunk, answered in
 microseconds, so the stores are what is measured) through two `lamina run` servers, one after the other:
 
