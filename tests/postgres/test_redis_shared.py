@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+from lamina.config import resolve
 from lamina.testing import serve
 from openai import OpenAI
 
@@ -124,3 +125,10 @@ def test_a_background_response_cancelled_on_one_replica_stops_on_the_other(
         assert fake.disconnected.wait(STOP_WAIT_SECONDS), "the upstream stream went on after the cancellation"
         assert fake.streams_finished == 0
         assert a.responses.retrieve(response_id).status == "cancelled"
+
+
+def test_rate_limits_count_in_the_shared_redis_unless_told_otherwise() -> None:
+    assert resolve({"redis": {"url": REDIS_URL}}, "<test>").auth.quotas.redis_url == REDIS_URL
+    own = {"redis": {"url": REDIS_URL}, "auth": {"quotas": {"redis_url": "redis://counters:6379/1"}}}
+    assert resolve(own, "<test>").auth.quotas.redis_url == "redis://counters:6379/1"
+    assert resolve({}, "<test>").auth.quotas.redis_url is None
