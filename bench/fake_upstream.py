@@ -1,8 +1,12 @@
-"""A fast OpenAI-compatible fake upstream for benchmarks: `python bench/fake_upstream.py PORT`."""
+"""A fast OpenAI-compatible fake upstream for benchmarks: `python bench/fake_upstream.py PORT [--varied]`.
+
+`--varied`: each text gets an embedding of its own (seeded by the text), for benches whose vector index must see
+distinct vectors; by default every embedding is the same constant, the cheapest answer."""
 
 from __future__ import annotations
 
 import json
+import random
 import sys
 
 from aiohttp import web
@@ -55,12 +59,20 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 
 EMBEDDING = [0.125] * 384
+VARIED = "--varied" in sys.argv
+
+
+def embedding_of(text: str) -> list[float]:
+    if not VARIED:
+        return EMBEDDING
+    draw = random.Random(text).random
+    return [draw() - 0.5 for _ in range(384)]
 
 
 async def embeddings(request: web.Request) -> web.Response:
     body = await request.json()
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-    data = [{"object": "embedding", "index": i, "embedding": EMBEDDING} for i in range(len(inputs))]
+    data = [{"object": "embedding", "index": i, "embedding": embedding_of(text)} for i, text in enumerate(inputs)]
     usage = {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}
     return web.json_response({"object": "list", "model": "bench-embed", "data": data, "usage": usage})
 

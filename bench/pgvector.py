@@ -122,6 +122,12 @@ async def bench(args: argparse.Namespace, url: str) -> None:
                 extra.append(f"{fp50:.2f} ms ({fp50 / p50:.2f}x), recall {recall_of(ffound, filtered_truth[name]):.3f}")
             print("  " + " | ".join((*cells[0], *extra)))
             rows.append((*cells[0], *extra))
+            floor = []
+            for _ in range(len(queries)):
+                started = time.perf_counter()
+                await pg.pool.fetchval("SELECT 1")
+                floor.append((time.perf_counter() - started) * 1000)
+            print(f"    round-trip floor (SELECT 1 on the same pool): p50 {statistics.median(floor):.2f} ms")
             await pg.close()
         pg = await PgvectorVectorIO.open(url, config, "bench")
         await pg.delete_store(store_id)

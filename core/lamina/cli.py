@@ -6,8 +6,9 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,8 +97,16 @@ def cli() -> None:
     default=lambda: os.environ.get("LAMINA_LOG_FORMAT", "text"),
     help="text lines, or one JSON object per line with a line per request (default: $LAMINA_LOG_FORMAT or text)",
 )
-def run(distro: str, port: int | None, host: str | None, env: tuple[str, ...], log_format: str) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=lambda: int(os.environ.get("LAMINA_WORKERS", "1")),
+    help="server processes sharing the port and the storage (default: $LAMINA_WORKERS or 1)",
+)
+def run(distro: str, port: int | None, host: str | None, env: tuple[str, ...], log_format: str, workers: int) -> None:
     """Serve DISTRO (a distro name or a path to a run.yaml)."""
+    from lamina.workers import check_workers, run_workers
+
     pm = plugin_manager()
     config = load_run_config(distro, env, pm)
     if port is not None:
@@ -109,6 +118,15 @@ def run(distro: str, port: int | None, host: str | None, env: tuple[str, ...], l
     for note in notes(config):
         log.warning("%s", note)
     try:
+        check_workers(config, workers)
+        if workers > 1:
+
+            def serve_one(listener: socket.socket, ready: Callable[[int], None]) -> Coroutine[Any, Any, None]:
+                return _serve_until_stopped(config, pm, listener, ready)
+
+            if run_workers(config, workers, serve_one, _loop_factory()):
+                raise click.ClickException("a worker failed to start; see its error above")
+            return
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve_until_stopped(config, pm))
     except (ConfigError, LaminaError, PluginError) as exc:
@@ -133,8 +151,14 @@ def notes(config: RunConfig) -> list[str]:
     return found
 
 
-async def _serve_until_stopped(config: RunConfig, pm: pluggy.PluginManager) -> None:
-    """Serve, and say what happens when it stops: what is being closed, then a last line once it is."""
+async def _serve_until_stopped(
+    config: RunConfig,
+    pm: pluggy.PluginManager,
+    listener: socket.socket | None = None,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve, and say what happens when it stops: what is being closed, then a last line once it is.
+    `listener`/`on_ready`: a worker's shared socket, and how it tells `lamina.workers` it started."""
     from lamina.resolver import check
     from lamina.server import serve
 
@@ -146,6 +170,8 @@ async def _serve_until_stopped(config: RunConfig, pm: pluggy.PluginManager) -> N
         order = check(config, pm).order
         started.extend(entry.id for api in order for entry in config.providers.get(api, []))
         adopt_library_logging()  # libraries imported while providers started (transformers) now log like us
+        if on_ready is not None:
+            on_ready(port)
 
     async def announce() -> None:
         await shutdown.wait()
@@ -157,7 +183,7 @@ async def _serve_until_stopped(config: RunConfig, pm: pluggy.PluginManager) -> N
 
     announcer = asyncio.create_task(announce())
     try:
-        await serve(config, pm=pm, ready=ready, shutdown=shutdown)
+        await serve(config, pm=pm, ready=ready, shutdown=shutdown, listener=listener)
     finally:
         announcer.cancel()
     log.info("stopped")

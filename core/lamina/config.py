@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lamina.auth import AuthConfig
 from lamina.paths import home
@@ -69,6 +69,14 @@ class ProviderEntry(_Strict):
     config: dict[str, Any] = {}
 
 
+class RedisConfig(_Strict):
+    """`redis:`: what server processes share beyond storage, through Redis (lamina.shared; docs/deploy.md)."""
+
+    url: str | None = Field(None, description="e.g. redis://127.0.0.1:6379/0; unset: nothing shared beyond storage")
+    prefix: str = Field("lamina:", description="of every key and channel, so deployments can share one Redis")
+    model_list_seconds: int = Field(300, ge=1, description="how long an upstream's model list is cached")
+
+
 class RunConfig(_Strict):
     version: int = 1
     distro: str = "custom"
@@ -78,12 +86,21 @@ class RunConfig(_Strict):
     apis: dict[str, dict[str, Any]] = {}  # API name -> that API's config, validated by the API when it starts
     telemetry: dict[str, Any] = {}  # for an observability plugin (lamina-telemetry), which validates it
     auth: AuthConfig = AuthConfig()  # off unless it lists a provider (docs/auth.md)
+    redis: RedisConfig = RedisConfig()  # what processes share beyond storage (lamina.shared); off unless `url`
     source: str = Field("<dict>", exclude=True)  # where it was read from, for error messages
     # API name -> the variables that would enable its providers that were left out, for `lamina run`'s advice
     disabled: dict[str, list[str]] = Field({}, exclude=True)
 
     def data_dir(self) -> Path:
         return Path(self.storage.dir).expanduser() if self.storage.dir else home() / self.distro
+
+    @model_validator(mode="after")
+    def _quotas_share_redis(self) -> RunConfig:
+        # One Redis for everything shared: rate-limit counters use `redis.url` unless `auth.quotas` names another.
+        if self.redis.url and not self.auth.quotas.redis_url:
+            quotas = self.auth.quotas.model_copy(update={"redis_url": self.redis.url})
+            self.auth = self.auth.model_copy(update={"quotas": quotas})  # a copy: the default is shared
+        return self
 
 
 # Keys that moved under `apis:`: old run configs keep working, with a warning that says where each now goes.

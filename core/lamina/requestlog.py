@@ -100,6 +100,9 @@ class JsonFormatter(logging.Formatter):
                 trace = observe.trace_id()
                 if trace is not None:
                     entry["trace_id"] = trace
+        worker = getattr(record, "worker", None)  # `lamina run --workers N`: which one wrote it
+        if worker is not None:
+            entry["worker"] = worker
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()

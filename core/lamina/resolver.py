@@ -25,6 +25,7 @@ from lamina.plugins import (
     unavailable_provider,
 )
 from lamina.providers import proxy
+from lamina.shared import Shared, fingerprint
 from lamina.specs import ApiSpec, Deps, ProviderSpec, RouterDeps, Started
 from lamina.storage import Storage
 
@@ -46,6 +47,7 @@ class Stack:
     apis: dict[str, object] = field(default_factory=dict)  # API name -> router
     providers: dict[str, object] = field(default_factory=dict)  # provider id -> instance
     auth: Auth | None = None  # the `auth:` section, started; None when auth is off
+    shared: Shared = field(default_factory=Shared)  # what processes share beyond storage (`redis:`)
     _by_type: dict[type, object] = field(default_factory=dict, repr=False)
     _app: Starlette | None = field(default=None, repr=False)
 
@@ -196,6 +198,9 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
         storage = await storage_backends(pm)[config.storage.type].create(checked.storage_config, data_dir)
         exits.push_async_callback(storage.close)
         stack = Stack(config, pm, storage, apis, GuardrailChain())
+        stack.shared = Shared(config.redis, _fingerprints(config))
+        await stack.shared.start()
+        exits.push_async_callback(stack.shared.close)
         stack.auth = await start_auth(config.auth, pm, storage, data_dir, exits, config.source)
         for api in checked.order:
             providers: dict[str, Any] = {}
@@ -225,6 +230,7 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
                 guardrails=stack.guardrails,
                 app=stack.http_app,
                 auth=stack.auth,
+                shared=stack.shared,
             )
             router = await apis[api].router(checked.api_configs[api], providers, router_deps)
             _push_close(exits, router)
@@ -240,12 +246,20 @@ async def start_stack(config: RunConfig, pm: pluggy.PluginManager | None = None)
             guardrails=stack.guardrails,
             app=stack.http_app,
             auth=stack.auth,
+            shared=stack.shared,
         )
         for guardrail_spec in guardrail_specs(pm).values():
             stack.guardrails.install(await guardrail_spec.create(final) or [])
         if stack.guardrails.guardrails:
             log.info("guardrails on text generation: %s", ", ".join(g.name for g in stack.guardrails.guardrails))
         yield stack
+
+
+def _fingerprints(config: RunConfig) -> dict[str, str]:
+    """Provider id -> digest of its type and config: processes configured alike share its cached model list."""
+    return {
+        entry.id: fingerprint([entry.type, entry.config]) for entries in config.providers.values() for entry in entries
+    }
 
 
 async def _stop_observing(observer: observe.Observer | None, previous: observe.Observer | None) -> None:

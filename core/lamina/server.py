@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 from starlette.applications import Starlette
@@ -26,6 +27,9 @@ from lamina.http import ApiRoute, error_response, json_response, prefix_of, stac
 from lamina.openapi import openapi_document
 from lamina.requestlog import with_request_ids
 from lamina.resolver import Stack, start_stack
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config
 
 log = logging.getLogger("lamina")
 
@@ -240,16 +244,35 @@ def create_app(stack: Stack) -> ASGIApp:
     return wrapped
 
 
+def bind(config: RunConfig, hconfig: Config | None = None) -> socket.socket:
+    """The server's socket, bound (not yet listening). Bound before the stack starts, which may load models for a
+    while: a port in use fails at once, in one line."""
+    from hypercorn.config import Config
+
+    hconfig = hconfig or Config()
+    hconfig.bind = [f"{config.server.host}:{config.server.port}"]
+    try:
+        sockets = hconfig.create_sockets()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}; "
+            "stop what is using it or choose another port (--port N)"
+        ) from None
+    return sockets.insecure_sockets[0]
+
+
 async def serve(
     config: RunConfig,
     *,
     pm: pluggy.PluginManager | None = None,
     ready: Callable[[int], None] | None = None,
     shutdown: asyncio.Event | None = None,
+    listener: socket.socket | None = None,
 ) -> None:
     """Start the stack and serve it until SIGINT/SIGTERM (or `shutdown` is set); `ready(port)` on start.
 
-    `pm` is the plugin manager to build it from (default: a new one with every installed plugin).
+    `pm` is the plugin manager to build it from (default: a new one with every installed plugin); `listener` a
+    listening socket to serve instead of binding one (`lamina.workers` hands each worker the same one).
     """
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
@@ -271,15 +294,8 @@ async def serve(
     hconfig.keep_alive_timeout = config.server.idle_timeout
     warn_if_exposed(config)
     hconfig.graceful_timeout = 3
-    # Bind before starting the stack, which may load models for a while: a port in use fails now, in one line.
-    try:
-        sockets = hconfig.create_sockets()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}; "
-            "stop what is using it or choose another port (--port N)"
-        ) from None
-    listener = sockets.insecure_sockets[0]
+    if listener is None:
+        listener = bind(config, hconfig)
     handed_over = False  # hypercorn closes the socket it serves; until then it is ours to close
     try:
         async with start_stack(config, pm) as stack:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from lamina.auth import Auth
     from lamina.guardrails import GuardrailChain
+    from lamina.shared import Shared
     from lamina.storage import Storage
 
 R = TypeVar("R")
@@ -70,6 +71,15 @@ class RouterDeps(Started):
     # The started `auth:` section (None when auth is off), for background work done as an object's owner
     # (`lamina.auth.acting_as`).
     auth: Auth | None = None
+    # What processes share beyond storage (`lamina.shared`): prompt cancellation of work running in any process,
+    # cached upstream model lists. Shares nothing unless the run config sets `redis.url`.
+    shared: Shared = field(default_factory=lambda: _unshared())
+
+
+def _unshared() -> Shared:
+    from lamina.shared import Shared  # imported late: lamina.shared imports the run config, which imports auth
+
+    return Shared()
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,7 @@ class BatchesRouter:
         self.app: Callable[[], ASGIApp] = deps.app
         self.auth = deps.auth
         self.jobs = deps.storage.jobs
+        self.shared = deps.shared  # a cancellation in any process reaches the batch's worker at once
         kv: KVStore = deps.storage.kv
         self.kv = kv
         self.batches = Registry(kv, "batches/", BatchRecord, key=lambda r: r.batch.id)
@@ -251,6 +252,7 @@ class BatchesRouter:
             )
         if await self.kv.get(f"batch_cancel/{batch_id}") is None:
             await self.kv.set(f"batch_cancel/{batch_id}", Cancelled(at=_now()).model_dump())
+        await self.shared.cancel(RUN, batch_id)
         self.wakeup.set()  # a batch no worker holds yet is finalised by the next worker to claim it
         return await self.view(record)
 
@@ -290,8 +292,12 @@ class BatchesRouter:
             await self.jobs.finish(job, lease.worker)
             return
         # The lines, the input file's reading and the output files are the batch owner's doing.
-        with auth.acting_as(self.auth, record.owner):
-            await self._run_as_owner(job, lease, record)
+        self.shared.watch(RUN, job.key)
+        try:
+            with auth.acting_as(self.auth, record.owner):
+                await self._run_as_owner(job, lease, record)
+        finally:
+            self.shared.unwatch(RUN, job.key)
 
     async def _run_as_owner(self, job: Job, lease: Lease, record: BatchRecord) -> None:
         batch = record.batch
@@ -434,6 +440,8 @@ class BatchesRouter:
                 await per_batch.acquire()
                 if failures:
                     raise failures[0]
+                if self.shared.cancelled(RUN, batch.id):  # told by any process, without waiting for a checkpoint
+                    raise Ended("cancelled")
                 if time.monotonic() - last_check > CHECK_SECONDS:
                     last_check = time.monotonic()
                     await self._checkpoint(batch, results, lease)

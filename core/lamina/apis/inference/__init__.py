@@ -32,6 +32,7 @@ async def create_router(config: InferenceConfig, providers: dict[str, Any], deps
         deps.guardrails,
         StoredCompletions(deps.storage.kv),
         discovery_wait=config.discovery_wait_seconds,
+        shared=deps.shared,
     )
     router.start()
     return router

@@ -24,6 +24,7 @@ from lamina.apis.inference.types import (
     EmbeddingRequest,
     Model,
     ModelConfig,
+    ModelInfo,
     RegisterModel,
     decode_base64,
     encode_base64,
@@ -31,6 +32,7 @@ from lamina.apis.inference.types import (
 from lamina.errors import LaminaError, bad_request, conflict, not_found
 from lamina.providers import malformed
 from lamina.quotas import note_model, note_usage
+from lamina.shared import Shared
 from lamina.storage import Registry
 
 if TYPE_CHECKING:
@@ -49,8 +51,10 @@ class InferenceRouter:
         guardrails: GuardrailChain,
         stored: StoredCompletions,
         discovery_wait: float | None = None,
+        shared: Shared | None = None,
     ) -> None:
         self.providers = providers
+        self.shared = shared or Shared()
         self.stored = stored
         self.discovery_wait = discovery_wait
         self.registered = registered
@@ -67,8 +71,12 @@ class InferenceRouter:
 
     async def _discover(self) -> None:
         async def one(provider_id: str, provider: InferenceProvider) -> None:
+            async def listed() -> list[dict[str, Any]]:
+                return [info.model_dump() for info in await provider.list_models()]
+
             try:
-                infos = await provider.list_models()
+                # Through the shared cache: replicas starting together ask the upstream once.
+                infos = [ModelInfo.model_validate(info) for info in await self.shared.model_list(provider_id, listed)]
             except Exception as exc:  # an upstream that is down must not stop the others
                 message = exc.message if isinstance(exc, LaminaError) else repr(exc)
                 log.warning("could not list the models of provider %s: %s", provider_id, message)

@@ -98,6 +98,7 @@ class ResponsesRouter:
         self.kv = deps.storage.kv
         self.jobs = deps.storage.jobs
         self.auth = deps.auth
+        self.shared = deps.shared  # a cancellation in any process stops the response where it runs
         self.running: dict[str, asyncio.Task[None]] = {}  # background responses this process is running
         self.workers: list[asyncio.Task[None]] = []
         self.heartbeat: asyncio.Task[None] | None = None
@@ -403,6 +404,7 @@ class ResponsesRouter:
         if record.response.get("status") in FINISHED:
             return record.response
         await self.jobs.cancel(BACKGROUND, record.id)
+        await self.shared.cancel(BACKGROUND, record.id)
         task = self.running.get(record.id)
         if task is not None:
             task.cancel()
@@ -420,6 +422,7 @@ class ResponsesRouter:
             job = lease.job
             task = asyncio.create_task(self._background(job.key, job.payload.get("record"), lease))
             self.running[job.key] = task
+            self.shared.watch(BACKGROUND, job.key, task)
             try:
                 await asyncio.shield(task)
                 await self.jobs.finish(job, worker)
@@ -438,6 +441,7 @@ class ResponsesRouter:
                 await self.jobs.finish(job, worker)
             finally:
                 self.running.pop(job.key, None)
+                self.shared.unwatch(BACKGROUND, job.key)
                 await lease.end()
 
     async def _background(self, response_id: str, queued: dict[str, Any] | None, lease: Lease) -> None:
