@@ -108,7 +108,9 @@ ASK_WEATHER = [{"role": "user", "content": "What's the weather like in Paris?"}]
 def base_url():
     from lamina.testing import serve
 
-    torch_config = {"models": [SMOLLM2], "quantize": "none", "context_length": 1024, "threads": 2}
+    # float32 without quantization decodes batch-invariantly (the batching test relies on it). One thread: on a
+    # shared, loaded machine two OpenMP threads wait on each other (measured 6x slower decode).
+    torch_config = {"models": [SMOLLM2], "quantize": "none", "context_length": 1024, "threads": 1}
     config = {
         "providers": {
             "inference": [{"id": "torch", "type": "inline::torch", "config": torch_config}],
@@ -121,7 +123,7 @@ def base_url():
 
 @pytest.fixture(scope="module")
 def client(base_url):
-    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=300)
+    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=900)
 
 
 def schema_format(name: str) -> dict:
@@ -200,7 +202,7 @@ def test_constrained_and_free_sequences_share_batches(base_url, client):
     alone = ask(client, "Tell me a short story about a cat.", temperature=0, max_tokens=40).choices[0].message.content
 
     async def together():
-        aclient = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=300)
+        aclient = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=900)
         constrained = [
             aclient.chat.completions.create(
                 model=MODEL,
