@@ -54,13 +54,14 @@ def main() -> None:
 
     from lamina_inference_torch.config import TorchConfig
     from lamina_inference_torch.engine import Finished, Sequence, TextDelta
-    from lamina_inference_torch.grammar import allowed_tokens, build_constraint
+    from lamina_inference_torch.grammar import Grammars, allowed_tokens, build_constraint
     from lamina_inference_torch.provider import load_served_model
     from lamina_inference_torch.sampling import SamplingParams
 
     config = TorchConfig(models=[str(path)], quantize=args.quantize, threads=args.threads, max_batch=8)
     served = load_served_model(path, config, None)
-    engine, tokenizer, grammars = served.engine, served.tokenizer, served.grammars
+    engine, tokenizer = served.engine, served.tokenizer
+    grammars = Grammars(tokenizer, engine.decoder.vocab_size)
     no_stop = {token: -100.0 for token in tokenizer.stop_token_ids}
     prompt = tokenizer.encode(
         tokenizer.render_chat([{"role": "user", "content": "List the orders of our shop as JSON."}], None)

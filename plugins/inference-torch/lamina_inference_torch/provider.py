@@ -42,7 +42,7 @@ class ServedModel:
     path: Path
     tokenizer: TextTokenizer
     engine: Engine
-    grammars: Grammars
+    grammars: Grammars | None = None  # made on the model's first constrained request
 
 
 def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = None) -> ServedModel:
@@ -123,7 +123,7 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
         engine.close()
         raise
     log.info("%s: ready in %.1f s", name, time.perf_counter() - started)
-    return ServedModel(name, path, tokenizer, engine, Grammars(tokenizer, engine.decoder.vocab_size))
+    return ServedModel(name, path, tokenizer, engine)
 
 
 def log_progress(what: str, every: float = 2.0) -> Callable[[int, int], None]:
@@ -490,6 +490,8 @@ async def constrain(runs: Runs, request: ChatCompletionRequest, tools: list[dict
         )
         if constraint is None:
             return
+        if served.grammars is None:
+            served.grammars = Grammars(served.tokenizer, served.engine.decoder.vocab_size)
         matchers = await asyncio.to_thread(served.grammars.matchers, constraint, runs.count)
     except GrammarError as error:
         raise bad_request(str(error), param=error.param) from None
