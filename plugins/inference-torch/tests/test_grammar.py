@@ -286,6 +286,15 @@ def test_auto_stays_free_and_none_never_calls(client):
             {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/nowhere"}}}},
             "response_format.json_schema.schema",
         ),
+        (  # a keyword the grammar cannot enforce: refused, not silently ignored
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "array", "uniqueItems": True}},
+                }
+            },
+            "response_format.json_schema.schema",
+        ),
         (
             {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": [1, 2]}}},
             "response_format.json_schema.schema",
