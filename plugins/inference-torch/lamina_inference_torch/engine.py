@@ -13,10 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tokenizers.decoders import DecodeStream
 
+from lamina_inference_torch.grammar import allowed_tokens
 from lamina_inference_torch.model import Decoder
 from lamina_inference_torch.prefix_cache import PrefixCache
 from lamina_inference_torch.sampling import Sampler, SamplingParams, TokenChoice
@@ -64,6 +66,7 @@ class Sequence:
     unsent: list[TokenChoice] = field(default_factory=list)
     sampler: Sampler | None = None
     detokenizer: DecodeStream | None = None
+    matcher: Any = None  # an llguidance.LLMatcher when the output must match a grammar (grammar.py)
 
     @property
     def position(self) -> int:
@@ -226,7 +229,7 @@ class Engine:
                 self.prefix_cache.insert(
                     sequence.prompt, len(sequence.prompt), lambda s, e: self.decoder.read_kv(slot, s, e)
                 )
-            self._accept(sequence, sequence.sampler.choose(logits))
+            self._choose_and_accept(sequence, logits)
 
     def _decode(self, generating: list[Sequence]) -> None:
         width = max(s.slot for s in generating) + 1
@@ -239,7 +242,18 @@ class Engine:
             positions[sequence.slot] = sequence.position
         logits = self.decoder.decode(torch.tensor(tokens), torch.tensor(positions))
         for sequence in generating:
-            self._accept(sequence, sequence.sampler.choose(logits[sequence.slot]))
+            self._choose_and_accept(sequence, logits[sequence.slot])
+
+    def _choose_and_accept(self, sequence: Sequence, logits: torch.Tensor) -> None:
+        allowed = None
+        if sequence.matcher is not None:
+            allowed = allowed_tokens(sequence.matcher, logits.shape[-1])
+            if not allowed.any():  # the grammar is complete (or the matcher failed): nothing may follow
+                if sequence.matcher.is_error():
+                    log.warning("%s: grammar matcher failed: %s", self.name, sequence.matcher.get_error())
+                self._finish(sequence, "stop", sequence.pending_text)
+                return
+        self._accept(sequence, sequence.sampler.choose(logits, allowed))
 
     def _accept(self, sequence: Sequence, choice: TokenChoice) -> None:
         token = choice.token
@@ -249,10 +263,17 @@ class Engine:
         if token in self.tokenizer.stop_token_ids:
             self._finish(sequence, "stop", sequence.pending_text)
             return
+        # A grammar that is complete after this token (a JSON value closed) ends the answer without waiting for EOS.
+        complete = (
+            sequence.matcher is not None and sequence.matcher.consume_token(token) and sequence.matcher.is_stopped()
+        )
         text = sequence.pending_text + (sequence.detokenizer.step(self.tokenizer.tokenizer, token) or "")
         stop_at = _first_stop(text, sequence.stop)
         if stop_at is not None:
             self._finish(sequence, "stop", text[:stop_at])
+            return
+        if complete:
+            self._finish(sequence, "stop", text)
             return
         if len(sequence.generated) >= sequence.max_tokens or sequence.position + 1 >= self.context_length:
             self._finish(sequence, "length", text)

@@ -24,10 +24,11 @@ from lamina.specs import Deps
 from lamina_inference_torch import cache
 from lamina_inference_torch.config import TorchConfig
 from lamina_inference_torch.engine import Engine, Event, Failed, Finished, Sequence, TextDelta
+from lamina_inference_torch.grammar import GrammarError, Grammars, build_constraint
 from lamina_inference_torch.model import Decoder, prepare_tensors
 from lamina_inference_torch.sampling import SamplingParams, TokenChoice
 from lamina_inference_torch.tokenizer import TextTokenizer, load_tokenizer
-from lamina_inference_torch.tools import may_open_tool_call, parse_tool_calls
+from lamina_inference_torch.tools import call_format, may_open_tool_call, parse_tool_calls
 from lamina_inference_torch.weights import UnsupportedArchitecture, hf_config, load_model, model_name
 
 log = logging.getLogger("lamina.torch")
@@ -41,6 +42,7 @@ class ServedModel:
     path: Path
     tokenizer: TextTokenizer
     engine: Engine
+    grammars: Grammars | None = None  # made on the model's first constrained request
 
 
 def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = None) -> ServedModel:
@@ -203,6 +205,7 @@ class TorchProvider:
             raise bad_request(f"could not apply the chat template: {error}", param="messages") from error
         prompt = served.tokenizer.encode(prompt_text)
         runs = Runs(served, [prompt], request.n or 1, params, request.token_limit, request.stop, truncation(request))
+        await constrain(runs, request, tools)
         known_names = {t["function"]["name"] for t in tools} or None
         if request.stream:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
@@ -474,6 +477,26 @@ class _EventStream:
 
 
 # Request translation
+
+
+async def constrain(runs: Runs, request: ChatCompletionRequest, tools: list[dict[str, Any]]) -> None:
+    """Give every sequence of `runs` a matcher of the grammar the request's `response_format` and `tool_choice`
+    ask for (none when the answer is free text); a schema that cannot be enforced is a 400 naming its field."""
+    response_format = request.response_format.model_dump(exclude_none=True) if request.response_format else None
+    served = runs.served
+    try:
+        constraint = build_constraint(
+            response_format, tools, request.tool_choice, call_format(served.tokenizer.chat_template)
+        )
+        if constraint is None:
+            return
+        if served.grammars is None:
+            served.grammars = Grammars(served.tokenizer, served.engine.decoder.vocab_size)
+        matchers = await asyncio.to_thread(served.grammars.matchers, constraint, runs.count)
+    except GrammarError as error:
+        raise bad_request(str(error), param=error.param) from None
+    for sequence, matcher in zip(runs.sequences, matchers, strict=True):
+        sequence.matcher = matcher
 
 
 def sampling_params(

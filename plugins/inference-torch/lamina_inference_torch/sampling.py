@@ -59,16 +59,22 @@ class Sampler:
         if self.penalized:
             self.counts[token] = self.counts.get(token, 0) + 1
 
-    def choose(self, logits: torch.Tensor) -> TokenChoice:
-        """Pick the next token from a float32 [V] row of raw logits."""
+    def choose(self, logits: torch.Tensor, allowed: np.ndarray | None = None) -> TokenChoice:
+        """Pick the next token from a float32 [V] row of raw logits; `allowed` (a bool [V] mask, from a grammar)
+        limits the choice to its tokens, after penalties and before temperature and truncation."""
         p = self.params
-        if p.greedy and p.top_logprobs is None and self.bias is None and not (self.penalized and self.counts):
-            return TokenChoice(int(logits.argmax()))
+        plain = self.bias is None and not (self.penalized and self.counts)
+        if p.greedy and p.top_logprobs is None and plain:
+            if allowed is None:
+                return TokenChoice(int(logits.argmax()))
+            return TokenChoice(int(np.where(allowed, logits.float().numpy(), -np.inf).argmax()))
         x = self._penalized(logits.float().numpy())
-        token = int(x.argmax()) if p.greedy else self._draw(x)
+        candidates = x if allowed is None else np.where(allowed, x, -np.inf)
+        token = int(candidates.argmax()) if p.greedy else self._draw(candidates)
         if p.top_logprobs is None:
             return TokenChoice(token)
-        # Logprobs are reported from the model's distribution after penalties, before temperature/truncation.
+        # Logprobs are reported from the model's distribution after penalties, before temperature/truncation (and
+        # before a grammar's mask, which is a truncation too).
         top_value = x.max()
         logprobs = x - (top_value + np.log(np.exp(x - top_value, dtype=np.float64).sum()))
         top = None

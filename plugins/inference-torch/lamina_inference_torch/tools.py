@@ -13,6 +13,12 @@ _HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL
 CALL_OPENINGS = ("{", "[", "<tool_call>", PYTHON_TAG)
 
 
+def call_format(chat_template: str | None) -> str:
+    """How this model writes a tool call, from its chat template: "hermes" (<tool_call> tags, Qwen/Hermes) or
+    "json" (a bare {"name", "arguments"} object, Llama 3's form; also for templates that show no format)."""
+    return "hermes" if chat_template and "<tool_call>" in chat_template else "json"
+
+
 def may_open_tool_call(text: str) -> bool:
     """Could `text` (the start of an answer) still turn out to be a tool call?"""
     head = text.lstrip()

@@ -64,3 +64,32 @@ def test_logprobs_are_the_log_softmax():
     values, indices = expected.topk(3)
     assert [t for t, _ in choice.top] == indices.tolist()
     assert [v for _, v in choice.top] == pytest.approx(values.tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=0.0, top_logprobs=2),
+        SamplingParams(temperature=0.0, logit_bias={49: 50.0}),
+        SamplingParams(temperature=1.5, seed=1),
+        SamplingParams(temperature=1.0, top_k=3, seed=2),  # top-k wider than what the mask leaves open
+        SamplingParams(temperature=0.8, top_p=0.5, min_p=0.1, seed=3, repetition_penalty=1.3, frequency_penalty=1.0),
+    ],
+    ids=["greedy", "greedy-logprobs", "greedy-bias", "sampled", "top-k", "penalized"],
+)
+def test_a_grammar_mask_limits_every_path_to_its_tokens(params):
+    """The likeliest tokens are masked out: whatever the path, only the two allowed ones (2 and 7) come out, and the
+    likelier of them (7) is what greedy picks."""
+    logits = torch.linspace(0, 5, 50)
+    allowed = torch.zeros(50, dtype=torch.bool).numpy()
+    allowed[[2, 7]] = True
+    sampler = Sampler(params, vocab_size=50)
+    chosen = set()
+    for _ in range(200):
+        choice = sampler.choose(logits, allowed)
+        sampler.observe(choice.token)
+        chosen.add(choice.token)
+    assert chosen <= {2, 7} and 7 in chosen
+    if params.greedy:
+        assert chosen == {7}
