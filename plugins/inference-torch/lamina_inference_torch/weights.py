@@ -226,7 +226,7 @@ def _split_fused(weights: dict[str, torch.Tensor], config: ModelConfig) -> None:
 # GGUF
 
 # GGUF architectures this decoder runs (Mistral GGUFs are `llama`: llama.cpp converts them as Llama).
-SUPPORTED_GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3")
+SUPPORTED_GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
 # How many layers one sliding/global cycle has where a GGUF gives no `attention.sliding_window_pattern`: llama.cpp's
 # defaults (the last layer of each cycle is global; 0: every layer slides).
 _SLIDING_PATTERN = {"gemma2": 2, "gemma3": 6}
@@ -281,6 +281,13 @@ def gguf_metadata(reader: Any) -> dict[str, Any]:
             continue
         metadata[key] = value.contents()
     return metadata
+
+
+def read_gguf_metadata(path: Path) -> dict[str, Any]:
+    """A GGUF file's key/values alone (tokenizer, chat template, shape), without reading its tensors."""
+    import gguf
+
+    return gguf_metadata(gguf.GGUFReader(str(path)))
 
 
 def unpermute_qk(weight: np.ndarray, n_heads: int) -> np.ndarray:
