@@ -10,13 +10,13 @@ from typing import Any
 
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 # Tokens that end an assistant turn in the chat templates of the Llama-family models we know.
 _END_OF_TURN = {"<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>", "<end_of_turn>"}
 
 # llama.cpp's GGUF token types.
-_TOKEN_CONTROL, _TOKEN_USER_DEFINED = 3, 4
+_TOKEN_NORMAL, _TOKEN_UNKNOWN, _TOKEN_CONTROL, _TOKEN_USER_DEFINED = 1, 2, 3, 4
 
 # Pre-tokenizer regexes llama.cpp associates with a `tokenizer.ggml.pre` name (same patterns as the HF tokenizers).
 _LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -131,16 +131,21 @@ def _stop_ids(tokenizer: Tokenizer, eos_token: str | None) -> set[int]:
 
 def _from_gguf(meta: dict[str, Any]) -> TextTokenizer:
     kind = meta.get("tokenizer.ggml.model")
-    if kind != "gpt2":
-        raise ValueError(f"GGUF tokenizer model {kind!r} is not supported (only byte-level BPE 'gpt2')")
+    if kind not in ("gpt2", "llama"):
+        raise ValueError(
+            f"GGUF tokenizer model {kind!r} is not supported (byte-level BPE 'gpt2' and SentencePiece 'llama' are)"
+        )
     tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
     types: list[int] = list(meta.get("tokenizer.ggml.token_type") or [1] * len(tokens))
-    merges = [tuple(merge.split(" ", 1)) for merge in meta.get("tokenizer.ggml.merges", [])]
-    vocab = {token: index for index, token in enumerate(tokens)}
-    pre = meta.get("tokenizer.ggml.pre", "default")
-    tokenizer = Tokenizer(models.BPE(vocab, merges, ignore_merges=pre in {"llama-bpe", "llama3"}))
-    tokenizer.pre_tokenizer = _gguf_pre_tokenizer(pre)
-    tokenizer.decoder = decoders.ByteLevel()
+    if kind == "llama":
+        tokenizer = _sentencepiece_tokenizer(tokens, list(meta["tokenizer.ggml.scores"]), types, meta)
+    else:
+        merges = [tuple(merge.split(" ", 1)) for merge in meta.get("tokenizer.ggml.merges", [])]
+        vocab = {token: index for index, token in enumerate(tokens)}
+        pre = meta.get("tokenizer.ggml.pre", "default")
+        tokenizer = Tokenizer(models.BPE(vocab, merges, ignore_merges=pre in {"llama-bpe", "llama3"}))
+        tokenizer.pre_tokenizer = _gguf_pre_tokenizer(pre)
+        tokenizer.decoder = decoders.ByteLevel()
     added = [
         AddedToken(token, special=kind_ == _TOKEN_CONTROL, normalized=False)
         for token, kind_ in zip(tokens, types, strict=True)
@@ -182,3 +187,32 @@ def _gguf_pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
             [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
         )
     return pre_tokenizers.ByteLevel(add_prefix_space=False)
+
+
+def _sentencepiece_tokenizer(
+    tokens: list[str], scores: list[float], types: list[int], meta: dict[str, Any]
+) -> Tokenizer:
+    """A SentencePiece BPE vocabulary (llama.cpp's `llama` model: pieces, scores, types; `▁` for a space, `<0xXX>`
+    byte pieces for what the vocabulary lacks) as a `tokenizers` BPE. SentencePiece merges the adjacent pair whose
+    joined piece scores highest; a BPE whose merges are ranked by that score does the same."""
+    vocab = {token: index for index, token in enumerate(tokens)}
+    mergeable = {
+        token: score for token, score, kind in zip(tokens, scores, types, strict=True) if kind == _TOKEN_NORMAL
+    }
+    merges = [
+        (piece[:cut], piece[cut:])
+        for piece in mergeable
+        for cut in range(1, len(piece))
+        if piece[:cut] in vocab and piece[cut:] in vocab
+    ]
+    merges.sort(key=lambda pair: (-mergeable[pair[0] + pair[1]], vocab[pair[0]], vocab[pair[1]]))
+    unknown = next((token for token, kind in zip(tokens, types, strict=True) if kind == _TOKEN_UNKNOWN), None)
+    tokenizer = Tokenizer(models.BPE(vocab, merges, unk_token=unknown, fuse_unk=True, byte_fallback=True))
+    add_space = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
+    # Spaces become `▁`; with a space prefix, each stretch of text between special tokens starts with one, as in
+    # llama.cpp (and Hugging Face's Llama tokenizers), where SentencePiece itself prefixes only the whole input.
+    space = normalizers.Replace(" ", "▁")
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), space]) if add_space else space
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tokenizer.decoder = decoders.Sequence([*steps, decoders.Strip(" ", 1, 0)] if add_space else steps)
+    return tokenizer

@@ -77,7 +77,6 @@ def load_model(path: Path, progress: Callable[[int, int], None] | None = None) -
 
 # Hugging Face `model_type`s this decoder runs.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text", "phi3")
-SUPPORTED_GGUF_ARCHITECTURES = ("llama",)
 
 
 class UnsupportedArchitecture(ValueError):
@@ -196,10 +195,24 @@ def _to_llama_names(weights: dict[str, torch.Tensor], config: ModelConfig, model
     """Rename (and split) other architectures' tensors to the Llama names `prepare_tensors` reads. Extra norms keep
     names of their own: `post_attention_output_norm` (Gemma's norm of the attention output, which Gemma calls
     post_attention_layernorm) and `post_feedforward_layernorm`; q/k norms and q/k/v biases keep theirs."""
+    _split_fused(weights, config)
+    for i in range(config.num_layers):
+        p = f"model.layers.{i}."
+        if model_type in ("gemma2", "gemma3", "gemma3_text"):
+            weights[p + "post_attention_output_norm.weight"] = weights.pop(p + "post_attention_layernorm.weight")
+            weights[p + "post_attention_layernorm.weight"] = weights.pop(p + "pre_feedforward_layernorm.weight")
+    if model_type.startswith("gemma"):  # Gemma's RMSNorm scales by (1 + weight); llama.cpp's GGUFs store 1 + weight
+        for name in weights:
+            if name.endswith("norm.weight"):
+                weights[name] = weights[name] + 1.0
+
+
+def _split_fused(weights: dict[str, torch.Tensor], config: ModelConfig) -> None:
+    """Phi-3's fused q/k/v and gate/up projections, as separate tensors."""
     q_size, kv_size = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
     for i in range(config.num_layers):
         p = f"model.layers.{i}."
-        fused = weights.pop(p + "self_attn.qkv_proj.weight", None)  # Phi-3
+        fused = weights.pop(p + "self_attn.qkv_proj.weight", None)
         if fused is not None:
             q, k, v = fused.split([q_size, kv_size, kv_size])
             weights.update({p + "self_attn.q_proj.weight": q, p + "self_attn.k_proj.weight": k})
@@ -208,41 +221,56 @@ def _to_llama_names(weights: dict[str, torch.Tensor], config: ModelConfig, model
         if fused is not None:
             gate, up = fused.chunk(2)
             weights.update({p + "mlp.gate_proj.weight": gate, p + "mlp.up_proj.weight": up})
-        if model_type in ("gemma2", "gemma3", "gemma3_text"):
-            weights[p + "post_attention_output_norm.weight"] = weights.pop(p + "post_attention_layernorm.weight")
-            weights[p + "post_attention_layernorm.weight"] = weights.pop(p + "pre_feedforward_layernorm.weight")
-    if model_type.startswith("gemma"):  # Gemma's RMSNorm scales by (1 + weight)
-        for name in weights:
-            if name.endswith("norm.weight"):
-                weights[name] = weights[name] + 1.0
 
 
 # GGUF
 
-_GGUF_LAYER_NAMES = {
-    "attn_norm": "input_layernorm",
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_norm": "post_attention_layernorm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
-_GGUF_GLOBAL_NAMES = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-}
+# GGUF architectures this decoder runs (Mistral GGUFs are `llama`: llama.cpp converts them as Llama).
+SUPPORTED_GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
+# How many layers one sliding/global cycle has where a GGUF gives no `attention.sliding_window_pattern`: llama.cpp's
+# defaults (the last layer of each cycle is global; 0: every layer slides).
+_SLIDING_PATTERN = {"gemma2": 2, "gemma3": 6}
 
 
-def hf_name(gguf_name: str) -> str | None:
-    if gguf_name in _GGUF_GLOBAL_NAMES:
-        return _GGUF_GLOBAL_NAMES[gguf_name]
-    match = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", gguf_name)
-    if match and match[2] in _GGUF_LAYER_NAMES:
-        return f"model.layers.{match[1]}.{_GGUF_LAYER_NAMES[match[2]]}.{match[3]}"
+def _gguf_tensor_names(arch: str) -> dict[str, str]:
+    """GGUF tensor names (from gguf's own tables) -> the HF-style names `prepare_tensors` reads; `{bid}` for layers.
+    Gemma's extra norms get the names the safetensors path gives them; Phi-3's fused tensors are split later."""
+    import gguf
+
+    t = gguf.MODEL_TENSOR
+    names = {
+        t.TOKEN_EMBD: "model.embed_tokens",
+        t.OUTPUT_NORM: "model.norm",
+        t.OUTPUT: "lm_head",
+        t.ATTN_NORM: "model.layers.{bid}.input_layernorm",
+        t.ATTN_Q: "model.layers.{bid}.self_attn.q_proj",
+        t.ATTN_K: "model.layers.{bid}.self_attn.k_proj",
+        t.ATTN_V: "model.layers.{bid}.self_attn.v_proj",
+        t.ATTN_QKV: "model.layers.{bid}.self_attn.qkv_proj",
+        t.ATTN_OUT: "model.layers.{bid}.self_attn.o_proj",
+        t.ATTN_Q_NORM: "model.layers.{bid}.self_attn.q_norm",
+        t.ATTN_K_NORM: "model.layers.{bid}.self_attn.k_norm",
+        t.ATTN_POST_NORM: "model.layers.{bid}.post_attention_output_norm",
+        t.FFN_NORM: "model.layers.{bid}.post_attention_layernorm",
+        t.FFN_POST_NORM: "model.layers.{bid}.post_feedforward_layernorm",
+        t.FFN_GATE: "model.layers.{bid}.mlp.gate_proj",
+        # Phi-3 keeps gate and up fused in ffn_up (and has no ffn_gate).
+        t.FFN_UP: "model.layers.{bid}.mlp." + ("gate_up_proj" if arch == "phi3" else "up_proj"),
+        t.FFN_DOWN: "model.layers.{bid}.mlp.down_proj",
+    }
+    return {gguf.TENSOR_NAMES[kind]: target for kind, target in names.items()}
+
+
+def hf_name(gguf_name: str, arch: str = "llama") -> str | None:
+    table = _gguf_tensor_names(arch)
+    base, _, kind = gguf_name.rpartition(".")
+    if kind not in ("weight", "bias"):
+        return None
+    if base in table:
+        return f"{table[base]}.{kind}"
+    match = re.fullmatch(r"blk\.(\d+)\.(.+)", base)
+    if match and f"blk.{{bid}}.{match[2]}" in table:
+        return table[f"blk.{{bid}}.{match[2]}"].format(bid=match[1]) + f".{kind}"
     return None
 
 
@@ -253,6 +281,13 @@ def gguf_metadata(reader: Any) -> dict[str, Any]:
             continue
         metadata[key] = value.contents()
     return metadata
+
+
+def read_gguf_metadata(path: Path) -> dict[str, Any]:
+    """A GGUF file's key/values alone (tokenizer, chat template, shape), without reading its tensors."""
+    import gguf
+
+    return gguf_metadata(gguf.GGUFReader(str(path)))
 
 
 def unpermute_qk(weight: np.ndarray, n_heads: int) -> np.ndarray:
@@ -287,23 +322,32 @@ def load_gguf(path: Path, progress: Callable[[int, int], None] | None = None) ->
     hidden = int(get("embedding_length"))
     tensors = {t.name: t for t in reader.tensors}
     vocab = get("vocab_size") or len(meta.get("tokenizer.ggml.tokens", ())) or tensors["token_embd.weight"].shape[-1]
+    head_dim = int(get("attention.key_length") or hidden // heads)
+    rotary = get("rope.dimension_count")
+    if rotary is not None and int(rotary) != head_dim:
+        raise UnsupportedArchitecture(f"{path}: partial rotary embeddings are not supported by inline::torch")
+    if any(name.startswith("rope_factors_") for name in tensors):
+        raise UnsupportedArchitecture(f"{path}: LongRoPE scaling (Phi-3 128k) is not supported by inline::torch")
     rope_scaling = None
     if get("rope.scaling.type") in {"linear"}:
         rope_scaling = {"rope_type": "linear", "factor": float(get("rope.scaling.factor"))}
+    layers = int(get("block_count"))
     config = ModelConfig(
         vocab_size=int(vocab),
         hidden_size=hidden,
         intermediate_size=int(get("feed_forward_length")),
-        num_layers=int(get("block_count")),
+        num_layers=layers,
         num_heads=heads,
         num_kv_heads=int(get("attention.head_count_kv", heads)),
-        head_dim=int(get("attention.key_length") or get("rope.dimension_count") or hidden // heads),
+        head_dim=head_dim,
         rms_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta=float(get("rope.freq_base", 10000.0)),
         max_position=int(get("context_length", 2048)),
         tie_embeddings="output.weight" not in tensors,
         rope_scaling=rope_scaling,
+        architecture=arch,
     )
+    _gguf_architecture_options(config, arch, get)
     weights: dict[str, torch.Tensor] = {}
     for index, (name, tensor) in enumerate(tensors.items()):
         if progress is not None:
@@ -313,14 +357,42 @@ def load_gguf(path: Path, progress: Callable[[int, int], None] | None = None) ->
         if name == "rope_freqs.weight":
             config.rope_freq_factors = torch.from_numpy(array.copy())
             continue
-        target = hf_name(name)
+        target = hf_name(name, arch)
         if target is None:
             continue
-        if name.endswith("attn_q.weight"):
+        # Only llama.cpp's Llama conversion permutes q/k rows (interleaved rope); the others keep HF's layout.
+        if arch == "llama" and name.endswith("attn_q.weight"):
             array = unpermute_qk(array, config.num_heads)
-        elif name.endswith("attn_k.weight"):
+        elif arch == "llama" and name.endswith("attn_k.weight"):
             array = unpermute_qk(array, config.num_kv_heads)
         if not array.flags.writeable:  # F32 tensors come straight from the read-only memory map
             array = array.copy()
         weights[target] = torch.from_numpy(np.ascontiguousarray(array))
+    _split_fused(weights, config)
     return LoadedModel(model_name(path), config, weights, gguf_metadata=meta)
+
+
+def _gguf_architecture_options(config: ModelConfig, arch: str, get: Callable[..., Any]) -> None:
+    """What differs from Llama, from the keys llama.cpp's converter writes (and llama.cpp's defaults without them)."""
+    window = int(get("attention.sliding_window") or 0)
+    if window:
+        config.sliding_window = window
+        pattern = get("attention.sliding_window_pattern", _SLIDING_PATTERN.get(arch, 0))
+        if isinstance(pattern, list):
+            config.sliding_layers = [bool(x) for x in pattern]
+        elif pattern:
+            config.sliding_layers = [i % pattern < pattern - 1 for i in range(config.num_layers)]
+    if arch.startswith("gemma"):
+        config.activation = "gelu_tanh"
+        config.embed_scale = config.hidden_size**0.5
+        # llama.cpp's rule: 1/sqrt(head_dim), but Gemma 2/3 27B scale queries by 1/sqrt(hidden / heads).
+        is_27b = config.num_layers == {"gemma2": 46, "gemma3": 62}.get(arch)
+        per_head = config.hidden_size / config.num_heads if is_27b else config.head_dim
+        config.attn_scale = float(get("attention.scale") or per_head**-0.5)
+        config.attn_softcap = get("attn_logit_softcapping") if arch == "gemma2" else None
+        config.final_softcap = get("final_logit_softcapping")
+        if arch == "gemma2" and not window:  # llama.cpp's default window for Gemma 2
+            config.sliding_window = 4096
+            config.sliding_layers = [i % 2 == 0 for i in range(config.num_layers)]
+        if arch == "gemma3" and window:
+            config.rope_theta_local = float(get("rope.freq_base_swa") or 10000.0)

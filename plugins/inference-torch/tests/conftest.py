@@ -45,6 +45,21 @@ def _train_tokenizer(folder: Path):
     return tokenizer
 
 
+def add_bpe_vocabulary(writer, tokenizer_json: dict) -> None:
+    """The trained byte-level BPE as llama.cpp's `gpt2` vocabulary, with the ChatML template."""
+    vocab = tokenizer_json["model"]["vocab"]
+    tokens = sorted(vocab, key=vocab.get)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if t in SPECIAL_TOKENS else 1 for t in tokens])
+    writer.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in tokenizer_json["model"]["merges"]])
+    writer.add_eos_token_id(vocab["<|im_end|>"])
+    writer.add_bos_token_id(vocab["<|im_start|>"])
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(CHATML)
+
+
 def _write_gguf(path: Path, model, tokenizer_json: dict, rope_scaling: dict | None) -> None:
     import gguf
     from lamina_inference_torch.weights import permute_qk
@@ -61,17 +76,7 @@ def _write_gguf(path: Path, model, tokenizer_json: dict, rope_scaling: dict | No
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     writer.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
     writer.add_vocab_size(cfg.vocab_size)
-    vocab = tokenizer_json["model"]["vocab"]
-    tokens = sorted(vocab, key=vocab.get)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_types([3 if t in SPECIAL_TOKENS else 1 for t in tokens])
-    writer.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in tokenizer_json["model"]["merges"]])
-    writer.add_eos_token_id(vocab["<|im_end|>"])
-    writer.add_bos_token_id(vocab["<|im_start|>"])
-    writer.add_add_bos_token(False)
-    writer.add_chat_template(CHATML)
+    add_bpe_vocabulary(writer, tokenizer_json)
     if rope_scaling is not None:  # llama.cpp's way: precomputed per-frequency divisors
         from lamina_inference_torch.model import rope_inverse_frequencies
         from lamina_inference_torch.weights import ModelConfig

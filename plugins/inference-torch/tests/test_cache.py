@@ -49,11 +49,6 @@ def outputs(model) -> tuple[list[torch.Tensor], list[list[int]]]:
 @pytest.mark.parametrize(("quantize", "fp16_above_rows"), SETTINGS, ids=[f"{q}-{r}" for q, r in SETTINGS])
 @pytest.mark.parametrize("fmt", ["gguf", "hf"])
 def test_cached_model_computes_what_a_fresh_conversion_does(tiny, tmp_path, caplog, fmt, quantize, fp16_above_rows):
-    if fmt == "hf":
-        # A known defect, open: on the AMD EPYC (AVX-512) machine of 2026-12-01, the tiny safetensors model served
-        # quantized segfaults inside fbgemm's linear_dynamic_fp16 in the engine's thread (the same prefill on the
-        # main thread passes; GGUF passes); a segfault would take the whole test run down with it.
-        pytest.skip("safetensors: segfaults in fbgemm's fp16 GEMM in the engine thread on this CPU (known defect)")
     path = tiny.gguf_file if fmt == "gguf" else tiny.hf_folder
     caplog.set_level(logging.INFO, "lamina.torch")
     fresh_logits, fresh_tokens = outputs(served(path, None, quantize, fp16_above_rows))
