@@ -1,8 +1,8 @@
 """The Responses API over real models in-process, as on the `local` distro: SmolLM2 on torch answers, streams, and
 answers after a forced file search over all-MiniLM-L6-v2 embeddings.
 
-(Function calls are not checked: SmolLM2-135M does not follow tool schemas without grammar-constrained decoding,
-which the torch engine does not have yet.)"""
+(Forced function calls and JSON-schema answers on the torch engine, which grammar-constrained decoding makes
+reliable, are checked in plugins/inference-torch/tests/test_grammar.py, through the Responses API too.)"""
 
 from __future__ import annotations
 
