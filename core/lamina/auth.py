@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from lamina.storage import Storage
 
 log = logging.getLogger("lamina")
-OPEN_PATHS = frozenset({"/v1/health"})
+OPEN_PATHS = frozenset({"/v1/health", "/v1/health/ready"})
 
 
 class AuthProviderEntry(BaseModel):

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lamina import __version__
 from lamina.auth import protect, usage_endpoint
 from lamina.config import ConfigError, RunConfig, redact
-from lamina.errors import LaminaError, bad_request, not_found
+from lamina.errors import LaminaError, StorageUnavailable, bad_request, not_found
 from lamina.guard import guard, warn_if_exposed
 from lamina.http import ApiRoute, error_response, json_response, prefix_of, stack_of
 from lamina.openapi import openapi_document
@@ -35,6 +35,32 @@ log = logging.getLogger("lamina")
 
 
 async def health(request: Request) -> Response:
+    return json_response({"status": "OK"})
+
+
+READY_TIMEOUT_SECONDS = 5.0
+
+
+async def ready(request: Request) -> Response:
+    """Readiness (a load balancer's or Kubernetes' `readinessProbe`): 200 once the stores the stack keeps state in
+    answer, else 503 `storage_unavailable` naming the one that does not. `/v1/health` only says the process serves.
+
+    The storage backend answers a read; every provider with a `ready()` coroutine (those whose state lives in a
+    service, such as a database) is asked too."""
+    stack = stack_of(request)
+    checks: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        (stack.config.storage.type, lambda: stack.storage.kv.get("health/ready"))
+    ]
+    for provider_id, provider in stack.providers.items():
+        check = getattr(provider, "ready", None)
+        if check is not None:
+            checks.append((provider_id, check))
+    for name, check in checks:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                await check()
+        except TimeoutError:
+            raise StorageUnavailable(name, f"no answer within {READY_TIMEOUT_SECONDS:g} s") from None
     return json_response({"status": "OK"})
 
 
@@ -201,6 +227,7 @@ def routes_app(stack: Stack) -> Starlette:
     """Every API's routes and the meta routes, under /v1; `Stack.http_app` keeps the one instance."""
     meta = [
         Route("/health", health),
+        Route("/health/ready", ready),
         Route("/version", version),
         Route("/providers", list_providers),
         Route("/providers/{provider_id}", get_provider),

@@ -192,10 +192,17 @@ def test_an_outage_is_a_503_naming_the_store_and_heals(
             attached = a.vector_stores.files.create_and_poll(vector_store_id=store.id, file_id=uploaded.id)
             assert attached.status == "completed", attached.last_error
             answered = b.responses.create(model=f"fake/{CHAT_MODEL}", input="before the outage", store=True)
+            for url in (url_a, url_b):
+                assert requests.get(url + "/health/ready", timeout=30).json() == {"status": "OK"}
 
             storage.stop()
             vectors.stop()
             for url in (url_a, url_b):
+                # Live, not ready: a load balancer takes the replica out of rotation without restarting it.
+                assert requests.get(url + "/health", timeout=30).status_code == 200
+                not_ready = requests.get(url + "/health/ready", timeout=30)
+                assert not_ready.status_code == 503, not_ready.text
+                assert "storage 'postgres'" in not_ready.json()["error"]["message"]
                 down = requests.get(url + "/files", timeout=30)
                 assert down.status_code == 503, down.text
                 error = down.json()["error"]
@@ -218,9 +225,12 @@ def test_an_outage_is_a_503_naming_the_store_and_heals(
             search = requests.post(url_a + f"/vector_stores/{store.id}/search", json={"query": "heron"}, timeout=30)
             assert search.status_code == 503, search.text
             assert "pgvector" in search.json()["error"]["message"], search.text
+            not_ready = requests.get(url_a + "/health/ready", timeout=30)
+            assert not_ready.status_code == 503 and "pgvector" in not_ready.json()["error"]["message"], not_ready.text
             vectors.start()
 
             for url in (url_a, url_b):
+                assert recovered("GET", f"{url}/health/ready").json() == {"status": "OK"}
                 assert recovered("GET", f"{url}/files").status_code == 200
                 assert recovered("GET", f"{url}/files/{uploaded.id}/content").content == b"kept: the heron waits"
                 assert recovered("GET", f"{url}/responses/{answered.id}").json()["status"] == "completed"

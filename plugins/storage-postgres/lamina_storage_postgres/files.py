@@ -101,6 +101,11 @@ class PostgresFiles:
             await connection.execute("DELETE FROM lamina_files_stored WHERE file_id = $1", file_id)
             await connection.execute("DELETE FROM lamina_file_bytes WHERE file_id = $1", file_id)
 
+    async def ready(self) -> None:
+        """The readiness check (`/v1/health/ready`): the database holding the bytes answers, or a 503 names it."""
+        async with reachable(self.store):
+            await self.pool.fetchval("SELECT 1")
+
     async def close(self) -> None:
         if self.owns_pool:
             await self.pool.close()

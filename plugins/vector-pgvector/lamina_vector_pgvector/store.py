@@ -154,6 +154,11 @@ class PgvectorVectorIO:
     async def close(self) -> None:
         await self.pool.close()
 
+    async def ready(self) -> None:
+        """The readiness check (`/v1/health/ready`): the database answers, or a 503 names it."""
+        async with reachable(self.store):
+            await self.pool.fetchval("SELECT 1")
+
     # -- stores
 
     async def create_store(self, store_id: str) -> None:
