@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lamina_telemetry import TelemetryConfig
 from lamina_telemetry.metrics import Metrics
@@ -140,14 +140,6 @@ class Telemetry(observe.Observer):
             if scope["path"] == metrics_path and metrics is not None:
                 await metrics.serve(scope, receive, send)
                 return
-            status = 500
-
-            async def send_status(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
             started = time.perf_counter()
             span = None
             token = None
@@ -165,7 +157,7 @@ class Telemetry(observe.Observer):
                 )
                 token = context.attach(trace.set_span_in_context(span))
             try:
-                await app(scope, receive, send_status)
+                await app(scope, receive, send)  # core's request-id middleware inside notes the status
             except BaseException as exc:
                 if span is not None:
                     span.record_exception(exc)
@@ -174,6 +166,7 @@ class Telemetry(observe.Observer):
                 info = observe.current_request()
                 route = info.route if info is not None and info.route else route_of(scope) or "unmatched"
                 provider = (info.provider if info is not None else None) or ""
+                status = info.status if info is not None and info.status else 500  # 0: it failed before answering
                 if span is not None:
                     span.update_name(f"{scope['method']} {route}")
                     span.set_attribute("http.route", route)
