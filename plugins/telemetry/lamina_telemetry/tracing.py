@@ -300,20 +300,21 @@ class SpanRecorder:
             self.dropped += 1
             return
         queue.append(span)
-        if len(queue) == self.batch_size:
+        if len(queue) == self.batch_size:  # once per batch: Event.set takes a lock
             self.wake.set()
 
     def run(self) -> None:
         while not self.stopping:
-            self.wake.wait(self.delay)
+            woken = self.wake.wait(self.delay)
             self.wake.clear()
-            self.export_all()
+            # Woken by a full batch: send full batches only (spans arriving meanwhile wait for the next), so a busy
+            # gateway posts few large requests rather than many small ones; on the timer, send everything.
+            self.export(full_only=woken)
 
-    def export_all(self) -> None:
-        while self.queue:
-            batch = []
-            for _ in range(min(self.batch_size, len(self.queue))):
-                batch.append(self.queue.popleft())
+    def export(self, full_only: bool = False) -> None:
+        queue = self.queue
+        while queue and (len(queue) >= self.batch_size or not full_only):
+            batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
             try:
                 self.post(self.encode(batch).SerializeToString())
             except Exception:  # a broken collector must not stop the thread
@@ -359,7 +360,7 @@ class SpanRecorder:
         self.stopping = True
         self.wake.set()
         self.thread.join()
-        self.export_all()
+        self.export()
 
 
 # -- OTLP/HTTP posting
