@@ -169,12 +169,12 @@ class Telemetry(observe.Observer):
                 status = info.status if info is not None and info.status else 500  # 0: it failed before answering
                 if span is not None:
                     span.update_name(f"{scope['method']} {route}")
-                    span.set_attribute("http.route", route)
-                    span.set_attribute("http.response.status_code", status)
+                    attributes: dict[str, Any] = {"http.route": route, "http.response.status_code": status}
                     if info is not None:
-                        span.set_attribute("lamina.request_id", info.request_id)
+                        attributes["lamina.request_id"] = info.request_id
                     if provider:
-                        span.set_attribute("lamina.provider.id", provider)
+                        attributes["lamina.provider.id"] = provider
+                    span.set_attributes(attributes)
                     if status >= 500:
                         span.set_status(Status(StatusCode.ERROR))
                     span.end()
