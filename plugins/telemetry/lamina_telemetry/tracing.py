@@ -186,7 +186,9 @@ class LeanTracer(trace.Tracer):
                 if decision.attributes:
                     attributes.update(decision.attributes)
                 state = decision.trace_state or state
-                span = LeanSpan(self.recorder, name, kind, attributes, trace_id, self.new_span_id(), parent_id, flags, state)
+                span = LeanSpan(
+                    self.recorder, name, kind, attributes, trace_id, self.new_span_id(), parent_id, flags, state
+                )
             else:  # not recorded (RECORD_ONLY is treated as DROP: nothing here reads unexported spans)
                 state = decision.trace_state or state
                 span = NonRecordingSpan(SpanContext(trace_id, self.new_span_id(), False, NOT_SAMPLED, state))
