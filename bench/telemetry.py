@@ -159,12 +159,33 @@ def breakdown(requests: int = 5000) -> None:
         print(f"  {name:<28}{median if 'per' in name else median - base:>8.1f}")
 
 
+def measure_together(
+    gateways: dict[str, tuple[int, str]],
+    args: argparse.Namespace,
+    stream: bool,
+    per_request: dict[tuple[str, bool], list[float]],
+) -> None:
+    """One round with every gateway under load at once: each one's CPU per request is then measured under the
+    same machine conditions, which a shared machine's load changes from second to second otherwise."""
+
+    async def all_at_once() -> list[dict[str, float]]:
+        urls = [url + "/chat/completions" for _, url in gateways.values()]
+        return await asyncio.gather(*(load(url, args.concurrency, stream, args.seconds) for url in urls))
+
+    before = {name: cpu_seconds(pid) for name, (pid, _) in gateways.items()}
+    results = asyncio.run(all_at_once())
+    for (name, (pid, _)), result in zip(gateways.items(), results, strict=True):
+        assert not result["failures"], result
+        per_request.setdefault((name, stream), []).append((cpu_seconds(pid) - before[name]) * 1e6 / result["n"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--together", action="store_true", help="load every gateway at once in each round")
     parser.add_argument("--breakdown", action="store_true", help="where tracing's CPU goes, in-process")
     args = parser.parse_args()
     if args.sink:
@@ -222,6 +243,9 @@ def main() -> None:
             for _pid, url in gateways.values():  # warm connections, caches and metric label sets
                 asyncio.run(load(url + "/chat/completions", args.concurrency, stream, 1.0))
             for _ in range(args.rounds):
+                if args.together:
+                    measure_together(gateways, args, stream, per_request)
+                    continue
                 for name, (pid, url) in gateways.items():
                     before = cpu_seconds(pid)
                     result = asyncio.run(load(url + "/chat/completions", args.concurrency, stream, args.seconds))

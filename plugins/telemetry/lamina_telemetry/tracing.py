@@ -227,26 +227,31 @@ class AttributeEncoder:
 
     def __init__(self, container: Any) -> None:
         self.container = container  # the message class whose `attributes` field is filled
-        self.known: dict[tuple[str, Any], tuple[type, bytes]] = {}
+        self.known: dict[tuple[Any, ...], tuple[type, bytes]] = {}
 
     def encode(self, attributes: Mapping[str, Any]) -> bytes:
         known = self.known
         fragments = []
         for key, value in attributes.items():
-            if type(value) is list:
-                value = tuple(value)  # finish reasons: ["stop"]
+            lookup: tuple[Any, ...] = (key, value)
+            if type(value) is list or type(value) is tuple:  # finish reasons: ["stop"]; [True] is not [1]
+                value = tuple(value)
+                lookup = (key, value, tuple(map(type, value)))
             try:
-                hit = known.get((key, value))
+                hit = known.get(lookup)
             except TypeError:  # unhashable: encoded each time
+                lookup = ()
                 hit = None
             if hit is not None and hit[0] is type(value):  # True == 1: the type tells them apart
                 fragments.append(hit[1])
                 continue
+            if value is None:  # as the SDK does: an attribute set to None is left out
+                continue
             fragment = self.container(attributes=[KeyValue(key=key, value=any_value(value))]).SerializeToString()
-            if hit is None and not (type(value) is str and len(value) > 64):  # long strings rarely recur
+            if hit is None and lookup and not (type(value) is str and len(value) > 64):  # long strings rarely recur
                 if len(known) >= self.LIMIT:
                     known.clear()
-                known[key, value] = (type(value), fragment)
+                known[lookup] = (type(value), fragment)
             fragments.append(fragment)
         return b"".join(fragments)
 
