@@ -10,8 +10,8 @@ key/value messages that recur (method, model, provider, operation) built once.
 Formats stay the libraries': spans are `opentelemetry.trace.Span`s (so the API's context, `get_current_span` and
 the W3C propagator work on them), sampling is the SDK's sampler (OTEL_TRACES_SAMPLER), ids come from the SDK's id
 generator, the wire format is opentelemetry-proto's. The OTEL_BSP_* batching variables and the OTLP exporter's
-(headers, timeout, compression, certificates) are honoured: posting goes through the SDK's OTLP span exporter's
-HTTP client.
+(headers, timeout, compression, certificates) are honoured; batches are posted with requests, as the SDK's
+OTLP/HTTP exporter does (its own client is private API).
 """
 
 from __future__ import annotations
