@@ -46,6 +46,7 @@ class OTLPReceiver:
         self.points: dict[tuple[str, frozenset[tuple[str, Any]]], float] = {}
         self.posts: list[str] = []
         self.trace_posts = 0
+        self.trace_headers: list[dict[str, str]] = []  # each trace post's headers, names in lower case
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,6 +57,7 @@ class OTLPReceiver:
                 receiver.posts.append(self.path)
                 if self.path == "/v1/traces":
                     receiver.trace_posts += 1
+                    receiver.trace_headers.append({k.lower(): v for k, v in self.headers.items()})
                     receiver._take(ExportTraceServiceRequest.FromString(body))
                     answer = ExportTraceServiceResponse().SerializeToString()
                 elif self.path == "/v1/metrics":

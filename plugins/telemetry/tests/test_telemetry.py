@@ -448,3 +448,18 @@ def test_failures_are_error_spans_and_a_busy_gateway_sends_full_batches(
     assert http.status == ERROR and http.attributes["http.response.status_code"] == 503
     succeeded = [s for s in servers if s is not failed]
     assert all(s.status == UNSET for s in succeeded)
+
+
+def test_the_otlp_exporter_variables_shape_the_span_posts(fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_EXPORTER_OTLP_TRACES_COMPRESSION and OTEL_EXPORTER_OTLP_HEADERS apply to the spans' posts."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-token=secret%20one")
+    with OTLPReceiver() as receiver:
+        with serve(gateway(fake, {"otlp_endpoint": receiver.endpoint})) as base_url:
+            assert requests.get(base_url + "/models", timeout=10).status_code == 200
+        spans = list(receiver.spans)
+        headers = list(receiver.trace_headers)
+    assert one([s for s in spans if s.kind == SERVER and s.name == "GET /v1/models"])
+    assert headers and all(h.get("content-encoding") == "gzip" for h in headers), headers
+    assert all(h.get("x-collector-token") == "secret one" for h in headers), headers
+    assert all(h.get("content-type") == "application/x-protobuf" for h in headers), headers
