@@ -8,9 +8,15 @@
 - `traces`: tracing at 100% sampling exported over OTLP/HTTP to a sink process, metrics off
 - `on`: tracing at 100% sampling exported over OTLP/HTTP to a sink process, and metrics on (/metrics and OTLP)
 
-All three run side by side against one fast fake upstream (bench/fake_upstream.py); load goes to one at a time,
+All run side by side against one fast fake upstream (bench/fake_upstream.py); load goes to one at a time,
 in interleaved rounds, and each gateway's CPU time (user + system, from /proc) is divided by the requests it
 served, so other load on the machine shifts wall time but hardly CPU time. Ratios are against `core`.
+
+    python bench/telemetry.py --breakdown
+
+Where tracing's CPU goes, in this process and without HTTP (thread CPU time, so steadier on a loaded machine):
+what one non-streaming chat completion costs in the event loop (the server, router, provider and HTTP client
+spans made as the gateway makes them, the request's metrics), and per span in the export thread (encoding).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import sys
 import tempfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import yaml
 from gateway import BODY, cpu_seconds, free_port, load, start, stop, wait_healthy
@@ -52,15 +59,140 @@ def sink(port: int) -> None:
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 
+def breakdown(requests: int = 5000) -> None:
+    """The per-request telemetry work of a chat completion, replayed through the plugin's own objects."""
+    import os
+    import time
+    from types import SimpleNamespace
+
+    from lamina import observe
+    from lamina_telemetry import TelemetryConfig
+    from lamina_telemetry.telemetry import Telemetry
+    from multidict import CIMultiDict
+    from yarl import URL
+
+    os.environ.update(OTEL_BSP_MAX_QUEUE_SIZE=str(10 * requests), OTEL_BSP_SCHEDULE_DELAY="100000000")
+    os.environ["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] = str(10 * requests)  # nothing leaves: the spans are encoded below
+    answer = {
+        "id": "chatcmpl-1", "model": "bench", "usage": {"prompt_tokens": 5, "completion_tokens": 5},
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+    }  # fmt: skip
+    request = SimpleNamespace(
+        model="bench", stream=False, max_tokens=50, max_completion_tokens=None, temperature=None, top_p=None, seed=None
+    )
+    scope = {
+        "type": "http", "method": "POST", "path": "/v1/chat/completions",
+        "headers": [(b"host", b"gateway"), (b"content-type", b"application/json"), (b"content-length", b"100")],
+    }  # fmt: skip
+
+    def replay(traces: bool, metrics: bool) -> tuple[float, Any]:
+        endpoint = "http://127.0.0.1:9/v1/traces" if traces else None
+        telemetry = Telemetry(TelemetryConfig(metrics=metrics, sampling_ratio=1.0), endpoint, None)
+        hooks = telemetry.client_hooks("aiohttp")
+
+        class Provider:
+            async def chat_completion(self, _: Any) -> dict[str, Any]:
+                for hook in hooks:  # what aiohttp calls around the upstream request
+                    ctx = SimpleNamespace()
+                    url = URL("http://127.0.0.1:8000/v1/chat/completions")
+                    params = SimpleNamespace(method="POST", url=url, headers=CIMultiDict())
+                    await hook.on_request_start[0](None, ctx, params)
+                    await hook.on_request_end[0](None, ctx, SimpleNamespace(response=SimpleNamespace(status=200)))
+                return answer
+
+        spec = SimpleNamespace(api="inference", type="remote::openai")
+        provider = telemetry.wrap_provider(Provider(), "openai", spec)  # type: ignore[arg-type]
+
+        async def routes(scope: Any, receive: Any, send: Any) -> None:
+            info = observe.begin_request("POST", "/v1/chat/completions", None)
+            with observe.span("router POST /v1/chat/completions"):
+                await provider.chat_completion(request)
+            info.status, info.route, info.provider = 200, "/v1/chat/completions", "openai"
+
+        app = telemetry.asgi_wrapper(routes)
+
+        async def serve_all() -> None:
+            for _ in range(requests):  # each request its own task, as under hypercorn
+                await asyncio.create_task(app(scope, None, None))  # type: ignore[arg-type]
+
+        observe.install(telemetry)
+        try:
+            began = time.thread_time()
+            asyncio.run(serve_all())
+            return (time.thread_time() - began) / requests * 1e6, telemetry
+        finally:
+            observe.install(None)
+
+    def bare() -> float:
+        async def routes() -> None:
+            observe.begin_request("POST", "/v1/chat/completions", None)
+
+        async def serve_all() -> None:
+            for _ in range(requests):
+                await asyncio.create_task(routes())
+
+        began = time.thread_time()
+        asyncio.run(serve_all())
+        return (time.thread_time() - began) / requests * 1e6
+
+    rows: dict[str, list[float]] = {}
+    for _ in range(3):
+        rows.setdefault("bare", []).append(bare())
+        for name, traces, metrics in (("metrics", False, True), ("traces", True, False), ("both", True, True)):
+            cost, telemetry = replay(traces, metrics)
+            rows.setdefault(name, []).append(cost)
+            if traces:
+                recorder = telemetry.spans
+                spans = list(recorder.queue)
+                began = time.thread_time()
+                for start in range(0, len(spans), 512):
+                    recorder.encode(spans[start : start + 512]).SerializeToString()
+                per_span = (time.thread_time() - began) / len(spans) * 1e6
+                rows.setdefault(f"{name}: encode per span", []).append(per_span)
+                rows.setdefault(f"{name}: spans per request", []).append(len(spans) / requests)
+                recorder.queue.clear()
+                recorder.shutdown()
+    base = statistics.median(rows.pop("bare"))
+    print(f"in-process, {requests} requests, median of 3; event loop µs per request over a bare task:")
+    for name, values in rows.items():
+        median = statistics.median(values)
+        print(f"  {name:<28}{median if 'per' in name else median - base:>8.1f}")
+
+
+def measure_together(
+    gateways: dict[str, tuple[int, str]],
+    args: argparse.Namespace,
+    stream: bool,
+    per_request: dict[tuple[str, bool], list[float]],
+) -> None:
+    """One round with every gateway under load at once: each one's CPU per request is then measured under the
+    same machine conditions, which a shared machine's load changes from second to second otherwise."""
+
+    async def all_at_once() -> list[dict[str, float]]:
+        urls = [url + "/chat/completions" for _, url in gateways.values()]
+        return await asyncio.gather(*(load(url, args.concurrency, stream, args.seconds) for url in urls))
+
+    before = {name: cpu_seconds(pid) for name, (pid, _) in gateways.items()}
+    results = asyncio.run(all_at_once())
+    for (name, (pid, _)), result in zip(gateways.items(), results, strict=True):
+        assert not result["failures"], result
+        per_request.setdefault((name, stream), []).append((cpu_seconds(pid) - before[name]) * 1e6 / result["n"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--together", action="store_true", help="load every gateway at once in each round")
+    parser.add_argument("--breakdown", action="store_true", help="where tracing's CPU goes, in-process")
     args = parser.parse_args()
     if args.sink:
         sink(args.sink)
+        return
+    if args.breakdown:
+        breakdown()
         return
 
     up_port, sink_port = free_port(), free_port()
@@ -111,6 +243,9 @@ def main() -> None:
             for _pid, url in gateways.values():  # warm connections, caches and metric label sets
                 asyncio.run(load(url + "/chat/completions", args.concurrency, stream, 1.0))
             for _ in range(args.rounds):
+                if args.together:
+                    measure_together(gateways, args, stream, per_request)
+                    continue
                 for name, (pid, url) in gateways.items():
                     before = cpu_seconds(pid)
                     result = asyncio.run(load(url + "/chat/completions", args.concurrency, stream, args.seconds))

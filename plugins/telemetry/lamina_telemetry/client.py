@@ -16,12 +16,15 @@ PROPAGATOR = TraceContextTextMapPropagator()
 def aiohttp_trace_config(tracer: trace.Tracer) -> aiohttp.TraceConfig:
     async def on_start(session: Any, ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams) -> None:
         url = params.url
+        full = str(url)
+        if "?" in full or "@" in full:  # a query string or user info may carry a key
+            full = str(url.with_query(None).with_user(None))
         span = tracer.start_span(
             params.method,
             kind=SpanKind.CLIENT,
             attributes={
                 "http.request.method": params.method,
-                "url.full": str(url.with_query(None)),  # a query string may carry a key
+                "url.full": full,
                 "server.address": url.host or "",
                 "server.port": url.port or 0,
             },

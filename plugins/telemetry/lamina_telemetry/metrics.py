@@ -84,6 +84,18 @@ class Metrics:
             found = self.children[key] = metric.labels(*labels)
         return found
 
+    def model_children(self, model: str, provider: str) -> tuple[Any, Any, Any]:
+        """A model's latency histogram and token counters, for every finished inference call: one lookup."""
+        key = (0, (model, provider))
+        found = self.children.get(key)
+        if found is None:
+            found = self.children[key] = (
+                self.e2e_latency.labels(model, provider),
+                self.prompt_tokens.labels(model, provider),
+                self.generation_tokens.labels(model, provider),
+            )
+        return found  # type: ignore[no-any-return]
+
     def request(self, route: str, method: str, status: int, provider: str, seconds: float) -> None:
         self.child(self.http_requests, route, method, str(status), provider).inc()
         self.child(self.http_latency, route, method).observe(seconds)

@@ -245,27 +245,29 @@ class InstrumentedProvider:
         if output_tokens is None:
             output_tokens = output_estimate
         if span is not None:
+            attributes: dict[str, Any] = {}
             if answer.get("model"):
-                span.set_attribute("gen_ai.response.model", answer["model"])
+                attributes["gen_ai.response.model"] = answer["model"]
             if answer.get("id"):
-                span.set_attribute("gen_ai.response.id", answer["id"])
+                attributes["gen_ai.response.id"] = answer["id"]
             if isinstance(input_tokens, int):
-                span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
+                attributes["gen_ai.usage.input_tokens"] = input_tokens
             if isinstance(output_tokens, int):
-                span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
+                attributes["gen_ai.usage.output_tokens"] = output_tokens
             if reasons:
-                span.set_attribute("gen_ai.response.finish_reasons", reasons)
+                attributes["gen_ai.response.finish_reasons"] = reasons
+            span.set_attributes(attributes)
             span.end()
         metrics = self.metrics
         if metrics is not None:
-            labels = (model, self.provider_id)
-            metrics.child(metrics.e2e_latency, *labels).observe(time.perf_counter() - started)
+            e2e, prompt, generated = metrics.model_children(model, self.provider_id)
+            e2e.observe(time.perf_counter() - started)
             if isinstance(input_tokens, int):
-                metrics.child(metrics.prompt_tokens, *labels).inc(input_tokens)
+                prompt.inc(input_tokens)
             if isinstance(output_tokens, int):
-                metrics.child(metrics.generation_tokens, *labels).inc(output_tokens)
+                generated.inc(output_tokens)
             for reason in reasons:
-                metrics.child(metrics.success, *labels, reason).inc()
+                metrics.child(metrics.success, model, self.provider_id, reason).inc()
         return input_tokens, output_tokens
 
     async def _stream(self, chunks: Any, span: Span | None, model: str, started: float) -> AsyncIterator[Any]:

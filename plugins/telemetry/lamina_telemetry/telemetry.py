@@ -17,15 +17,15 @@ from lamina.specs import ProviderSpec
 from opentelemetry import context, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lamina_telemetry import TelemetryConfig
 from lamina_telemetry.metrics import Metrics
 from lamina_telemetry.providers import InstrumentedProvider
+from lamina_telemetry.tracing import LeanTracer, SpanRecorder, otlp_poster
 
 log = logging.getLogger("lamina.telemetry")
 PROPAGATOR = TraceContextTextMapPropagator()
@@ -58,7 +58,7 @@ class Telemetry(observe.Observer):
         self.settings = settings
         self.config: object = None  # the run config of the stack it was made for
         self.metrics = Metrics() if settings.metrics else None
-        self.tracer_provider: TracerProvider | None = None
+        self.spans: SpanRecorder | None = None
         self.tracer: trace.Tracer | None = None
         self.pusher: Any = None
         attributes: dict[str, Any] = {}
@@ -66,15 +66,13 @@ class Telemetry(observe.Observer):
             attributes["service.name"] = settings.service_name or "lamina"
         resource = Resource.create(attributes)  # OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME merged in
         if traces_endpoint is not None:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
             ratio = settings.sampling_ratio
-            # No ratio in the config: the SDK's own reading of OTEL_TRACES_SAMPLER(_ARG), default always on.
-            sampler = None if ratio is None else ParentBased(TraceIdRatioBased(ratio))
-            self.tracer_provider = TracerProvider(resource=resource, sampler=sampler)
-            exporter = OTLPSpanExporter(endpoint=traces_endpoint, headers=settings.otlp_headers or None)
-            self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
-            self.tracer = self.tracer_provider.get_tracer("lamina")
+            if ratio is None:  # the SDK's own reading of OTEL_TRACES_SAMPLER(_ARG), default always on
+                sampler = TracerProvider(shutdown_on_exit=False).sampler
+            else:
+                sampler = ParentBased(TraceIdRatioBased(ratio))
+            self.spans = SpanRecorder(resource, otlp_poster(traces_endpoint, settings.otlp_headers or None))
+            self.tracer = LeanTracer(sampler, self.spans)
             log.info("telemetry: traces to %s", traces_endpoint)
         if self.metrics is not None:
             log.info("telemetry: Prometheus metrics on %s", settings.metrics_path)
@@ -124,8 +122,8 @@ class Telemetry(observe.Observer):
         return InstrumentedProvider(instance, provider_id, spec, self.tracer, self.metrics)
 
     async def close(self) -> None:
-        if self.tracer_provider is not None:
-            await asyncio.to_thread(self.tracer_provider.shutdown)  # exports what is left
+        if self.spans is not None:
+            await asyncio.to_thread(self.spans.shutdown)  # exports what is left
         if self.pusher is not None:
             await asyncio.to_thread(self.pusher.stop)
 
@@ -142,14 +140,6 @@ class Telemetry(observe.Observer):
             if scope["path"] == metrics_path and metrics is not None:
                 await metrics.serve(scope, receive, send)
                 return
-            status = 500
-
-            async def send_status(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
             started = time.perf_counter()
             span = None
             token = None
@@ -167,7 +157,7 @@ class Telemetry(observe.Observer):
                 )
                 token = context.attach(trace.set_span_in_context(span))
             try:
-                await app(scope, receive, send_status)
+                await app(scope, receive, send)  # core's request-id middleware inside notes the status
             except BaseException as exc:
                 if span is not None:
                     span.record_exception(exc)
@@ -176,14 +166,15 @@ class Telemetry(observe.Observer):
                 info = observe.current_request()
                 route = info.route if info is not None and info.route else route_of(scope) or "unmatched"
                 provider = (info.provider if info is not None else None) or ""
+                status = info.status if info is not None and info.status else 500  # 0: it failed before answering
                 if span is not None:
                     span.update_name(f"{scope['method']} {route}")
-                    span.set_attribute("http.route", route)
-                    span.set_attribute("http.response.status_code", status)
+                    attributes: dict[str, Any] = {"http.route": route, "http.response.status_code": status}
                     if info is not None:
-                        span.set_attribute("lamina.request_id", info.request_id)
+                        attributes["lamina.request_id"] = info.request_id
                     if provider:
-                        span.set_attribute("lamina.provider.id", provider)
+                        attributes["lamina.provider.id"] = provider
+                    span.set_attributes(attributes)
                     if status >= 500:
                         span.set_status(Status(StatusCode.ERROR))
                     span.end()

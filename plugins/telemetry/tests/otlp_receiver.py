@@ -28,6 +28,8 @@ class ReceivedSpan:
     kind: int  # opentelemetry.proto.trace.v1.Span.SpanKind: 2 server, 3 client, 1 internal
     attributes: dict[str, Any]
     service: str
+    status: int  # opentelemetry.proto.trace.v1.Status.StatusCode: 0 unset, 1 ok, 2 error
+    events: dict[str, dict[str, Any]]  # by name: its attributes
 
 
 def value_of(value: AnyValue) -> Any:
@@ -43,6 +45,8 @@ class OTLPReceiver:
         # The last push's points: (metric name, its attributes) -> a sum's or gauge's value, a histogram's count.
         self.points: dict[tuple[str, frozenset[tuple[str, Any]]], float] = {}
         self.posts: list[str] = []
+        self.trace_posts = 0
+        self.trace_headers: list[dict[str, str]] = []  # each trace post's headers, names in lower case
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,6 +56,8 @@ class OTLPReceiver:
                     body = gzip.decompress(body)
                 receiver.posts.append(self.path)
                 if self.path == "/v1/traces":
+                    receiver.trace_posts += 1
+                    receiver.trace_headers.append({k.lower(): v for k, v in self.headers.items()})
                     receiver._take(ExportTraceServiceRequest.FromString(body))
                     answer = ExportTraceServiceResponse().SerializeToString()
                 elif self.path == "/v1/metrics":
@@ -85,6 +91,8 @@ class OTLPReceiver:
                             kind=span.kind,
                             attributes={a.key: value_of(a.value) for a in span.attributes},
                             service=str(resource.get("service.name")),
+                            status=span.status.code,
+                            events={e.name: {a.key: value_of(a.value) for a in e.attributes} for e in span.events},
                         )
                     )
 

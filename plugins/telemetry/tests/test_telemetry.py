@@ -28,6 +28,7 @@ PROVIDER_CALL_DURATION = "lamina:provider_call_duration_seconds"
 
 T = TypeVar("T")
 SERVER, CLIENT, INTERNAL = 2, 3, 1
+UNSET, ERROR = 0, 2  # span status codes
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
 
@@ -114,6 +115,7 @@ def test_a_streamed_chat_is_one_trace_from_the_clients_traceparent_to_the_upstre
     # The fake counts words: "echo: one two three four" is 5 tokens; the prompt is 4 words + 1 per message.
     assert attributes["gen_ai.usage.input_tokens"] == 5
     assert attributes["gen_ai.usage.output_tokens"] == 5
+    assert "gen_ai.first_token" in inference.events
 
     http = one(receiver.children(inference))
     assert http.kind == CLIENT and http.name == "POST"
@@ -414,3 +416,50 @@ def test_the_standard_otel_variables_switch_export_on(fake: FakeOpenAI, monkeypa
     server = one([s for s in spans if s.kind == SERVER and s.name == "GET /v1/models"])
     assert server.service == "from-the-environment"
     assert "/v1/metrics" in posts  # metrics go to the same collector
+
+
+def test_failures_are_error_spans_and_a_busy_gateway_sends_full_batches(
+    fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream failure marks the provider and HTTP client spans as errors, with the exception recorded; with a
+    small OTEL_BSP_MAX_EXPORT_BATCH_SIZE the spans go out in several posts, none lost."""
+    fake.reset()
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "3")
+    body = {"model": f"fake/{CHAT_MODEL}", "messages": [{"role": "user", "content": "hi"}]}
+    with OTLPReceiver() as receiver:
+        with serve(gateway(fake, {"otlp_endpoint": receiver.endpoint})) as base_url:
+            for _ in range(3):
+                assert requests.post(base_url + "/chat/completions", json=body, timeout=10).status_code == 200
+            fake.fail(503, times=1)
+            assert requests.post(base_url + "/chat/completions", json=body, timeout=10).status_code == 503
+        spans = list(receiver.spans)
+        posts = receiver.trace_posts
+
+    servers = [s for s in spans if s.kind == SERVER and s.name == "POST /v1/chat/completions"]
+    assert len(servers) == 4
+    traced = [s for s in spans if s.trace_id in {server.trace_id for server in servers}]
+    assert len(traced) == 16 and posts >= 6, (len(traced), posts)  # 4 spans per request, batches of 3 or fewer
+    failed = one([s for s in servers if s.attributes["http.response.status_code"] == 503])
+    assert failed.status == ERROR
+    inference = one(receiver.children(one(receiver.children(failed))))
+    assert inference.status == ERROR and inference.attributes["error.type"] == "upstream_error"
+    assert inference.events["exception"]["exception.type"] == "UpstreamError"
+    http = one(receiver.children(inference))
+    assert http.status == ERROR and http.attributes["http.response.status_code"] == 503
+    succeeded = [s for s in servers if s is not failed]
+    assert all(s.status == UNSET for s in succeeded)
+
+
+def test_the_otlp_exporter_variables_shape_the_span_posts(fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_EXPORTER_OTLP_TRACES_COMPRESSION and OTEL_EXPORTER_OTLP_HEADERS apply to the spans' posts."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-token=secret%20one")
+    with OTLPReceiver() as receiver:
+        with serve(gateway(fake, {"otlp_endpoint": receiver.endpoint})) as base_url:
+            assert requests.get(base_url + "/models", timeout=10).status_code == 200
+        spans = list(receiver.spans)
+        headers = list(receiver.trace_headers)
+    assert one([s for s in spans if s.kind == SERVER and s.name == "GET /v1/models"])
+    assert headers and all(h.get("content-encoding") == "gzip" for h in headers), headers
+    assert all(h.get("x-collector-token") == "secret one" for h in headers), headers
+    assert all(h.get("content-type") == "application/x-protobuf" for h in headers), headers
