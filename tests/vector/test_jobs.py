@@ -274,3 +274,90 @@ def test_a_killed_process_job_is_resumed_by_the_other(tmp_path: Path) -> None:
             counts = Counter(embedded_texts(fake))
             assert counts[chunks[0]] == 2 and counts[chunks[-1]] == 1  # begun by the killed one, redone by the other
             assert search(survivor, store.id, query="lake trout", max_num_results=3)
+
+
+def stored_chunks(storage: Path) -> Counter[tuple[str, str]]:
+    """(store, file) -> how many chunks the hnswlib providers hold, read from their databases."""
+    held: Counter[tuple[str, str]] = Counter()
+    for database in storage.rglob("vectors.db"):
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+            for store_id, file_id, count in db.execute(
+                "SELECT store_id, file_id, count(*) FROM chunks GROUP BY store_id, file_id"
+            ):
+                held[(store_id, file_id)] += count
+    return held
+
+
+def test_one_process_ingests_the_files_of_a_store_side_by_side(tmp_path: Path) -> None:
+    with FakeOpenAI() as fake:
+        fake.hang(0.02)  # slow embeddings: the workers' files overlap
+        config = fake_config(fake, tmp_path, ingestion_concurrency=4, embedding_batch_size=3)
+        with serve(config) as url:
+            client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+            texts = {f"doc{i}.txt": document(f"doc{i}", 30 + 7 * i) for i in range(10)}
+            ids = [client.files.create(file=(n, t.encode()), purpose="assistants").id for n, t in texts.items()]
+            store = client.vector_stores.create(name="side by side")
+            for file_id in ids:
+                client.vector_stores.files.create(
+                    vector_store_id=store.id,
+                    file_id=file_id,
+                    chunking_strategy=STRATEGY,  # type: ignore[arg-type]
+                )
+            done = wait_until_done(client, store.id)
+            assert done.file_counts.completed == done.file_counts.total == len(texts)
+            assert done.file_counts.failed == done.file_counts.cancelled == 0
+            for file_id, text in zip(ids, texts.values(), strict=True):
+                content = [
+                    c.text for c in client.vector_stores.files.content(file_id=file_id, vector_store_id=store.id)
+                ]
+                assert content == chunk_text(text, 100, 0)  # each file's chunks once, in order
+            expected = Counter(c for text in texts.values() for c in chunk_text(text, 100, 0))
+            assert Counter(embedded_texts(fake)) == expected
+            held = stored_chunks(tmp_path)
+            assert {f: held[(store.id, f)] for f in ids} == {
+                f: len(chunk_text(t, 100, 0)) for f, t in zip(ids, texts.values(), strict=True)
+            }
+
+
+def test_a_file_or_store_deleted_while_it_ingests_leaves_nothing(tmp_path: Path) -> None:
+    with FakeOpenAI() as fake:
+        fake.hang(0.05)
+        # One worker: once it has taken up the next file it has dropped the deleted one's job.
+        config = fake_config(fake, tmp_path, ingestion_concurrency=1, embedding_batch_size=2)
+        with serve(config) as url:
+            client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+
+            def upload(name: str, sentences: int) -> str:
+                return client.files.create(file=(name, document(name, sentences).encode()), purpose="assistants").id
+
+            def attach(store_id: str, file_id: str) -> None:
+                client.vector_stores.files.create(
+                    vector_store_id=store_id,
+                    file_id=file_id,
+                    chunking_strategy=STRATEGY,  # type: ignore[arg-type]
+                )
+
+            def embedding_calls_reach(count: int) -> None:
+                deadline = time.monotonic() + 60
+                while len(fake.hits("/v1/embeddings")) < count:  # the worker is inside the file
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+
+            long_id, other_id, last_id = upload("long.txt", 400), upload("other.txt", 20), upload("last.txt", 20)
+            kept = client.vector_stores.create(name="kept")
+            attach(kept.id, long_id)
+            embedding_calls_reach(3)
+            client.vector_stores.files.delete(file_id=long_id, vector_store_id=kept.id)
+            attach(kept.id, other_id)
+            doomed = client.vector_stores.create(name="doomed")
+            attach(doomed.id, long_id)
+            wait_until_done(client, kept.id)
+            embedding_calls_reach(len(fake.hits("/v1/embeddings")) + 3)  # now inside the doomed store's file
+            client.vector_stores.delete(doomed.id)
+            attach(kept.id, last_id)
+            done = wait_until_done(client, kept.id)
+            assert done.file_counts.completed == done.file_counts.total == 2
+            assert stored_chunks(tmp_path) == {
+                (kept.id, other_id): len(chunk_text(document("other.txt", 20), 100, 0)),
+                (kept.id, last_id): len(chunk_text(document("last.txt", 20), 100, 0)),
+            }

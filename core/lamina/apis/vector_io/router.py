@@ -22,12 +22,14 @@ an hour's resolution is invisible to it; a crash loses at most that hour of acti
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from lamina import auth, observe
@@ -96,9 +98,11 @@ class VectorStoresRouter:
         self.batches = Registry(
             kv, "vector_store_file_batches/", BatchRecord, key=lambda b: f"{b.vector_store_id}/{b.id}"
         )
-        # This process's writes of a file's chunks and records (workers, attach, detach, cancel) go one at a
+        # This process's writes of one file's chunks and record (workers, attach, detach, cancel) go one at a
         # time, so a detach here never interleaves with a worker here; other processes are fenced by the lease.
-        self.write_lock = asyncio.Lock()
+        # Different files write at once: ingestion waits on the database's round trips, not on the CPU.
+        self.file_locks: dict[str, asyncio.Lock] = {}
+        self.file_lock_users: collections.Counter[str] = collections.Counter()
         self.wakeup = asyncio.Event()
         self.stopping = False
         self.workers: list[asyncio.Task[None]] = []
@@ -150,6 +154,20 @@ class VectorStoresRouter:
             self.flusher.cancel()
             await asyncio.gather(self.flusher, return_exceptions=True)
         await self._flush_activity(everything=True)
+
+    @contextlib.asynccontextmanager
+    async def _writing(self, store_id: str, file_id: str) -> AsyncIterator[None]:
+        """Hold the lock of one file of a store (made on first use, dropped when nobody holds or awaits it)."""
+        key = f"{store_id}/{file_id}"
+        lock = self.file_locks.setdefault(key, asyncio.Lock())
+        self.file_lock_users[key] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self.file_lock_users[key] -= 1
+            if not self.file_lock_users[key]:
+                del self.file_lock_users[key], self.file_locks[key]
 
     # -- records
 
@@ -312,18 +330,21 @@ class VectorStoresRouter:
 
     async def delete_store(self, store_id: str) -> None:
         store = await self._store(store_id, "delete")
-        async with self.write_lock:
-            # The store's record goes first, in one atomic delete: of concurrent deletions (in any process) exactly
-            # one removes it and cleans up; the others answer 404.
-            if not await self.stores.delete(store_id):
-                raise not_found(f"vector store '{store_id}' not found", param="vector_store_id")
-            for record in await self.files.list(f"{store_id}/"):
+        # The store's record goes first, in one atomic delete: of concurrent deletions (in any process) exactly
+        # one removes it and cleans up; the others answer 404.
+        if not await self.stores.delete(store_id):
+            raise not_found(f"vector store '{store_id}' not found", param="vector_store_id")
+        for record in await self.files.list(f"{store_id}/"):
+            # Under the file's lock: a worker of this process that is writing the file finishes first; one that
+            # writes after the cancel loses its lease at the check before the write. So once every file has been
+            # passed, nothing of this process writes to the store any more and it can go.
+            async with self._writing(store_id, record.id):
                 await self.jobs.cancel(INGEST, f"{store_id}/{record.id}")
                 await self.files.delete(f"{store_id}/{record.id}")
-            for batch in await self.batches.list(f"{store_id}/"):
-                await self.batches.delete(f"{store_id}/{batch.id}")
-            self.activity.pop(store_id, None)
-            await self._provider(store).delete_store(store_id)
+        for batch in await self.batches.list(f"{store_id}/"):
+            await self.batches.delete(f"{store_id}/{batch.id}")
+        self.activity.pop(store_id, None)
+        await self._provider(store).delete_store(store_id)
 
     # -- files
 
@@ -339,7 +360,7 @@ class VectorStoresRouter:
             attributes=request.attributes or {},
             order=time.time_ns(),
         )
-        async with self.write_lock:
+        async with self._writing(store_id, request.file_id):
             # The record first: a crash before the job is queued leaves an in_progress record, which start()
             # queues. Queuing replaces any job of this file, whose worker then drops its work.
             await self.files.put(record)
@@ -365,7 +386,7 @@ class VectorStoresRouter:
 
     async def update_file(self, store_id: str, file_id: str, attributes: Attributes | None) -> dict[str, Any]:
         store = await self._store(store_id, "update")
-        async with self.write_lock:
+        async with self._writing(store_id, file_id):
             record = (await self._file(store_id, file_id)).model_copy(update={"attributes": attributes or {}})
             await self.files.put(record)
             # A worker ingesting the file reads the record's attributes before each insert, under the same lock.
@@ -375,7 +396,7 @@ class VectorStoresRouter:
 
     async def detach(self, store_id: str, file_id: str) -> None:
         store = await self._store(store_id, "update")
-        async with self.write_lock:
+        async with self._writing(store_id, file_id):
             await self.jobs.cancel(INGEST, f"{store_id}/{file_id}")
             if not await self.files.delete(f"{store_id}/{file_id}"):  # atomic: one of concurrent detaches wins
                 raise not_found(f"file '{file_id}' is not in vector store '{store_id}'", param="file_id")
@@ -388,7 +409,7 @@ class VectorStoresRouter:
             if record.id != file_id:
                 continue
             store = await self.stores.get(record.vector_store_id)
-            async with self.write_lock:
+            async with self._writing(record.vector_store_id, file_id):
                 await self.jobs.cancel(INGEST, f"{record.vector_store_id}/{file_id}")
                 await self.files.delete(f"{record.vector_store_id}/{file_id}")
                 if store is not None and store.provider_id in self.providers:
@@ -433,10 +454,10 @@ class VectorStoresRouter:
 
     async def cancel_batch(self, store_id: str, batch_id: str) -> dict[str, Any]:
         store = await self._store(store_id, "update")
-        async with self.write_lock:
-            batch = await self._batch(store_id, batch_id)
-            await self.batches.put(batch.model_copy(update={"status": "cancelled"}))
-            for file_id in batch.file_ids:
+        batch = await self._batch(store_id, batch_id)
+        await self.batches.put(batch.model_copy(update={"status": "cancelled"}))
+        for file_id in batch.file_ids:
+            async with self._writing(store_id, file_id):
                 record = await self.files.get(f"{store_id}/{file_id}")
                 if record is not None and record.status == "in_progress":
                     await self.jobs.cancel(INGEST, f"{store_id}/{file_id}")
@@ -495,14 +516,14 @@ class VectorStoresRouter:
             text, _ = await self.file_processors.extract(path, file.filename)
             static = record.chunking_strategy["static"]
             chunks = chunk_text(text, static["max_chunk_size_tokens"], static["chunk_overlap_tokens"])
-            async with self.write_lock:
+            async with self._writing(store_id, file_id):
                 await lease.check()
                 await provider.delete_file_chunks(store_id, file_id)  # what an interrupted run left
             size = self.settings.embedding_batch_size
             for start in range(0, len(chunks), size):
                 batch = chunks[start : start + size]
                 vectors = await self.embed(store.embedding_model, batch)
-                async with self.write_lock:
+                async with self._writing(store_id, file_id):
                     await lease.check()
                     current = await self.files.get(key)
                     attributes = current.attributes if current is not None else attributes
@@ -527,7 +548,7 @@ class VectorStoresRouter:
                 log.exception("ingestion of %s into %s failed", file_id, store_id)
                 code, message = "server_error", f"ingestion failed: {exc!r}"
             outcome = {"status": "failed", "last_error": {"code": code, "message": message}}
-        async with self.write_lock:
+        async with self._writing(store_id, file_id):
             await lease.check()
             current = await self.files.get(key)
             # A re-attach in another process writes a new record (new order) before replacing the job.
