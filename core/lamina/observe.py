@@ -6,9 +6,9 @@ the resolver installs it for as long as the stack runs. Until then every functio
     with observe.span("execute_tool get_weather", {"gen_ai.tool.name": "get_weather"}):   # a child span
         ...
     observe.record("auth_denied", reason="bad_key")         # count an event (metrics)
-    headers = {}                                            # an outbound HTTP request: a client span, whose
-    with observe.outbound("POST", url, headers) as answered:   # traceparent the observer puts in `headers`
-        response = await session.post(url, data=body, headers=headers or None)
+    extra = {}                                              # an outbound HTTP request: a client span, whose
+    with observe.outbound("POST", url, extra) as answered:  # traceparent the observer puts in `extra`
+        response = await session.post(url, data=body, headers=extra or None)
         answered(response.status)                           # when the answer's headers are in
     headers = {**observe.propagation_headers(), **headers}  # a client it cannot hook: at least the traceparent
 
