@@ -17,6 +17,14 @@ served, so other load on the machine shifts wall time but hardly CPU time. Ratio
 Where tracing's CPU goes, in this process and without HTTP (thread CPU time, so steadier on a loaded machine):
 what one non-streaming chat completion costs in the event loop (the server, router, provider and HTTP client
 spans made as the gateway makes them, the request's metrics), and per span in the export thread (encoding).
+
+    python bench/telemetry.py --client
+
+The HTTP client span on a real aiohttp request, in this process against the fake upstream (thread CPU time per
+request, each inside a parent span as in the gateway): a bare `session.request`; one sending a per-request
+header (aiohttp's part of sending a `traceparent`); one inside `observe.outbound` with the plugin's tracer, as
+remote::openai sends; and a bare one on a session given an empty `aiohttp.TraceConfig` (what tracing through
+aiohttp's own hooks cost before any callback ran).
 """
 
 from __future__ import annotations
@@ -68,8 +76,6 @@ def breakdown(requests: int = 5000) -> None:
     from lamina import observe
     from lamina_telemetry import TelemetryConfig
     from lamina_telemetry.telemetry import Telemetry
-    from multidict import CIMultiDict
-    from yarl import URL
 
     os.environ.update(OTEL_BSP_MAX_QUEUE_SIZE=str(10 * requests), OTEL_BSP_SCHEDULE_DELAY="100000000")
     os.environ["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] = str(10 * requests)  # nothing leaves: the spans are encoded below
@@ -88,16 +94,12 @@ def breakdown(requests: int = 5000) -> None:
     def replay(traces: bool, metrics: bool) -> tuple[float, Any]:
         endpoint = "http://127.0.0.1:9/v1/traces" if traces else None
         telemetry = Telemetry(TelemetryConfig(metrics=metrics, sampling_ratio=1.0), endpoint, None)
-        hooks = telemetry.client_hooks("aiohttp")
 
         class Provider:
             async def chat_completion(self, _: Any) -> dict[str, Any]:
-                for hook in hooks:  # what aiohttp calls around the upstream request
-                    ctx = SimpleNamespace()
-                    url = URL("http://127.0.0.1:8000/v1/chat/completions")
-                    params = SimpleNamespace(method="POST", url=url, headers=CIMultiDict())
-                    await hook.on_request_start[0](None, ctx, params)
-                    await hook.on_request_end[0](None, ctx, SimpleNamespace(response=SimpleNamespace(status=200)))
+                headers: dict[str, str] = {}  # what remote::openai does around its upstream request
+                with observe.outbound("POST", "http://127.0.0.1:8000/v1/chat/completions", headers) as answered:
+                    answered(200)
                 return answer
 
         spec = SimpleNamespace(api="inference", type="remote::openai")
@@ -159,6 +161,70 @@ def breakdown(requests: int = 5000) -> None:
         print(f"  {name:<28}{median if 'per' in name else median - base:>8.1f}")
 
 
+def client(requests: int = 2000, rounds: int = 7) -> None:
+    """µs of event-loop CPU per upstream request: bare, through `observe.outbound`, on a traced aiohttp session."""
+    import os
+    import time
+
+    import aiohttp
+    from lamina import observe
+    from lamina_telemetry import TelemetryConfig
+    from lamina_telemetry.telemetry import Telemetry
+
+    os.environ.update(OTEL_BSP_MAX_QUEUE_SIZE=str(10 * requests), OTEL_BSP_SCHEDULE_DELAY="100000000")
+    os.environ["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] = str(10 * requests)  # the export thread stays idle
+    port = free_port()
+    upstream = start([sys.executable, str(HERE / "fake_upstream.py"), str(port)])
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    body = b'{"model": "bench", "messages": [{"role": "user", "content": "hi"}]}'
+    traceparent = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    telemetry = Telemetry(TelemetryConfig(metrics=False, sampling_ratio=1.0), "http://127.0.0.1:9/v1/traces", None)
+    assert telemetry.spans is not None
+
+    async def run(variant: str) -> float:
+        trace_configs = [aiohttp.TraceConfig()] if variant == "aiohttp TraceConfig (empty)" else None
+        connector = aiohttp.TCPConnector(limit=8)
+        async with aiohttp.ClientSession(connector=connector, trace_configs=trace_configs) as session:
+
+            async def one() -> None:
+                with observe.span("chat bench"):  # the gateway's client span always has a parent
+                    if variant == "observe.outbound":
+                        headers: dict[str, str] = {}
+                        with observe.outbound("POST", url, headers) as answered:
+                            response = await session.request("POST", url, data=body, headers=headers or None)
+                            answered(response.status)
+                    elif variant == "a per-request header":
+                        response = await session.request("POST", url, data=body, headers=traceparent)
+                    else:
+                        response = await session.request("POST", url, data=body)
+                    async with response:
+                        await response.read()
+
+            await asyncio.gather(*(one() for _ in range(8)))  # connections opened
+            began = time.thread_time()
+            for _ in range(requests // 8):
+                await asyncio.gather(*(one() for _ in range(8)))
+            return (time.thread_time() - began) / (requests // 8 * 8) * 1e6
+
+    rows: dict[str, list[float]] = {}
+    observe.install(telemetry)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/v1/models")
+        for _ in range(rounds):
+            for variant in ("bare", "a per-request header", "observe.outbound", "aiohttp TraceConfig (empty)"):
+                rows.setdefault(variant, []).append(asyncio.run(run(variant)))
+                telemetry.spans.queue.clear()
+    finally:
+        observe.install(None)
+        telemetry.spans.shutdown()
+        stop(upstream)
+    bare = rows["bare"]
+    print(f"in-process aiohttp client, {requests} requests at concurrency 8, median of {rounds} (paired by round):")
+    for variant, values in rows.items():
+        extra = statistics.median(v - b for v, b in zip(values, bare, strict=True))
+        print(f"  {variant:<30}{statistics.median(values):>8.1f} µs/request{extra:>+8.1f}")
+
+
 def measure_together(
     gateways: dict[str, tuple[int, str]],
     args: argparse.Namespace,
@@ -187,12 +253,16 @@ def main() -> None:
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--together", action="store_true", help="load every gateway at once in each round")
     parser.add_argument("--breakdown", action="store_true", help="where tracing's CPU goes, in-process")
+    parser.add_argument("--client", action="store_true", help="the HTTP client span on real aiohttp requests")
     args = parser.parse_args()
     if args.sink:
         sink(args.sink)
         return
     if args.breakdown:
         breakdown()
+        return
+    if args.client:
+        client()
         return
 
     up_port, sink_port = free_port(), free_port()
@@ -256,14 +326,20 @@ def main() -> None:
             f"gateway CPU per request, median of {args.rounds} rounds of {args.seconds:g}s at concurrency "
             f"{args.concurrency}"
         )
-        print(f"{'variant':<8}{'stream':<8}{'us/req':>8}{'vs core':>9}   rounds")
+        # --together: each round measures every variant at once, so the median of per-round ratios (`paired`)
+        # cancels most of the machine's swings between rounds.
+        print(f"{'variant':<8}{'stream':<8}{'us/req':>8}{'vs core':>9}{'paired':>9}   rounds")
         for stream in (False, True):
-            base = statistics.median(per_request[("core", stream)])
+            core = per_request[("core", stream)]
+            base = statistics.median(core)
             for name in gateways:
                 rounds = per_request[(name, stream)]
                 median = statistics.median(rounds)
+                paired = f"{statistics.median(r / c for r, c in zip(rounds, core, strict=True)) - 1:>+9.1%}"
                 shown = " ".join(f"{r:.0f}" for r in rounds)
-                print(f"{name:<8}{stream!s:<8}{median:>8.0f}{median / base - 1:>+9.1%}   {shown}")
+                print(
+                    f"{name:<8}{stream!s:<8}{median:>8.0f}{median / base - 1:>+9.1%}{paired if args.together else '':>9}   {shown}"
+                )
     finally:
         for process in processes:
             stop(process)

@@ -6,7 +6,10 @@ the resolver installs it for as long as the stack runs. Until then every functio
     with observe.span("execute_tool get_weather", {"gen_ai.tool.name": "get_weather"}):   # a child span
         ...
     observe.record("auth_denied", reason="bad_key")         # count an event (metrics)
-    aiohttp.ClientSession(trace_configs=observe.client_hooks("aiohttp"))   # outbound calls traced, traceparent sent
+    extra = {}                                              # an outbound HTTP request: a client span, whose
+    with observe.outbound("POST", url, extra) as answered:  # traceparent the observer puts in `extra`
+        response = await session.post(url, data=body, headers=extra or None)
+        answered(response.status)                           # when the answer's headers are in
     headers = {**observe.propagation_headers(), **headers}  # a client it cannot hook: at least the traceparent
 
 Span names core and first-party plugins use (an observer may rename or drop them):
@@ -24,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +37,13 @@ if TYPE_CHECKING:
 
 NO_SPAN: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()  # reusable: it keeps no state
 EMPTY: Mapping[str, Any] = {}
+
+
+def _ignore_status(status: int) -> None:
+    pass
+
+
+NOT_OBSERVED: contextlib.AbstractContextManager[Callable[[int], None]] = contextlib.nullcontext(_ignore_status)
 
 
 class Observer:
@@ -51,9 +61,13 @@ class Observer:
         """The current trace's id (32 hex digits), for log lines and error bodies."""
         return None
 
-    def client_hooks(self, library: str) -> list[Any]:
-        """Instrumentation for an HTTP client library's sessions: `aiohttp` → a list of `aiohttp.TraceConfig`."""
-        return []
+    def outbound(
+        self, method: str, url: str, headers: dict[str, str]
+    ) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+        """A context manager around one outbound HTTP request, up to its answer's headers (a client span): it may
+        add headers carrying the trace (`traceparent`) to `headers`, which the caller sends; it yields a function
+        the caller calls with the answer's status. An exception leaving the block is the request's failure."""
+        return NOT_OBSERVED
 
     def propagation_headers(self) -> dict[str, str]:
         """Headers carrying the current trace to a server called now (W3C `traceparent`, `tracestate`)."""
@@ -97,9 +111,11 @@ def trace_id() -> str | None:
     return None if observer is None else observer.trace_id()
 
 
-def client_hooks(library: str) -> list[Any]:
+def outbound(
+    method: str, url: str, headers: dict[str, str]
+) -> contextlib.AbstractContextManager[Callable[[int], None]]:
     observer = _observer
-    return [] if observer is None else observer.client_hooks(library)
+    return NOT_OBSERVED if observer is None else observer.outbound(method, url, headers)
 
 
 def propagation_headers() -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from lamina import LaminaError, UpstreamError, bad_request
+from lamina import LaminaError, UpstreamError, bad_request, observe
 from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelInfo
 from lamina.config import REDACTED
 from lamina_anthropic_messages import translate
@@ -113,8 +113,11 @@ class AnthropicAdapter:
         body = None if payload is None else orjson.dumps(payload)
         for attempt in range(self.config.max_retries + 1):
             last = attempt == self.config.max_retries
+            headers: dict[str, str] = {}  # an observer's traceparent for this attempt's span
             try:
-                response = await self.session.request(method, url, data=body)
+                with observe.outbound(method, url, headers) as answered:
+                    response = await self.session.request(method, url, data=body, headers=headers or None)
+                    answered(response.status)
             except TimeoutError:
                 if last:
                     raise self._timeout() from None

@@ -13,6 +13,7 @@ import pytest
 import requests
 from fake_anthropic import API_KEY, MODELS, TOOL_INPUT, FakeAnthropic, input_tokens
 from lamina.plugins import make_plugin_manager, provider_specs
+from lamina.testing import serve
 from lamina_remote_anthropic import AnthropicConfig
 
 MODEL = "claude/claude-fake-1"
@@ -25,6 +26,7 @@ WEATHER = {
     },
 }
 PIXEL = "iVBORw0KGgo="
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 WEATHER_TOOL = {"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}
 
 
@@ -309,3 +311,45 @@ def test_count_tokens_asks_anthropics_counting_endpoint(base_url: str, upstream:
     assert upstream.hits("/v1/messages") == []  # no generation
     assert counted.input_tokens == input_tokens(request["body"])
     assert set(request["body"]) == {"model", "system", "messages", "tools"}
+
+
+def test_each_upstream_request_goes_through_the_observers_outbound_seam(
+    upstream: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An observer (lamina-telemetry's, here one of the test's own) sees every request to Anthropic, may add the
+    trace's headers to what is sent, and is told the answer's status."""
+    from contextlib import contextmanager
+
+    from lamina import hookimpl, observe
+
+    seen: list[tuple[str, str, int]] = []
+
+    class Recorder(observe.Observer):
+        def outbound(self, method: str, url: str, headers: dict[str, str]) -> Any:
+            headers["traceparent"] = TRACEPARENT
+
+            @contextmanager
+            def recorded() -> Any:
+                statuses: list[int] = []
+                yield statuses.append
+                seen.append((method, url, *statuses))
+
+            return recorded()
+
+    class ObservingPlugin:
+        @hookimpl
+        def observer(self, config: Any) -> observe.Observer:
+            return Recorder()
+
+    monkeypatch.setenv("LAMINA_DISABLE_PLUGINS", "lamina-telemetry")  # its observer would win
+    pm = make_plugin_manager()
+    pm.register(ObservingPlugin(), name="test-observer")
+    config = {"base_url": upstream.base_url, "api_key": API_KEY, "models": ["claude-fake-1"]}
+    with serve(
+        {"providers": {"inference": [{"id": "claude", "type": "remote::anthropic", "config": config}]}}, pm=pm
+    ) as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=30)
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert seen == [("POST", upstream.base_url + "/v1/messages", 200)]
+    [request] = upstream.hits("/v1/messages")
+    assert {k.lower(): v for k, v in request["headers"].items()}["traceparent"] == TRACEPARENT

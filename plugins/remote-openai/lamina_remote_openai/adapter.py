@@ -48,7 +48,6 @@ class OpenAIAdapter:
             headers=headers,
             connector=aiohttp.TCPConnector(limit=config.max_connections, ttl_dns_cache=300),
             cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies; skipping the jar saves CPU
-            trace_configs=observe.client_hooks("aiohttp") or None,  # spans and `traceparent`, when observed
             # Reads are timed here, not by aiohttp: its sock_read would also time the wait for the first byte.
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout, sock_read=None),
         )
@@ -137,9 +136,12 @@ class OpenAIAdapter:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._timeout(path)
+            headers: dict[str, str] = {}  # an observer's traceparent for this attempt's span
             try:
                 async with asyncio.timeout(min(remaining, self.config.first_byte_timeout)):
-                    response = await self.session.request(method, url, data=body)
+                    with observe.outbound(method, url, headers) as answered:
+                        response = await self.session.request(method, url, data=body, headers=headers or None)
+                        answered(response.status)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 # Never connected: the upstream has not seen the request, so sending it again is safe.
                 if last or not await self._wait(self._backoff(attempt, None), deadline):

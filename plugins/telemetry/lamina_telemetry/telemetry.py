@@ -23,6 +23,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lamina_telemetry import TelemetryConfig
+from lamina_telemetry.client import ClientSpan
 from lamina_telemetry.metrics import Metrics
 from lamina_telemetry.providers import InstrumentedProvider
 from lamina_telemetry.tracing import LeanTracer, SpanRecorder, otlp_poster
@@ -104,12 +105,10 @@ class Telemetry(observe.Observer):
         span_context = trace.get_current_span().get_span_context()
         return format(span_context.trace_id, "032x") if span_context.is_valid else None
 
-    def client_hooks(self, library: str) -> list[Any]:
-        if library != "aiohttp" or self.tracer is None:
-            return []
-        from lamina_telemetry.client import aiohttp_trace_config
-
-        return [aiohttp_trace_config(self.tracer)]
+    def outbound(self, method: str, url: str, headers: dict[str, str]) -> AbstractContextManager[Any]:
+        if self.tracer is None:
+            return observe.NOT_OBSERVED
+        return ClientSpan(self.tracer, method, url, headers)
 
     def propagation_headers(self) -> dict[str, str]:
         if self.tracer is None:
