@@ -43,7 +43,8 @@ def tests(session: nox.Session) -> None:
     env = _test_models(session)
     # PostgreSQL (127.0.0.1:5432) and pgvector (the pgserver wheel) are part of CI: their tests fail, not skip.
     env["LAMINA_REQUIRE_SERVICES"] = "1"
-    session.run("pytest", *(session.posargs or ["-q"]), env=env)
+    # The slowest tests are named at the end, so a suite growing towards CI's time limit shows where.
+    session.run("pytest", *(session.posargs or ["-q", "--durations=25"]), env=env)
 
 
 def _install_browser(session: nox.Session) -> None:
