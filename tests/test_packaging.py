@@ -87,7 +87,9 @@ def test_distro_pins_first_party_exactly(path: Path) -> None:
     assert any(first_party(d) == "lamina-stack" for d in pinned), pinned
     for requirement in pinned:
         without_extras = re.sub(r"\[[^]]*\]", "", requirement)
-        assert without_extras == f"{first_party(requirement)}=={version}", f"{path}: {requirement} is not pinned with =="
+        assert without_extras == f"{first_party(requirement)}=={version}", (
+            f"{path}: {requirement} is not pinned with =="
+        )
 
 
 @pytest.mark.parametrize("path", PLUGINS + DISTROS, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}")
