@@ -18,7 +18,6 @@ import asyncio
 import json
 import random
 import statistics
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -83,6 +82,7 @@ def bench_rules(count: int) -> float:
 
 def start_fake_upstream() -> str:
     from aiohttp import web
+    from lamina.testing import serve_app
 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "chat"}]})
@@ -106,24 +106,11 @@ def start_fake_upstream() -> str:
             }
         )
 
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    address: list[str] = []
-
-    async def start() -> None:
-        app = web.Application()
-        app.router.add_get("/v1/models", models)
-        app.router.add_post("/v1/chat/completions", chat)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        address.append(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1")  # type: ignore[union-attr]
-        ready.set()
-
-    threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True).start()
-    ready.wait(10)
-    return address[0]
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    served = serve_app(app).__enter__()  # lives as long as the bench process
+    return f"http://127.0.0.1:{served.port}/v1"
 
 
 def bench_guardrail(count: int) -> None:

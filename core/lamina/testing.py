@@ -2,6 +2,9 @@
 
 with serve({"providers": {...}}) as base_url:      # or `async with`; base_url ends in /v1
     OpenAI(base_url=base_url, api_key="unused").models.list()
+
+with serve_app(app) as upstream:                    # a fake upstream: any aiohttp web.Application
+    url = f"http://127.0.0.1:{upstream.port}/v1"
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ import asyncio
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from lamina.config import RunConfig, load, resolve
 from lamina.plugins import make_plugin_manager
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 class serve:
@@ -99,3 +105,55 @@ class serve:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await asyncio.to_thread(self.__exit__, *exc_info)
+
+
+class serve_app:
+    """Serve an aiohttp `web.Application` on 127.0.0.1 in a thread with its own event loop, for the length of a
+    `with` block: the way tests fake an upstream at the network edge. `port` 0 takes a free one; `.port` tells
+    which. On exit, handlers still running (a scripted hang, say) are cancelled so the thread ends promptly."""
+
+    def __init__(self, app: web.Application, *, port: int = 0, name: str = "fake-upstream") -> None:
+        self.app, self.port, self.name = app, port, name
+
+    def __enter__(self) -> serve_app:
+        try:  # a test dependency, not core's: lamina-stack[testing]
+            from aiohttp import web
+        except ImportError as missing:
+            raise ImportError(f"serve_app needs aiohttp: pip install 'lamina-stack[testing]' ({missing})") from None
+
+        started = threading.Event()
+        self._failure: BaseException | None = None
+
+        def run() -> None:
+            self.loop = loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
+            try:
+                loop.run_until_complete(self._runner.setup())
+                loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+                self.port = self._runner.addresses[0][1]
+            except BaseException as exc:  # reported to the test on enter
+                self._failure = exc
+                started.set()
+                loop.close()
+                return
+            started.set()
+            loop.run_forever()
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=self.name, daemon=True)
+        self._thread.start()
+        if not started.wait(10):
+            raise TimeoutError(f"{self.name} did not start within 10s")
+        if self._failure is not None:
+            raise self._failure
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)

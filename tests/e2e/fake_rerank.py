@@ -11,11 +11,10 @@ whatever order the documents came in. `fake.status` answers every request with t
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from typing import Any
 
 from aiohttp import web
+from lamina.testing import serve_app
 
 MODEL = "bge-reranker-fake"
 
@@ -60,28 +59,11 @@ class FakeReranker:
         return web.json_response({"id": "rerank-1", "model": MODEL, "results": results, "usage": {"total_tokens": 1}})
 
     def __enter__(self) -> FakeReranker:
-        started = threading.Event()
-
-        def run() -> None:
-            self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self.loop)
-            app = web.Application()
-            app.router.add_post("/v1/rerank", self.handle_rerank)
-            self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-            self.loop.run_until_complete(self.runner.setup())
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            self.loop.run_until_complete(site.start())
-            self.port = self.runner.addresses[0][1]
-            started.set()
-            self.loop.run_forever()
-            self.loop.close()
-
-        self.thread = threading.Thread(target=run, name="fake-rerank", daemon=True)
-        self.thread.start()
-        started.wait(10)
+        app = web.Application()
+        app.router.add_post("/v1/rerank", self.handle_rerank)
+        self.served = serve_app(app, port=0, name="fake-rerank").__enter__()
+        self.port = self.served.port
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.served.__exit__(*exc_info)

@@ -4,11 +4,10 @@ ran. `failing` makes it answer 500, as a broken search backend would."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from typing import Any
 
 from aiohttp import web
+from lamina.testing import serve_app
 
 
 def results_for(query: str) -> list[dict[str, Any]]:
@@ -54,29 +53,12 @@ class FakeSearxng:
         return web.json_response({"type": "search", "web": {"type": "search", "results": hits}})
 
     def __enter__(self) -> FakeSearxng:
-        started = threading.Event()
-
-        def run() -> None:
-            self.loop = asyncio.new_event_loop()
-            app = web.Application()
-            app.router.add_get("/search", self.search)
-            app.router.add_get("/res/v1/web/search", self.brave)
-            self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-            self.loop.run_until_complete(self.runner.setup())
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            self.loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            started.set()
-            self.loop.run_forever()
-            self.loop.close()
-
-        self.thread = threading.Thread(target=run, name="fake-searxng", daemon=True)
-        self.thread.start()
-        if not started.wait(10):
-            raise RuntimeError("the fake SearXNG did not start")
+        app = web.Application()
+        app.router.add_get("/search", self.search)
+        app.router.add_get("/res/v1/web/search", self.brave)
+        self.served = serve_app(app, port=0, name="fake-searxng").__enter__()
+        self.port = self.served.port
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.served.__exit__(*exc_info)

@@ -21,6 +21,7 @@ import threading
 from typing import Any
 
 from aiohttp import web
+from lamina.testing import serve_app
 
 CHAT_MODEL = "gpt-scripted"
 EMBEDDING_MODEL = "embed-scripted"
@@ -112,34 +113,13 @@ class ScriptedUpstream:
         return [r for r in self.requests if r.get("messages") is not None]
 
     def __enter__(self) -> ScriptedUpstream:
-        started = threading.Event()
-
-        def run() -> None:
-            self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self.loop)
-            self.runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
-            self.loop.run_until_complete(self.runner.setup())
-            site = web.TCPSite(self.runner, "127.0.0.1", self.port)
-            self.loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            started.set()
-            self.loop.run_forever()
-            pending = asyncio.all_tasks(self.loop)
-            for task in pending:
-                task.cancel()
-            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self.loop.close()
-
-        self.thread = threading.Thread(target=run, name="scripted-upstream", daemon=True)
-        self.thread.start()
-        if not started.wait(10):
-            raise RuntimeError("the scripted upstream did not start")
+        app = self.app()
+        self.served = serve_app(app, port=self.port, name="scripted-upstream").__enter__()
+        self.port = self.served.port
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.served.__exit__(*exc_info)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from lamina.testing import serve_app
 
 CHUNK = 5
 
@@ -129,28 +129,10 @@ def make_app(upstream: Upstream) -> web.Application:
 
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[Upstream]:
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    holder: dict[str, Any] = {}
-
-    async def start() -> None:
-        upstream = Upstream(url="")
-        runner = web.AppRunner(make_app(upstream), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        upstream.url = f"http://127.0.0.1:{port}/v1"
-        holder.update(upstream=upstream, runner=runner)
-        started.set()
-
-    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
-    thread.start()
-    assert started.wait(10), "the fake upstream did not start"
-    yield holder["upstream"]
-    asyncio.run_coroutine_threadsafe(holder["runner"].cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    upstream = Upstream(url="")
+    with serve_app(make_app(upstream), name="fake-upstream") as served:
+        upstream.url = f"http://127.0.0.1:{served.port}/v1"
+        yield upstream
 
 
 @pytest.fixture(scope="session")

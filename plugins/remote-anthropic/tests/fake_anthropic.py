@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from lamina.testing import serve_app
 
 MODELS = ["claude-fake-1", "claude-fake-2", "claude-fake-3"]
 TOOL_INPUT = {"city": "Paris", "unit": "celsius"}
@@ -78,29 +79,13 @@ class FakeAnthropic:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> FakeAnthropic:
-        started = threading.Event()
-
-        def run() -> None:
-            self.loop = asyncio.new_event_loop()
-            self.runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
-            self.loop.run_until_complete(self.runner.setup())
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            self.loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            started.set()
-            self.loop.run_forever()
-            self.loop.close()
-
-        self.thread = threading.Thread(target=run, name="fake-anthropic", daemon=True)
-        self.thread.start()
-        if not started.wait(10):
-            raise RuntimeError("the fake Anthropic upstream did not start")
+        app = self.app()
+        self.served = serve_app(app, port=0, name="fake-anthropic").__enter__()
+        self.port = self.served.port
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.served.__exit__(*exc_info)
 
     def app(self) -> web.Application:
         app = web.Application()
