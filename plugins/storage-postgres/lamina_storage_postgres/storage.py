@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 import asyncpg
-from lamina.storage import Job
+from lamina.storage import Job, dumps
 
 from lamina_storage_postgres.database import Schema, reachable
 
@@ -55,7 +55,7 @@ class PostgresKV:
             await self._pool.execute(
                 "INSERT INTO lamina_kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
                 key,
-                json.dumps(value),
+                dumps(value),
             )
 
     async def delete(self, key: str) -> bool:
