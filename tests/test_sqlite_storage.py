@@ -153,3 +153,52 @@ async def test_two_storages_on_one_file_see_each_others_direct_writes(tmp_path: 
     finally:
         await first.close()
         await second.close()
+
+
+WRITER = """
+import asyncio, sys
+from pathlib import Path
+from lamina.storage.sqlite import SQLiteStorageConfig, open_storage
+
+async def main(name):
+    storage = await open_storage(SQLiteStorageConfig(), Path(sys.argv[1]))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    # Many writes at once: some meet the other process's lock and wait in aiosqlite, the rest are direct.
+    await asyncio.gather(*(storage.kv.set(f"{name}/{n:04d}", n) for n in range(300)))
+    await asyncio.gather(*(storage.kv.set(f"{name}/{n:04d}", -n) for n in range(0, 300, 3)))
+    await storage.close()
+
+asyncio.run(main(sys.argv[2]))
+"""
+
+
+async def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
+    await (await open_sqlite(tmp_path)).close()  # the tables, before the writers race to make them
+    writers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            WRITER,
+            str(tmp_path),
+            name,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for name in ("a", "b")
+    ]
+    for writer in writers:
+        assert writer.stdout is not None and await writer.stdout.readline() == b"ready\n"
+    for writer in writers:
+        assert writer.stdin is not None
+        writer.stdin.write(b"go\n")
+    results = [await asyncio.wait_for(writer.communicate(), 60) for writer in writers]
+    assert [writer.returncode for writer in writers] == [0, 0], results
+    storage = await open_sqlite(tmp_path)
+    try:
+        expected = [-n if n % 3 == 0 else n for n in range(300)]
+        assert await storage.kv.values("a/") == expected
+        assert await storage.kv.values("b/") == expected
+    finally:
+        await storage.close()
