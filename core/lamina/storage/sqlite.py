@@ -1,4 +1,5 @@
-"""Core's storage backend: one SQLite database (aiosqlite, WAL) holding the key-value store and the job queue.
+"""Core's storage backend: one SQLite database (WAL) holding the key-value store and the job queue, read through
+aiosqlite and written mostly on the event loop's own thread (`Database`).
 
 Several processes may share the database (two `lamina run` over one data directory): SQLite's own locking keeps
 each statement atomic, and a job is claimed by a single UPDATE, so no two workers ever hold the same job.
@@ -12,8 +13,9 @@ import logging
 import sqlite3
 import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 from pydantic import Field
@@ -23,6 +25,7 @@ from lamina.specs import ProviderConfig, StorageBackendSpec
 from lamina.storage import Job, JobQueue, KVStore, dumps
 
 log = logging.getLogger("lamina")
+T = TypeVar("T")
 
 
 async def connect(path: Path, *, autocommit: bool = False) -> aiosqlite.Connection:
@@ -44,7 +47,7 @@ async def connect(path: Path, *, autocommit: bool = False) -> aiosqlite.Connecti
 # execute_fetchall read, because a statement left open across an await (a cursor being iterated) would hold a
 # transaction open under another coroutine's statements.
 
-DIRECT_MAX = 64 * 1024  # bytes of values above which a write goes to aiosqlite's thread rather than the loop's
+DIRECT_MAX = 64 * 1024  # characters of values above which a write goes to aiosqlite's thread, not the loop's
 CHECKPOINT_EVERY = 500  # direct writes between two checkpoints (about SQLite's default of 1,000 WAL pages)
 BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
@@ -103,22 +106,27 @@ class Database:
         cursor = self._try_direct(sql, params)
         if cursor is not None:
             return cursor.rowcount
-        self.queued += 1
-        try:
-            return (await self.db.execute(sql, params)).rowcount
-        finally:
-            self.queued -= 1
+        return (await self._queue(self.db.execute(sql, params))).rowcount
 
     async def write_returning(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         """Run one writing statement with a RETURNING clause; its rows."""
         cursor = self._try_direct(sql, params)
         if cursor is not None:
             return cursor.fetchall()
+        return list(await self._queue(self.db.execute_fetchall(sql, params)))
+
+    async def _queue(self, call: Awaitable[T]) -> T:
+        # Counted until aiosqlite's thread has run it, not until the caller stops waiting: a write whose caller
+        # was cancelled still runs, and a direct one must not overtake it.
         self.queued += 1
-        try:
-            return list(await self.db.execute_fetchall(sql, params))
-        finally:
-            self.queued -= 1
+        task = asyncio.ensure_future(call)
+        task.add_done_callback(self._dequeued)
+        return await asyncio.shield(task)
+
+    def _dequeued(self, task: asyncio.Future[Any]) -> None:
+        self.queued -= 1
+        if not task.cancelled():
+            task.exception()  # seen: whoever still awaits it gets it; nobody else should be told
 
     async def read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         return list(await self.db.execute_fetchall(sql, params))
