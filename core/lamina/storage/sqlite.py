@@ -105,6 +105,7 @@ class Database:
         """Run one writing statement; the number of rows it changed."""
         cursor = self._try_direct(sql, params)
         if cursor is not None:
+            await asyncio.sleep(0)  # a loop of writes still lets others run between them, as aiosqlite's did
             return cursor.rowcount
         return (await self._queue(self.db.execute(sql, params))).rowcount
 
@@ -112,7 +113,9 @@ class Database:
         """Run one writing statement with a RETURNING clause; its rows."""
         cursor = self._try_direct(sql, params)
         if cursor is not None:
-            return cursor.fetchall()
+            rows = cursor.fetchall()
+            await asyncio.sleep(0)
+            return rows
         return list(await self._queue(self.db.execute_fetchall(sql, params)))
 
     async def _queue(self, call: Awaitable[T]) -> T:
