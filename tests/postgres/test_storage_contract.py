@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lamina.storage import Storage
@@ -13,6 +15,7 @@ from lamina.storage.sqlite import SQLiteStorageConfig
 from lamina.storage.sqlite import open_storage as open_sqlite
 from lamina_storage_postgres import PostgresStorageConfig
 from lamina_storage_postgres import open_storage as open_postgres
+from pydantic import BaseModel
 
 Opener = Callable[[], Awaitable[Storage]]
 
@@ -52,6 +55,20 @@ async def test_values_round_trip_exactly(opener: Opener) -> None:
     assert await kv.get("models/none") is None
     await kv.set("models/one", "replaced")
     assert await kv.get("models/one") == "replaced"
+
+
+class Record(BaseModel):
+    name: str
+    when: datetime
+    extra: dict[str, Any]
+
+
+async def test_a_pydantic_value_is_stored_as_its_json(opener: Opener) -> None:
+    kv = (await opener()).kv
+    record = Record(name="é\u0000", when=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), extra={"z": [1.5, None], "a": 2})
+    await kv.set("records/one", record)
+    assert await kv.get("records/one") == record.model_dump(mode="json")
+    assert Record.model_validate(await kv.get("records/one")) == record
 
 
 async def test_values_by_prefix_in_key_order(opener: Opener) -> None:

@@ -169,6 +169,31 @@ def test_everything_stored_survives_a_restart(upstream: ScriptedUpstream, tmp_pa
         assert [m["content"] for m in upstream.chats()[-1]["messages"]] == ["remember", "echo: remember", "again"]
 
 
+def test_a_stored_response_survives_a_sigkill_right_after_it_returns(
+    upstream: ScriptedUpstream, tmp_path: Path
+) -> None:
+    # A response is committed before the client gets it: a server killed right after (no shutdown, no checkpoint)
+    # has lost nothing of it.
+    config = responses_config(upstream)
+    config["storage"] = {"dir": str(tmp_path / "data")}
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(yaml.safe_dump({"version": 1, **config}))
+    log = tmp_path / "lamina.log"
+    with lamina_process(run_yaml, log) as (process, url):
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+        created = [client.responses.create(model=MODEL, input=f"keep {n}") for n in range(3)]
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    with lamina_process(run_yaml, log) as (_, url):
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+        for n, response in enumerate(created):
+            kept = client.responses.retrieve(response.id)
+            assert kept.status == "completed" and kept.output_text == f"echo: keep {n}"
+        follow = client.responses.create(model=MODEL, input="and then", previous_response_id=created[-1].id)
+        assert [m["content"] for m in upstream.chats()[-1]["messages"]] == ["keep 2", "echo: keep 2", "and then"]
+        assert follow.output_text == "echo: and then"
+
+
 @pytest.mark.slow
 def test_sigkill_during_a_background_response_runs_it_again(upstream: ScriptedUpstream, tmp_path: Path) -> None:
     config = responses_config(upstream, responses={"background_lease_seconds": 1})

@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 import asyncpg
-from lamina.storage import Job
+from lamina.storage import Job, dumps
 
 from lamina_storage_postgres.database import Schema, reachable
 
@@ -50,12 +50,14 @@ class PostgresKV:
         return None if value is None else json.loads(value)
 
     async def set(self, key: str, value: Any) -> None:
-        # JSON text, not jsonb: values come back exactly as stored (key order, numbers), as from SQLite.
+        # JSON text, not jsonb: values come back exactly as stored (key order, numbers), as from SQLite. Dumped
+        # before any await: the value is what it was when `set` was called.
+        text = dumps(value)
         async with reachable(STORE):
             await self._pool.execute(
                 "INSERT INTO lamina_kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
                 key,
-                json.dumps(value),
+                text,
             )
 
     async def delete(self, key: str) -> bool:
