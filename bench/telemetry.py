@@ -1,14 +1,15 @@
-"""What telemetry costs the gateway: server CPU time per request, three gateways in one run.
+"""What telemetry costs the gateway: server CPU time per request, six gateways in one run.
 
     python bench/telemetry.py [--seconds 4] [--rounds 3] [--concurrency 8]
 
 - `core`: the telemetry plugin left out (LAMINA_DISABLE_PLUGINS=lamina-telemetry)
+- `core2`: another such gateway, the control: how far two identical processes differ (memory layout)
 - `off`: the plugin installed, `telemetry: {enabled: false}`
 - `metrics`: the plugin as installed, no OTLP endpoint: Prometheus metrics only
 - `traces`: tracing at 100% sampling exported over OTLP/HTTP to a sink process, metrics off
 - `on`: tracing at 100% sampling exported over OTLP/HTTP to a sink process, and metrics on (/metrics and OTLP)
 
-All run side by side against one fast fake upstream (bench/fake_upstream.py); load goes to one at a time,
+All (six) run side by side against one fast fake upstream (bench/fake_upstream.py); load goes to one at a time,
 in interleaved rounds, and each gateway's CPU time (user + system, from /proc) is divided by the requests it
 served, so other load on the machine shifts wall time but hardly CPU time. Ratios are against `core`.
 
@@ -49,6 +50,8 @@ def sink(port: int) -> None:
     """An OTLP/HTTP endpoint that accepts and drops everything (a collector's cost is not the gateway's)."""
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # connections kept alive, as a collector keeps them
+
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             self.send_response(200)
@@ -272,6 +275,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp())
     variants = {
         "core": ({}, {"LAMINA_DISABLE_PLUGINS": "lamina-telemetry"}),
+        "core2": ({}, {"LAMINA_DISABLE_PLUGINS": "lamina-telemetry"}),
         "off": ({"enabled": False}, {}),
         "metrics": ({}, {}),  # the default once installed: /metrics, no export
         "traces": ({"otlp_endpoint": f"http://127.0.0.1:{sink_port}", "sampling_ratio": 1.0, "metrics": False}, {}),
