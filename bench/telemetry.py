@@ -12,6 +12,8 @@
 All (six) run side by side against one fast fake upstream (bench/fake_upstream.py); load goes to one at a time,
 in interleaved rounds, and each gateway's CPU time (user + system, from /proc) is divided by the requests it
 served, so other load on the machine shifts wall time but hardly CPU time. Ratios are against `core`.
+`--baseline TREE` adds `traces@base` and `on@base`: the same with TREE's plugin and core (e.g. `git archive main`
+unpacked) first on PYTHONPATH, so that a change is measured against its baseline in one run.
 
     python bench/telemetry.py --breakdown
 
@@ -257,6 +259,7 @@ def main() -> None:
     parser.add_argument("--together", action="store_true", help="load every gateway at once in each round")
     parser.add_argument("--breakdown", action="store_true", help="where tracing's CPU goes, in-process")
     parser.add_argument("--client", action="store_true", help="the HTTP client span on real aiohttp requests")
+    parser.add_argument("--baseline", metavar="TREE", help="also run traces and on with this tree's plugin and core")
     args = parser.parse_args()
     if args.sink:
         sink(args.sink)
@@ -284,6 +287,10 @@ def main() -> None:
             {},
         ),
     }
+    if args.baseline:  # another version's plugin and core (a checkout or `git archive`), put first on the path
+        tree = Path(args.baseline).resolve()
+        path = {"PYTHONPATH": f"{tree / 'plugins' / 'telemetry'}:{tree / 'core'}"}
+        variants |= {f"{name}@base": (variants[name][0], path) for name in ("traces", "on")}
     gateways: dict[str, tuple[int, str]] = {}
     try:
         wait_healthy(upstream + "/models")
@@ -310,7 +317,7 @@ def main() -> None:
             processes.append(process)
             gateways[name] = (process.pid, f"http://127.0.0.1:{port}/v1")
         for _, url in gateways.values():
-            wait_healthy(url + "/health")
+            wait_healthy(url + "/health", 120)  # six or more starting at once on a busy machine
         BODY["model"] = "openai/bench"
         per_request: dict[tuple[str, bool], list[float]] = {}
         for stream in (False, True):
@@ -330,9 +337,9 @@ def main() -> None:
             f"gateway CPU per request, median of {args.rounds} rounds of {args.seconds:g}s at concurrency "
             f"{args.concurrency}"
         )
-        # --together: each round measures every variant at once, so the median of per-round ratios (`paired`)
-        # cancels most of the machine's swings between rounds.
-        print(f"{'variant':<8}{'stream':<8}{'us/req':>8}{'vs core':>9}{'paired':>9}   rounds")
+        # `paired`: the median of per-round ratios, which cancels most of the machine's swings between rounds
+        # (with --together each round measures every variant at once).
+        print(f"{'variant':<12}{'stream':<8}{'us/req':>8}{'vs core':>9}{'paired':>9}   rounds")
         for stream in (False, True):
             core = per_request[("core", stream)]
             base = statistics.median(core)
@@ -341,9 +348,7 @@ def main() -> None:
                 median = statistics.median(rounds)
                 paired = f"{statistics.median(r / c for r, c in zip(rounds, core, strict=True)) - 1:>+9.1%}"
                 shown = " ".join(f"{r:.0f}" for r in rounds)
-                print(
-                    f"{name:<8}{stream!s:<8}{median:>8.0f}{median / base - 1:>+9.1%}{paired if args.together else '':>9}   {shown}"
-                )
+                print(f"{name:<12}{stream!s:<8}{median:>8.0f}{median / base - 1:>+9.1%}{paired}   {shown}")
     finally:
         for process in processes:
             stop(process)
