@@ -15,8 +15,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from yarl import URL
 
-from lamina_telemetry.tracing import LeanSpan
-
 PROPAGATOR = TraceContextTextMapPropagator()
 
 
@@ -36,13 +34,8 @@ class ClientSpan:
 
     def __init__(self, tracer: trace.Tracer, method: str, url: str, headers: dict[str, str]) -> None:
         attributes = {"http.request.method": method, **url_attributes(url)}
-        span = self.span = tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
-        if type(span) is LeanSpan:  # what the propagator writes for it, without a Context and a SpanContext
-            headers["traceparent"] = f"00-{span.trace_id:032x}-{span.span_id:016x}-01"
-            if span.trace_state:
-                headers["tracestate"] = span.trace_state.to_header()
-        else:
-            PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
+        self.span = tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
+        PROPAGATOR.inject(headers, context=trace.set_span_in_context(self.span))
 
     def __enter__(self) -> ClientSpan:
         return self

@@ -400,14 +400,6 @@ def otlp_poster(endpoint: str, headers: Mapping[str, str] | None, signal: str = 
     client_certificate, client_key = otlp_setting(signal, "CLIENT_CERTIFICATE"), otlp_setting(signal, "CLIENT_KEY")
     if client_certificate:
         session.cert = (client_certificate, client_key) if client_key else client_certificate
-    # What requests reads from the environment on every request (proxies, ~/.netrc, a CA bundle), read once: per
-    # post it cost as much as the post's own work.
-    session.proxies.update(requests.utils.get_environ_proxies(endpoint))
-    if credentials := requests.utils.get_netrc_auth(endpoint):
-        session.auth = credentials
-    if not certificate and (bundle := os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")):
-        session.verify = bundle
-    session.trust_env = False
 
     def post(data: bytes) -> bool:
         body = gzip.compress(data) if compress else data
