@@ -311,6 +311,8 @@ def main() -> None:
     parser.add_argument("--instructions", type=int, metavar="N", help="count instructions over N requests (valgrind)")
     parser.add_argument("--baseline", metavar="TREE", help="also run traces and on with this tree's plugin and core")
     args = parser.parse_args()
+    if args.instructions is not None and (args.instructions <= 0 or args.instructions % 128):
+        parser.error("--instructions: a multiple of 128 (4 spans a request: each 128 requests fill one batch)")
     if args.sink:
         sink(args.sink)
         return
