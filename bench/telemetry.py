@@ -1,16 +1,27 @@
-"""What telemetry costs the gateway: server CPU time per request, three gateways in one run.
+"""What telemetry costs the gateway: server CPU time per request, six gateways in one run.
 
     python bench/telemetry.py [--seconds 4] [--rounds 3] [--concurrency 8]
 
 - `core`: the telemetry plugin left out (LAMINA_DISABLE_PLUGINS=lamina-telemetry)
+- `core2`: another such gateway, the control: how far two identical processes differ (memory layout)
 - `off`: the plugin installed, `telemetry: {enabled: false}`
 - `metrics`: the plugin as installed, no OTLP endpoint: Prometheus metrics only
 - `traces`: tracing at 100% sampling exported over OTLP/HTTP to a sink process, metrics off
 - `on`: tracing at 100% sampling exported over OTLP/HTTP to a sink process, and metrics on (/metrics and OTLP)
 
-All run side by side against one fast fake upstream (bench/fake_upstream.py); load goes to one at a time,
+All (six) run side by side against one fast fake upstream (bench/fake_upstream.py); load goes to one at a time,
 in interleaved rounds, and each gateway's CPU time (user + system, from /proc) is divided by the requests it
-served, so other load on the machine shifts wall time but hardly CPU time. Ratios are against `core`.
+served. Ratios are against `core`. Other load on the machine shifts wall time more than CPU time, but on a
+busy shared machine a gateway's CPU per request still moves by ±20% from round to round: see --instructions.
+`--baseline TREE` adds `traces@base` and `on@base`: the same with TREE's plugin and core (e.g. `git archive main`
+unpacked) first on PYTHONPATH, so that a change is measured against its baseline in one run.
+
+    python bench/telemetry.py --instructions 512 [--baseline TREE]
+
+The same gateways under valgrind (callgrind, switched on only while measuring): instructions per request over 512
+requests at concurrency 8, all of a gateway's threads (the span exporter's encoding and posting included). A count,
+not a time, so the same on a loaded machine as on a quiet one; it misses what instructions do not show (cache
+misses, lock waits). Slow: start-up takes minutes.
 
     python bench/telemetry.py --breakdown
 
@@ -34,21 +45,26 @@ import asyncio
 import statistics
 import sys
 import tempfile
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 from gateway import BODY, cpu_seconds, free_port, load, start, stop, wait_healthy
 
 HERE = Path(__file__).parent
 LAMINA = [sys.executable, "-c", "from lamina.cli import main; main()", "run"]
+CALLGRIND = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
 
 
 def sink(port: int) -> None:
     """An OTLP/HTTP endpoint that accepts and drops everything (a collector's cost is not the gateway's)."""
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # connections kept alive, as a collector keeps them
+
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             self.send_response(200)
@@ -70,7 +86,6 @@ def sink(port: int) -> None:
 def breakdown(requests: int = 5000) -> None:
     """The per-request telemetry work of a chat completion, replayed through the plugin's own objects."""
     import os
-    import time
     from types import SimpleNamespace
 
     from lamina import observe
@@ -164,9 +179,7 @@ def breakdown(requests: int = 5000) -> None:
 def client(requests: int = 2000, rounds: int = 7) -> None:
     """µs of event-loop CPU per upstream request: bare, through `observe.outbound`, on a traced aiohttp session."""
     import os
-    import time
 
-    import aiohttp
     from lamina import observe
     from lamina_telemetry import TelemetryConfig
     from lamina_telemetry.telemetry import Telemetry
@@ -245,6 +258,47 @@ def measure_together(
         per_request.setdefault((name, stream), []).append((cpu_seconds(pid) - before[name]) * 1e6 / result["n"])
 
 
+def count_instructions(gateways: dict[str, tuple[int, str]], home: Path, requests: int) -> None:
+    """Instructions per request (valgrind's count, every thread of the gateway): unlike CPU time, the same however
+    loaded the machine is, so a few percent show. Instrumentation is switched on for the measured requests only."""
+    import subprocess
+
+    async def fixed(url: str, stream: bool) -> None:
+        body = {**BODY, "stream": stream}
+        connector = aiohttp.TCPConnector(limit=8)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def worker() -> None:
+                for _ in range(requests // 8):
+                    async with session.post(url, json=body) as response:
+                        await response.read()
+                        assert response.status == 200, response.status
+
+            await asyncio.gather(*(worker() for _ in range(8)))
+
+    counts: dict[tuple[str, bool], float] = {}
+    for stream in (False, True):
+        for name, (pid, url) in gateways.items():
+            url += "/chat/completions"
+            asyncio.run(load(url, 8, stream, 3.0))  # connections, caches, label sets
+            subprocess.run(["callgrind_control", "--instr=on", str(pid)], check=True, capture_output=True)
+            asyncio.run(fixed(url, stream))  # instrumented code paths warmed
+            subprocess.run(["callgrind_control", "--zero", str(pid)], check=True, capture_output=True)
+            asyncio.run(fixed(url, stream))  # 4 spans a request: requests / 128 full batches exported
+            time.sleep(1)
+            subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
+            subprocess.run(["callgrind_control", "--instr=off", str(pid)], check=True, capture_output=True)
+            dumps = sorted(home.glob(f"{name}.callgrind*"), key=lambda path: path.stat().st_mtime)
+            totals = [line for line in dumps[-1].read_text().splitlines() if line.startswith(("summary:", "totals:"))]
+            counts[(name, stream)] = int(totals[0].split()[1]) / (requests // 8 * 8)
+    print(f"gateway instructions per request (valgrind), {requests} requests at concurrency 8")
+    print(f"{'variant':<12}{'stream':<8}{'Ir/req':>12}{'vs core':>9}")
+    for stream in (False, True):
+        for name in gateways:
+            count = counts[(name, stream)]
+            print(f"{name:<12}{stream!s:<8}{count:>12,.0f}{count / counts[('core', stream)] - 1:>+9.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=4.0)
@@ -254,7 +308,11 @@ def main() -> None:
     parser.add_argument("--together", action="store_true", help="load every gateway at once in each round")
     parser.add_argument("--breakdown", action="store_true", help="where tracing's CPU goes, in-process")
     parser.add_argument("--client", action="store_true", help="the HTTP client span on real aiohttp requests")
+    parser.add_argument("--instructions", type=int, metavar="N", help="count instructions over N requests (valgrind)")
+    parser.add_argument("--baseline", metavar="TREE", help="also run traces and on with this tree's plugin and core")
     args = parser.parse_args()
+    if args.instructions is not None and (args.instructions <= 0 or args.instructions % 128):
+        parser.error("--instructions: a multiple of 128 (4 spans a request: each 128 requests fill one batch)")
     if args.sink:
         sink(args.sink)
         return
@@ -270,16 +328,28 @@ def main() -> None:
     processes = [start([sys.executable, str(HERE / "fake_upstream.py"), str(up_port)])]
     processes.append(start([sys.executable, __file__, "--sink", str(sink_port)]))
     home = Path(tempfile.mkdtemp())
+    # Under valgrind a gateway serves ~10 requests/s: a timer's export (metrics every 5 s, a partial span batch)
+    # would weigh a hundred times what it does on a busy gateway, so only full span batches are sent.
+    interval = 3600 if args.instructions else 5
     variants = {
         "core": ({}, {"LAMINA_DISABLE_PLUGINS": "lamina-telemetry"}),
+        "core2": ({}, {"LAMINA_DISABLE_PLUGINS": "lamina-telemetry"}),
         "off": ({"enabled": False}, {}),
         "metrics": ({}, {}),  # the default once installed: /metrics, no export
         "traces": ({"otlp_endpoint": f"http://127.0.0.1:{sink_port}", "sampling_ratio": 1.0, "metrics": False}, {}),
         "on": (
-            {"otlp_endpoint": f"http://127.0.0.1:{sink_port}", "sampling_ratio": 1.0, "export_interval_seconds": 5},
+            {
+                "otlp_endpoint": f"http://127.0.0.1:{sink_port}",
+                "sampling_ratio": 1.0,
+                "export_interval_seconds": interval,
+            },
             {},
         ),
     }
+    if args.baseline:  # another version's plugin and core (a checkout or `git archive`), put first on the path
+        tree = Path(args.baseline).resolve()
+        path = {"PYTHONPATH": f"{tree / 'plugins' / 'telemetry'}:{tree / 'core'}"}
+        variants |= {f"{name}@base": (variants[name][0], path) for name in ("traces", "on")}
     gateways: dict[str, tuple[int, str]] = {}
     try:
         wait_healthy(upstream + "/models")
@@ -302,12 +372,19 @@ def main() -> None:
             }
             run_yaml.write_text(yaml.safe_dump(config))
             port = free_port()
-            process = start([*LAMINA, str(run_yaml), "--port", str(port)], {"LAMINA_HOME": str(home), **env})
+            command = [*LAMINA, str(run_yaml), "--port", str(port)]
+            if args.instructions:
+                env = {**env, "OTEL_BSP_SCHEDULE_DELAY": "3600000"}
+                command = [*CALLGRIND, f"--callgrind-out-file={home / name}.callgrind", *command]
+            process = start(command, {"LAMINA_HOME": str(home), **env})
             processes.append(process)
             gateways[name] = (process.pid, f"http://127.0.0.1:{port}/v1")
         for _, url in gateways.values():
-            wait_healthy(url + "/health")
+            wait_healthy(url + "/health", 900 if args.instructions else 120)  # six or more starting at once
         BODY["model"] = "openai/bench"
+        if args.instructions:
+            count_instructions(gateways, home, args.instructions)
+            return
         per_request: dict[tuple[str, bool], list[float]] = {}
         for stream in (False, True):
             for _pid, url in gateways.values():  # warm connections, caches and metric label sets
@@ -326,9 +403,9 @@ def main() -> None:
             f"gateway CPU per request, median of {args.rounds} rounds of {args.seconds:g}s at concurrency "
             f"{args.concurrency}"
         )
-        # --together: each round measures every variant at once, so the median of per-round ratios (`paired`)
-        # cancels most of the machine's swings between rounds.
-        print(f"{'variant':<8}{'stream':<8}{'us/req':>8}{'vs core':>9}{'paired':>9}   rounds")
+        # `paired`: the median of per-round ratios, which cancels most of the machine's swings between rounds
+        # (with --together each round measures every variant at once).
+        print(f"{'variant':<12}{'stream':<8}{'us/req':>8}{'vs core':>9}{'paired':>9}   rounds")
         for stream in (False, True):
             core = per_request[("core", stream)]
             base = statistics.median(core)
@@ -337,9 +414,7 @@ def main() -> None:
                 median = statistics.median(rounds)
                 paired = f"{statistics.median(r / c for r, c in zip(rounds, core, strict=True)) - 1:>+9.1%}"
                 shown = " ".join(f"{r:.0f}" for r in rounds)
-                print(
-                    f"{name:<8}{stream!s:<8}{median:>8.0f}{median / base - 1:>+9.1%}{paired if args.together else '':>9}   {shown}"
-                )
+                print(f"{name:<12}{stream!s:<8}{median:>8.0f}{median / base - 1:>+9.1%}{paired}   {shown}")
     finally:
         for process in processes:
             stop(process)
