@@ -8,6 +8,8 @@ Results go back through each sequence's `emit` callback (the provider makes it h
 from __future__ import annotations
 
 import collections
+import contextlib
+import ctypes
 import logging
 import threading
 import time
@@ -148,6 +150,7 @@ class Engine:
             self._build_error = error
             return
         finally:
+            self._build = None  # what it holds (the tensors it was built from) is the decoder's now, or garbage
             self._ready.set()
         # Ready to take requests; the float16 copies are packed before the first step: it costs seconds, which
         # the rest of the server's start overlaps (packing releases the GIL).
@@ -158,6 +161,7 @@ class Engine:
             log.exception("%s: packing the float16 weight copies failed", self.name)
         if time.perf_counter() - packing > 0.1:
             log.info("%s: packed the float16 weight copies in %.1f s", self.name, time.perf_counter() - packing)
+        release_free_memory()
         while True:
             with self._wake:
                 while not self._stopping and not self._waiting and not any(self._slots):
@@ -170,6 +174,8 @@ class Engine:
                 log.exception("inference step failed")
                 for sequence in self._active():
                     self._finish_with(sequence, Failed(error))
+            if not any(self._slots):
+                self.decoder.free_kv()
         for sequence in [*self._waiting, *self._active()]:
             self._finish_with(sequence, Failed(RuntimeError("the inference engine shut down")))
 
@@ -292,6 +298,14 @@ class Engine:
         self._finish_with(
             sequence, Finished(reason, len(sequence.prompt), len(sequence.generated), sequence.cached_tokens)
         )
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the OS. Loading frees hundreds of MB in pieces of a few MB (float32
+    weights while converting, float16 copies once packed), which glibc keeps in its arenas otherwise: its mmap
+    threshold rises to the size of the largest block freed, so such pieces come from the heap."""
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:

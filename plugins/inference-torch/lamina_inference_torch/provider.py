@@ -62,7 +62,7 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
     if converted is not None:
         log.info("%s: mapped converted weights from %s in %.1f s", name, file, time.perf_counter() - started)
         tokenizer = converted.tokenizer
-    elif path.suffix == ".gguf":  # the vocabulary is in the file: read it once, here (numpy only, no torch ops)
+    elif path.suffix == ".gguf":  # the vocabulary is in the file: read it once, here (the tensors are read later)
         loaded = load_model(path, progress=log_progress(f"{name}: reading {path.name}"))
         tokenizer = load_tokenizer(path, loaded.gguf_metadata)
         log.info("%s: read %s in %.1f s", name, path, time.perf_counter() - started)
@@ -99,7 +99,7 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
                     )
                 except Exception as error:  # a read-only or full disk costs the next start time, nothing else
                     log.warning("%s: could not keep the converted weights at %s: %s", name, file, error)
-        return Decoder(
+        decoder = Decoder(
             converted.config,
             converted.tensors,
             dtype=dtype,
@@ -107,6 +107,9 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
             context_length=config.context_length,
             fp16_above_rows=config.fp16_above_rows,
         )
+        # The decoder holds what it runs on; the float16 copies in `converted` must go once they are packed.
+        converted = loaded = None
+        return decoder
 
     threads = config.threads or os.cpu_count() or 1
     engine = Engine(
