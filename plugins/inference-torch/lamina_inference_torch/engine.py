@@ -295,6 +295,13 @@ class Engine:
         if text or sequence.unsent:
             sequence.emit(TextDelta(text, sequence.unsent))
             sequence.unsent = []
+        if self.prefix_cache is not None:
+            # The answer's KV too (but its last token's, never fed back): a conversation's next turn is this prompt,
+            # this answer and a new message, and reuses all of it.
+            slot = sequence.slot
+            self.prefix_cache.insert(
+                sequence.prompt + sequence.generated, sequence.position, lambda s, e: self.decoder.read_kv(slot, s, e)
+            )
         self._finish_with(
             sequence, Finished(reason, len(sequence.prompt), len(sequence.generated), sequence.cached_tokens)
         )
