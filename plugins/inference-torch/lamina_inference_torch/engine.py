@@ -156,7 +156,8 @@ class Engine:
         # the rest of the server's start overlaps (packing releases the GIL).
         packing = time.perf_counter()
         try:
-            self.decoder.pack()
+            # Each float16 copy is freed as it is packed; handing its pages back at once keeps the peak down.
+            self.decoder.pack(progress=lambda done, total: release_free_memory())
         except Exception:  # the first step packs again, and fails its requests with the error
             log.exception("%s: packing the float16 weight copies failed", self.name)
         if time.perf_counter() - packing > 0.1:

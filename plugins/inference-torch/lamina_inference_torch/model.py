@@ -21,6 +21,8 @@ from lamina_inference_torch.weights import ModelConfig
 # Above this many rows a matmul is compute-bound: quantized weights are expanded (or their float16 copy used)
 # rather than using the weight-only kernel, which is built for skinny (decode) activations.
 _INT8_KERNEL_MAX_ROWS = 16
+# Rows of a weight matrix quantized at a time.
+_CONVERT_ROWS = 4096
 # The KV cache grows in whole multiples of this many positions (doubling), so growing is rare.
 KV_BLOCK = 256
 
@@ -98,9 +100,15 @@ def linear_tensors(weight: torch.Tensor, dtype: torch.dtype, quantize: str, fp16
         return {"weight": weight.to(dtype).contiguous()}
     if quantize not in ("int8", "int4"):
         raise ValueError(f"unknown quantization {quantize!r}")
-    # Clamped to float16's range as fbgemm's packing would: packing this copy then equals packing `weight`.
-    tensors = {"fp16": weight.clamp(-65504, 65504).half().contiguous()} if fp16_copy else {}
     out_features, in_features = weight.shape
+    # By rows: float32 temporaries of a whole LM head (49k x 576 for SmolLM2) would peak at ~3x its size.
+    starts = range(0, out_features, _CONVERT_ROWS)
+    tensors = {}
+    if fp16_copy:
+        # Clamped to float16's range as fbgemm's packing would: packing this copy then equals packing `weight`.
+        tensors["fp16"] = torch.empty(weight.shape, dtype=torch.float16)
+        for start in starts:
+            tensors["fp16"][start : start + _CONVERT_ROWS] = weight[start : start + _CONVERT_ROWS].clamp(-65504, 65504)
     if quantize == "int4" and in_features % Int4Linear.GROUP == 0:
         groups = weight.reshape(out_features, in_features // Int4Linear.GROUP, Int4Linear.GROUP)
         low = groups.amin(-1)
@@ -111,8 +119,11 @@ def linear_tensors(weight: torch.Tensor, dtype: torch.dtype, quantize: str, fp16
         # The kernel computes (level - 8) * scale + zero, per group: [in / 32, out, (scale, zero)].
         tensors["scale"] = torch.stack([step, low + 8 * step], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
         return tensors
-    scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-    tensors["qweight"] = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+    scale = torch.cat([weight[s : s + _CONVERT_ROWS].abs().amax(dim=1) for s in starts]).clamp(min=1e-12) / 127.0
+    tensors["qweight"] = torch.empty(weight.shape, dtype=torch.int8)
+    for s in starts:
+        rows = slice(s, s + _CONVERT_ROWS)
+        tensors["qweight"][rows] = torch.round(weight[rows] / scale[rows, None]).clamp(-127, 127)
     tensors["scale"] = scale.to(torch.bfloat16)
     return tensors
 

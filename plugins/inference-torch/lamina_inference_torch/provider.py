@@ -23,7 +23,7 @@ from lamina.specs import Deps
 
 from lamina_inference_torch import cache
 from lamina_inference_torch.config import TorchConfig
-from lamina_inference_torch.engine import Engine, Event, Failed, Finished, Sequence, TextDelta
+from lamina_inference_torch.engine import Engine, Event, Failed, Finished, Sequence, TextDelta, release_free_memory
 from lamina_inference_torch.grammar import GrammarError, Grammars, build_constraint
 from lamina_inference_torch.model import Decoder, prepare_tensors
 from lamina_inference_torch.sampling import SamplingParams, TokenChoice
@@ -75,13 +75,19 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
         if converted is None:
             loaded = loaded or load_model(path, progress=log_progress(f"{name}: reading {path.name}"))
             converting = time.perf_counter()
+            log_converting = log_progress(f"{name}: converting weights ({config.quantize})")
+
+            def converting_progress(done: int, total: int) -> None:
+                log_converting(done, total)
+                release_free_memory()  # each layer's float32 weights, freed in pieces the heap would keep
+
             tensors = prepare_tensors(
                 loaded.config,
                 loaded.weights,
                 dtype=dtype,
                 quantize=config.quantize,
                 fp16_above_rows=config.fp16_above_rows,
-                progress=log_progress(f"{name}: converting weights ({config.quantize})"),
+                progress=converting_progress,
             )
             converted = cache.Converted(loaded.config, tensors, tokenizer)
             log.info("%s: converted weights in %.1f s", name, time.perf_counter() - converting)
