@@ -28,6 +28,8 @@ from lamina_inference_torch.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
 
+_FREE_KV_AFTER_IDLE = 5.0  # seconds
+
 
 @dataclass
 class TextDelta:
@@ -166,7 +168,10 @@ class Engine:
         while True:
             with self._wake:
                 while not self._stopping and not self._waiting and not any(self._slots):
-                    self._wake.wait()
+                    # Idle for a while: give the KV cache's memory back. Not at once: a conversation's next turn
+                    # would allocate (and fault in) all of it again.
+                    if not self._wake.wait(timeout=_FREE_KV_AFTER_IDLE):
+                        self.decoder.free_kv()
                 if self._stopping:
                     break
             try:
@@ -175,8 +180,6 @@ class Engine:
                 log.exception("inference step failed")
                 for sequence in self._active():
                     self._finish_with(sequence, Failed(error))
-            if not any(self._slots):
-                self.decoder.free_kv()
         for sequence in [*self._waiting, *self._active()]:
             self._finish_with(sequence, Failed(RuntimeError("the inference engine shut down")))
 

@@ -474,7 +474,7 @@ class Decoder:
         self._attach_kv()
 
     def free_kv(self) -> None:
-        """Give the KV cache's memory back (the engine does when no sequence is running)."""
+        """Give the KV cache's memory back (the engine does when it has been idle for a while)."""
         if self._kv.numel():
             self._kv = self._kv[:, :, :0, :, :0].clone()
             self._attach_kv()

@@ -90,6 +90,8 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
                 progress=converting_progress,
             )
             converted = cache.Converted(loaded.config, tensors, tokenizer)
+            loaded = None  # the GGUF's map and metadata: ~130 MB for SmolLM2, not needed from here on
+            release_free_memory()
             log.info("%s: converted weights in %.1f s", name, time.perf_counter() - converting)
             if file is not None and key is not None:
                 writing = time.perf_counter()
@@ -114,7 +116,7 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
             fp16_above_rows=config.fp16_above_rows,
         )
         # The decoder holds what it runs on; the float16 copies in `converted` must go once they are packed.
-        converted = loaded = None
+        converted = None
         return decoder
 
     threads = config.threads or os.cpu_count() or 1

@@ -255,6 +255,7 @@ def _split_fused(weights: MutableMapping[str, torch.Tensor], config: ModelConfig
 
 # GGUF
 
+_DEQUANTIZE_ROWS = 4096
 # GGUF architectures this decoder runs (Mistral GGUFs are `llama`: llama.cpp converts them as Llama).
 SUPPORTED_GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
 # How many layers one sliding/global cycle has where a GGUF gives no `attention.sliding_window_pattern`: llama.cpp's
@@ -384,8 +385,16 @@ def load_gguf(path: Path, progress: Callable[[int, int], None] | None = None) ->
     def read(name: str) -> torch.Tensor:
         nonlocal done
         tensor = tensors[name]
-        array = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-        array = np.asarray(array, dtype=np.float32).reshape([int(d) for d in reversed(tensor.shape)])
+        shape = [int(d) for d in reversed(tensor.shape)]
+        if len(shape) == 2 and tensor.data.ndim == 2 and tensor.data.shape[0] == shape[0]:
+            # By rows: gguf's dequantizers make several float32 temporaries of their input's size.
+            array = np.empty(shape, dtype=np.float32)
+            for start in range(0, shape[0], _DEQUANTIZE_ROWS):
+                rows = tensor.data[start : start + _DEQUANTIZE_ROWS]
+                array[start : start + len(rows)] = gguf.quants.dequantize(rows, tensor.tensor_type)
+        else:
+            array = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+            array = np.asarray(array, dtype=np.float32).reshape(shape)
         # Only llama.cpp's Llama conversion permutes q/k rows (interleaved rope); the others keep HF's layout.
         if arch == "llama" and name.endswith("attn_q.weight"):
             array = unpermute_qk(array, config.num_heads)
