@@ -469,9 +469,11 @@ class Decoder:
         slots, positions = max(slots, have_slots), max(positions, have_positions)
         old = self._kv
         shape = (*old.shape[:2], slots, old.shape[3], positions, old.shape[5])
-        self._kv = untouched_zeros(shape, self.dtype)
-        self._kv[:, :, :have_slots, :, :have_positions] = old
-        self._attach_kv()
+        # Not an inference tensor, though prefill and decode grow it: `write_kv` updates it outside inference mode.
+        with torch.inference_mode(False):
+            self._kv = untouched_zeros(shape, self.dtype)
+            self._kv[:, :, :have_slots, :, :have_positions] = old
+            self._attach_kv()
 
     def free_kv(self) -> None:
         """Give the KV cache's memory back (the engine does when it has been idle for a while)."""
