@@ -60,7 +60,7 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
         file = cache.cache_file(cache_dir, name, f"{config.quantize}-{config.dtype}{'-fp16' if fp16_copy else ''}")
         converted = cache.load(file, key)
     if converted is not None:
-        log.info("%s: mapped converted weights from %s in %.1f s", name, file, time.perf_counter() - started)
+        log.info("%s: read converted weights from %s in %.1f s", name, file, time.perf_counter() - started)
         tokenizer = converted.tokenizer
     elif path.suffix == ".gguf":  # the vocabulary is in the file: read it once, here (the tensors are read later)
         loaded = load_model(path, progress=log_progress(f"{name}: reading {path.name}"))
