@@ -200,9 +200,20 @@ async def bench_http(gguf: Path, dtype: str, quantize: str, threads: int, stops:
         port = free_port()
         server = start_server(run_yaml, port, Path(scratch) / "server.log")
         try:
-            return await _http_runs(AsyncOpenAI, f"http://127.0.0.1:{port}/v1", stops)
+            figures = await _http_runs(AsyncOpenAI, f"http://127.0.0.1:{port}/v1", stops)
+            figures["peak_rss_mib"] = peak_rss_mib(server.pid)
+            return figures
         finally:
             stop_server(server)
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory (VmHWM): for the server, loading (a first start converts the weights)
+    and serving everything measured here."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 async def _http_runs(client_class, base_url: str, stops: list[int]) -> dict[str, float]:
@@ -293,6 +304,7 @@ def main() -> None:
         f"inline::torch HTTP, time to first token, {http['ttft_prompt_tokens']}-token prompt: "
         f"{http['ttft'] * 1000:7.0f} ms"
     )
+    print(f"inline::torch HTTP, peak RSS of the server (first start, converting): {http['peak_rss_mib']:7.0f} MiB")
     if reference is not None:
         ratio = http["single"] / reference
         print(

@@ -41,6 +41,7 @@ from inference import (
     QUESTION,
     STREAMS,
     free_port,
+    peak_rss_mib,
     start_server,
     stop_server,
     stop_token_ids,
@@ -106,13 +107,6 @@ async def measure(base_url: str, stops: list[int], extra: dict) -> dict[str, flo
         "ttft": min(ttfts),
         "ttft_prompt_tokens": prompt_tokens,
     }
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def kv_bytes_per_token(gguf_path: Path, element_bytes: int) -> int:

@@ -17,10 +17,9 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
@@ -91,12 +90,13 @@ def load(file: Path, key: dict[str, Any]) -> Converted | None:
         log.info("no converted weights at %s yet: converting", file)
         return None
     try:
-        with safe_open(str(file), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+        with file.open("rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+            metadata = header.pop("__metadata__", None) or {}
             if metadata.get("format") != FORMAT or json.loads(metadata.get("key", "null")) != key:
                 log.info("converted weights at %s are stale (source, settings or version changed): converting", file)
                 return None
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 - not a dict
+            tensors = _read_tensors(handle, header)
         if _digest(metadata, tensors) != metadata.get("digest"):
             raise ValueError("checksum mismatch")
         for name, owner in json.loads(metadata["aliases"]).items():
@@ -109,6 +109,39 @@ def load(file: Path, key: dict[str, Any]) -> Converted | None:
     except Exception as error:  # any damage (truncation, bad header, flipped bits) means: convert again
         log.warning("converted weights at %s are damaged (%s: %s): converting again", file, type(error).__name__, error)
         return None
+
+
+_DTYPES = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F64": torch.float64,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "I16": torch.int16,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "BOOL": torch.bool,
+}
+
+
+def _read_tensors(handle: BinaryIO, header: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Read a safetensors file's tensors into memory of their own. Not safetensors' memory map: the pages of a
+    map stay resident, counted in the process's RSS, as long as any tensor of the file lives, so the float16
+    copies (half the file) would stay resident after packing frees them."""
+    start = handle.tell()
+    tensors = {}
+    for name, entry in header.items():
+        begin, end = entry["data_offsets"]
+        tensor = torch.empty(entry["shape"], dtype=_DTYPES[entry["dtype"]])
+        if tensor.numel() * tensor.element_size() != end - begin:
+            raise ValueError(f"{name}: {end - begin} bytes for {entry['shape']} {entry['dtype']}")
+        if end > begin:
+            handle.seek(start + begin)
+            if handle.readinto(memoryview(tensor.reshape(-1).view(torch.uint8).numpy())) != end - begin:
+                raise ValueError(f"{name}: the file ends inside it")
+        tensors[name] = tensor
+    return tensors
 
 
 def save(file: Path, key: dict[str, Any], converted: Converted) -> None:

@@ -38,7 +38,7 @@ class TorchConfig(lamina.ProviderConfig):
     threads: int | None = Field(None, ge=1, description="Torch intra-op threads for the engine; default: all cores")
     max_batch: int = Field(8, ge=1, le=256, description="KV-cache slots: sequences decoded together per step")
     context_length: int | None = Field(
-        4096, ge=16, description="Cap on the model's context (the KV cache is preallocated for it); null: the model's"
+        4096, ge=16, description="Cap on the model's context (a slot's KV grows up to it, as used); null: the model's"
     )
     weight_cache: bool = Field(
         True,

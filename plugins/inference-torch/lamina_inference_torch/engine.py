@@ -8,6 +8,8 @@ Results go back through each sequence's `emit` callback (the provider makes it h
 from __future__ import annotations
 
 import collections
+import contextlib
+import ctypes
 import logging
 import threading
 import time
@@ -25,6 +27,8 @@ from lamina_inference_torch.sampling import Sampler, SamplingParams, TokenChoice
 from lamina_inference_torch.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
+
+_FREE_KV_AFTER_IDLE = 5.0  # seconds
 
 
 @dataclass
@@ -148,20 +152,26 @@ class Engine:
             self._build_error = error
             return
         finally:
+            self._build = None  # what it holds (the tensors it was built from) is the decoder's now, or garbage
             self._ready.set()
         # Ready to take requests; the float16 copies are packed before the first step: it costs seconds, which
         # the rest of the server's start overlaps (packing releases the GIL).
         packing = time.perf_counter()
         try:
-            self.decoder.pack()
+            # Each float16 copy is freed as it is packed; handing its pages back at once keeps the peak down.
+            self.decoder.pack(progress=lambda done, total: release_free_memory())
         except Exception:  # the first step packs again, and fails its requests with the error
             log.exception("%s: packing the float16 weight copies failed", self.name)
         if time.perf_counter() - packing > 0.1:
             log.info("%s: packed the float16 weight copies in %.1f s", self.name, time.perf_counter() - packing)
+        release_free_memory()
         while True:
             with self._wake:
                 while not self._stopping and not self._waiting and not any(self._slots):
-                    self._wake.wait()
+                    # Idle for a while: give the KV cache's memory back. Not at once: a conversation's next turn
+                    # would allocate (and fault in) all of it again.
+                    if not self._wake.wait(timeout=_FREE_KV_AFTER_IDLE):
+                        self.decoder.free_kv()
                 if self._stopping:
                     break
             try:
@@ -289,9 +299,24 @@ class Engine:
         if text or sequence.unsent:
             sequence.emit(TextDelta(text, sequence.unsent))
             sequence.unsent = []
+        if self.prefix_cache is not None:
+            # The answer's KV too (but its last token's, never fed back): a conversation's next turn is this prompt,
+            # this answer and a new message, and reuses all of it.
+            slot = sequence.slot
+            self.prefix_cache.insert(
+                sequence.prompt + sequence.generated, sequence.position, lambda s, e: self.decoder.read_kv(slot, s, e)
+            )
         self._finish_with(
             sequence, Finished(reason, len(sequence.prompt), len(sequence.generated), sequence.cached_tokens)
         )
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the OS. Loading frees hundreds of MB in pieces of a few MB (float32
+    weights while converting, float16 copies once packed), which glibc keeps in its arenas otherwise: its mmap
+    threshold rises to the size of the largest block freed, so such pieces come from the heap."""
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:

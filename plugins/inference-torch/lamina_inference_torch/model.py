@@ -1,8 +1,8 @@
-"""A Llama-family decoder written for serving: fused projections, a preallocated slot KV cache, few ops per layer.
+"""A Llama-family decoder written for serving: fused projections, a slot KV cache, few ops per layer.
 
-The KV cache holds `max_batch` slots of `context_length` positions per layer. `prefill` runs one sequence's
-prompt (or a chunk of it) into one slot; `decode` advances slots 0..B-1 by one token each in one batched
-forward, every row at its own position.
+The KV cache holds up to `max_batch` slots of up to `context_length` positions per layer, allocated as they are
+used (`_reserve`). `prefill` runs one sequence's prompt (or a chunk of it) into one slot; `decode` advances slots
+0..B-1 by one token each in one batched forward, every row at its own position.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from lamina_inference_torch.weights import ModelConfig
 # Above this many rows a matmul is compute-bound: quantized weights are expanded (or their float16 copy used)
 # rather than using the weight-only kernel, which is built for skinny (decode) activations.
 _INT8_KERNEL_MAX_ROWS = 16
+# Rows of a weight matrix quantized at a time.
+_CONVERT_ROWS = 4096
+# The KV cache grows in whole multiples of this many positions (doubling), so growing is rare.
+KV_BLOCK = 256
 
 
 class DenseLinear:
@@ -96,9 +100,15 @@ def linear_tensors(weight: torch.Tensor, dtype: torch.dtype, quantize: str, fp16
         return {"weight": weight.to(dtype).contiguous()}
     if quantize not in ("int8", "int4"):
         raise ValueError(f"unknown quantization {quantize!r}")
-    # Clamped to float16's range as fbgemm's packing would: packing this copy then equals packing `weight`.
-    tensors = {"fp16": weight.clamp(-65504, 65504).half().contiguous()} if fp16_copy else {}
     out_features, in_features = weight.shape
+    # By rows: float32 temporaries of a whole LM head (49k x 576 for SmolLM2) would peak at ~3x its size.
+    starts = range(0, out_features, _CONVERT_ROWS)
+    tensors = {}
+    if fp16_copy:
+        # Clamped to float16's range as fbgemm's packing would: packing this copy then equals packing `weight`.
+        tensors["fp16"] = torch.empty(weight.shape, dtype=torch.float16)
+        for start in starts:
+            tensors["fp16"][start : start + _CONVERT_ROWS] = weight[start : start + _CONVERT_ROWS].clamp(-65504, 65504)
     if quantize == "int4" and in_features % Int4Linear.GROUP == 0:
         groups = weight.reshape(out_features, in_features // Int4Linear.GROUP, Int4Linear.GROUP)
         low = groups.amin(-1)
@@ -109,8 +119,11 @@ def linear_tensors(weight: torch.Tensor, dtype: torch.dtype, quantize: str, fp16
         # The kernel computes (level - 8) * scale + zero, per group: [in / 32, out, (scale, zero)].
         tensors["scale"] = torch.stack([step, low + 8 * step], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
         return tensors
-    scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-    tensors["qweight"] = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+    scale = torch.cat([weight[s : s + _CONVERT_ROWS].abs().amax(dim=1) for s in starts]).clamp(min=1e-12) / 127.0
+    tensors["qweight"] = torch.empty(weight.shape, dtype=torch.int8)
+    for s in starts:
+        rows = slice(s, s + _CONVERT_ROWS)
+        tensors["qweight"][rows] = torch.round(weight[rows] / scale[rows, None]).clamp(-127, 127)
     tensors["scale"] = scale.to(torch.bfloat16)
     return tensors
 
@@ -246,7 +259,7 @@ class Layer:
     mlp_norm: torch.Tensor
     gate_up: Linear
     down: Linear
-    cache_k: torch.Tensor  # [slots, kv_heads, context, head_dim]
+    cache_k: torch.Tensor  # [slots, kv_heads, positions, head_dim]: a view of the decoder's KV tensor
     cache_v: torch.Tensor
     # Beyond Llama: None where the architecture has no such part.
     qkv_bias: torch.Tensor | None = None  # Qwen 2
@@ -320,8 +333,8 @@ def _linear_parts(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torc
 
 def untouched_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """Zeros whose pages the OS supplies (already zeroed) on first touch: numpy's calloc, where torch.zeros writes
-    every byte. The KV cache is ~1.5 GB at 8 slots of 4096 positions, of which a start touches nothing: filling it
-    took ~1.8 s of every start. Zeros, not garbage: masked positions are still multiplied (by 0) in attention."""
+    every byte; freed, they go back to the OS at once (a mapping of their own). Zeros, not garbage: masked positions
+    are still multiplied (by 0) in attention."""
     size = math.prod(shape) * dtype.itemsize
     return torch.from_numpy(np.zeros(size, dtype=np.uint8)).view(dtype).view(shape)
 
@@ -346,9 +359,9 @@ class Decoder:
         self.context_length = min(context_length or config.max_position, config.max_position)
         self.q_size, self.kv_size = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
         self.group = c.num_heads // c.num_kv_heads
+        self._kv = torch.zeros(c.num_layers, 2, 0, c.num_kv_heads, 0, c.head_dim, dtype=dtype)
         for i in range(c.num_layers):
             q = f"layers.{i}."
-            cache_shape = (max_batch, c.num_kv_heads, self.context_length, c.head_dim)
             self.layers.append(
                 Layer(
                     attn_norm=tensors[q + "attn_norm"],
@@ -357,8 +370,8 @@ class Decoder:
                     mlp_norm=tensors[q + "mlp_norm"],
                     gate_up=make_linear(_linear_parts(tensors, q + "gate_up"), dtype),
                     down=make_linear(_linear_parts(tensors, q + "down"), dtype),
-                    cache_k=untouched_zeros(cache_shape, dtype),
-                    cache_v=untouched_zeros(cache_shape, dtype),
+                    cache_k=self._kv[i, 0],
+                    cache_v=self._kv[i, 1],
                     qkv_bias=tensors.get(q + "qkv_bias"),
                     qk_norm=tensors.get(q + "qk_norm"),
                     attn_out_norm=tensors.get(q + "attn_out_norm"),
@@ -435,6 +448,43 @@ class Decoder:
         if total:
             self._unpacked = []
             self._scripted = self._scripted_parameters()
+
+    @property
+    def kv_shape(self) -> tuple[int, int]:
+        """(slots, positions) the KV cache holds now."""
+        return self._kv.shape[2], self._kv.shape[4]
+
+    def _reserve(self, slots: int, positions: int) -> None:
+        """Make room in the KV cache for slots 0..slots-1 up to `positions`. It grows by doubling (positions in
+        multiples of KV_BLOCK), copying what it holds: a server holds KV for the slots and lengths in use, not
+        `max_batch` x `context_length` (1.5 GB for SmolLM2-135M at float32 with 8 slots of 4,096)."""
+        have_slots, have_positions = self.kv_shape
+        if slots <= have_slots and positions <= have_positions:
+            return
+        if slots > have_slots:
+            slots = min(self.max_batch, max(slots, 2 * have_slots))
+        if positions > have_positions:
+            blocks = -(-max(positions, 2 * have_positions) // KV_BLOCK)
+            positions = min(self.context_length, blocks * KV_BLOCK)
+        slots, positions = max(slots, have_slots), max(positions, have_positions)
+        old = self._kv
+        shape = (*old.shape[:2], slots, old.shape[3], positions, old.shape[5])
+        # Not an inference tensor, though prefill and decode grow it: `write_kv` updates it outside inference mode.
+        with torch.inference_mode(False):
+            self._kv = untouched_zeros(shape, self.dtype)
+            self._kv[:, :, :have_slots, :, :have_positions] = old
+            self._attach_kv()
+
+    def free_kv(self) -> None:
+        """Give the KV cache's memory back (the engine does when it has been idle for a while)."""
+        if self._kv.numel():
+            self._kv = self._kv[:, :, :0, :, :0].clone()
+            self._attach_kv()
+
+    def _attach_kv(self) -> None:
+        for i, layer in enumerate(self.layers):
+            layer.cache_k, layer.cache_v = self._kv[i, 0], self._kv[i, 1]
+        self._scripted = self._scripted_parameters()
 
     @property
     def vocab_size(self) -> int:
@@ -521,6 +571,7 @@ class Decoder:
         end = start + count
         if end > self.context_length:
             raise ValueError(f"sequence of {end} tokens exceeds the context length {self.context_length}")
+        self._reserve(slot + 1, end)
         queries = self.positions[start:end]
         nh = self.config.num_heads
 
@@ -547,6 +598,7 @@ class Decoder:
     def write_kv(self, slot: int, start: int, kv: torch.Tensor) -> None:
         """Put keys and values `read_kv` gave into `slot` from position `start` on."""
         end = start + kv.shape[3]
+        self._reserve(slot + 1, end)
         for layer, (keys, values) in zip(self.layers, kv, strict=True):
             layer.cache_k[slot, :, start:end] = keys
             layer.cache_v[slot, :, start:end] = values
@@ -578,6 +630,7 @@ class Decoder:
             return self._decode_python(tokens, positions)
         batch = tokens.shape[0]
         length = int(positions.max()) + 1
+        self._reserve(batch, length)
         cos = self.cos[positions][:, None, None]
         sin = self.sin_signed[positions][:, None, None]
         # Each row sees its own keys 0..position; rows are padded to the longest with masked positions.
@@ -611,6 +664,7 @@ class Decoder:
         """`decode` for architectures the TorchScript step does not cover, through the same `_block` as prefill."""
         batch = tokens.shape[0]
         length = int(positions.max()) + 1
+        self._reserve(batch, length)
         rows = torch.arange(batch)
         nh = self.config.num_heads
 

@@ -2,7 +2,8 @@
 
 A prompt is cut into blocks of `block` tokens; a block is keyed by its parent block's id and its own tokens, so a
 key names the whole prefix exactly (no hash collisions) and a block is found only after all blocks before it.
-Only full blocks of prompts are kept, as the prefill computed them. The store is bounded by a byte budget and
+Only full blocks are kept: of prompts, as the prefill computed them, and of finished sequences' prompts and answers
+(the next turn of a conversation starts with both). The store is bounded by a byte budget and
 evicts the least recently used block first; a lookup refreshes a prefix's blocks from the last to the first, so
 a parent always outlives its children. The engine thread alone uses it (no locking).
 """

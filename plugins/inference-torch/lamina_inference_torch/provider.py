@@ -23,7 +23,7 @@ from lamina.specs import Deps
 
 from lamina_inference_torch import cache
 from lamina_inference_torch.config import TorchConfig
-from lamina_inference_torch.engine import Engine, Event, Failed, Finished, Sequence, TextDelta
+from lamina_inference_torch.engine import Engine, Event, Failed, Finished, Sequence, TextDelta, release_free_memory
 from lamina_inference_torch.grammar import GrammarError, Grammars, build_constraint
 from lamina_inference_torch.model import Decoder, prepare_tensors
 from lamina_inference_torch.sampling import SamplingParams, TokenChoice
@@ -60,9 +60,9 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
         file = cache.cache_file(cache_dir, name, f"{config.quantize}-{config.dtype}{'-fp16' if fp16_copy else ''}")
         converted = cache.load(file, key)
     if converted is not None:
-        log.info("%s: mapped converted weights from %s in %.1f s", name, file, time.perf_counter() - started)
+        log.info("%s: read converted weights from %s in %.1f s", name, file, time.perf_counter() - started)
         tokenizer = converted.tokenizer
-    elif path.suffix == ".gguf":  # the vocabulary is in the file: read it once, here (numpy only, no torch ops)
+    elif path.suffix == ".gguf":  # the vocabulary is in the file: read it once, here (the tensors are read later)
         loaded = load_model(path, progress=log_progress(f"{name}: reading {path.name}"))
         tokenizer = load_tokenizer(path, loaded.gguf_metadata)
         log.info("%s: read %s in %.1f s", name, path, time.perf_counter() - started)
@@ -75,15 +75,23 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
         if converted is None:
             loaded = loaded or load_model(path, progress=log_progress(f"{name}: reading {path.name}"))
             converting = time.perf_counter()
+            log_converting = log_progress(f"{name}: converting weights ({config.quantize})")
+
+            def converting_progress(done: int, total: int) -> None:
+                log_converting(done, total)
+                release_free_memory()  # each layer's float32 weights, freed in pieces the heap would keep
+
             tensors = prepare_tensors(
                 loaded.config,
                 loaded.weights,
                 dtype=dtype,
                 quantize=config.quantize,
                 fp16_above_rows=config.fp16_above_rows,
-                progress=log_progress(f"{name}: converting weights ({config.quantize})"),
+                progress=converting_progress,
             )
             converted = cache.Converted(loaded.config, tensors, tokenizer)
+            loaded = None  # the GGUF's map and metadata: ~130 MB for SmolLM2, not needed from here on
+            release_free_memory()
             log.info("%s: converted weights in %.1f s", name, time.perf_counter() - converting)
             if file is not None and key is not None:
                 writing = time.perf_counter()
@@ -99,7 +107,7 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
                     )
                 except Exception as error:  # a read-only or full disk costs the next start time, nothing else
                     log.warning("%s: could not keep the converted weights at %s: %s", name, file, error)
-        return Decoder(
+        decoder = Decoder(
             converted.config,
             converted.tensors,
             dtype=dtype,
@@ -107,6 +115,9 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
             context_length=config.context_length,
             fp16_above_rows=config.fp16_above_rows,
         )
+        # The decoder holds what it runs on; the float16 copies in `converted` must go once they are packed.
+        converted = None
+        return decoder
 
     threads = config.threads or os.cpu_count() or 1
     engine = Engine(

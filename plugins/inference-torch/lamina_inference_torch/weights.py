@@ -1,10 +1,11 @@
-"""Load Llama-family weights from a GGUF file or a Hugging Face folder into HF-named float32 tensors."""
+"""Load Llama-family weights from a GGUF file or a Hugging Face folder as HF-named float32 tensors, each read (and
+dequantized) when it is first asked for."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,40 @@ class ModelConfig:
         return self.sliding_layers is None or self.sliding_layers[layer]
 
 
+class LazyWeights(MutableMapping[str, torch.Tensor]):
+    """Tensors by name, each read when first asked for. `prepare_tensors` pops every weight as it converts it,
+    so a conversion holds a layer's float32 weights at a time, not the whole model's (540 MB for SmolLM2-135M)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, torch.Tensor | Callable[[], torch.Tensor]] = {}
+
+    def defer(self, name: str, read: Callable[[], torch.Tensor]) -> None:
+        self._items[name] = read
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        value = self._items[name]
+        if not isinstance(value, torch.Tensor):
+            value = self._items[name] = value()
+        return value
+
+    def __setitem__(self, name: str, value: torch.Tensor) -> None:
+        self._items[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 @dataclass
 class LoadedModel:
     name: str
     config: ModelConfig
-    weights: dict[str, torch.Tensor]  # HF names, float32
+    weights: MutableMapping[str, torch.Tensor]  # HF names, float32 (a LazyWeights)
     gguf_metadata: dict[str, Any] | None = None  # GGUF key/values, for the tokenizer and chat template
 
 
@@ -101,7 +131,7 @@ def hf_config(path: Path) -> tuple[dict[str, Any], str]:
 
 
 def load_hf_folder(path: Path, progress: Callable[[int, int], None] | None = None) -> LoadedModel:
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     raw, model_type = hf_config(path)
     heads = raw["num_attention_heads"]
@@ -124,16 +154,16 @@ def load_hf_folder(path: Path, progress: Callable[[int, int], None] | None = Non
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise ValueError(f"{path}: no .safetensors files")
-    weights: dict[str, torch.Tensor] = {}
+    weights = LazyWeights()
     for index, file in enumerate(files):
-        for name, tensor in load_file(str(file)).items():
-            weights[name.removeprefix("language_model.").removeprefix("model.language_model.")] = tensor.float()
+        handle = safe_open(str(file), framework="pt")
+        for name in handle.keys():  # noqa: SIM118 - not a dict
+            short = name.removeprefix("language_model.").removeprefix("model.language_model.")
+            if short.startswith("layers.") or short in ("embed_tokens.weight", "norm.weight"):
+                short = "model." + short
+            weights.defer(short, lambda handle=handle, name=name: handle.get_tensor(name).float())
         if progress is not None:
             progress(index + 1, len(files))
-    weights = {
-        ("model." + k if k.startswith("layers.") or k in ("embed_tokens.weight", "norm.weight") else k): v
-        for k, v in weights.items()
-    }
     _to_llama_names(weights, config, model_type)
     if "lm_head.weight" not in weights:
         config.tie_embeddings = True
@@ -191,7 +221,7 @@ def _architecture_options(config: ModelConfig, raw: dict[str, Any], model_type: 
         raise UnsupportedArchitecture(f"{model_type}: partial rotary embeddings are not supported by inline::torch")
 
 
-def _to_llama_names(weights: dict[str, torch.Tensor], config: ModelConfig, model_type: str) -> None:
+def _to_llama_names(weights: MutableMapping[str, torch.Tensor], config: ModelConfig, model_type: str) -> None:
     """Rename (and split) other architectures' tensors to the Llama names `prepare_tensors` reads. Extra norms keep
     names of their own: `post_attention_output_norm` (Gemma's norm of the attention output, which Gemma calls
     post_attention_layernorm) and `post_feedforward_layernorm`; q/k norms and q/k/v biases keep theirs."""
@@ -207,7 +237,7 @@ def _to_llama_names(weights: dict[str, torch.Tensor], config: ModelConfig, model
                 weights[name] = weights[name] + 1.0
 
 
-def _split_fused(weights: dict[str, torch.Tensor], config: ModelConfig) -> None:
+def _split_fused(weights: MutableMapping[str, torch.Tensor], config: ModelConfig) -> None:
     """Phi-3's fused q/k/v and gate/up projections, as separate tensors."""
     q_size, kv_size = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
     for i in range(config.num_layers):
@@ -225,6 +255,7 @@ def _split_fused(weights: dict[str, torch.Tensor], config: ModelConfig) -> None:
 
 # GGUF
 
+_DEQUANTIZE_ROWS = 4096
 # GGUF architectures this decoder runs (Mistral GGUFs are `llama`: llama.cpp converts them as Llama).
 SUPPORTED_GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
 # How many layers one sliding/global cycle has where a GGUF gives no `attention.sliding_window_pattern`: llama.cpp's
@@ -348,18 +379,22 @@ def load_gguf(path: Path, progress: Callable[[int, int], None] | None = None) ->
         architecture=arch,
     )
     _gguf_architecture_options(config, arch, get)
-    weights: dict[str, torch.Tensor] = {}
-    for index, (name, tensor) in enumerate(tensors.items()):
-        if progress is not None:
-            progress(index, len(tensors))
-        array = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-        array = np.asarray(array, dtype=np.float32).reshape([int(d) for d in reversed(tensor.shape)])
-        if name == "rope_freqs.weight":
-            config.rope_freq_factors = torch.from_numpy(array.copy())
-            continue
-        target = hf_name(name, arch)
-        if target is None:
-            continue
+    weights = LazyWeights()
+    done = 0
+
+    def read(name: str) -> torch.Tensor:
+        nonlocal done
+        tensor = tensors[name]
+        shape = [int(d) for d in reversed(tensor.shape)]
+        if len(shape) == 2 and tensor.data.ndim == 2 and tensor.data.shape[0] == shape[0]:
+            # By rows: gguf's dequantizers make several float32 temporaries of their input's size.
+            array = np.empty(shape, dtype=np.float32)
+            for start in range(0, shape[0], _DEQUANTIZE_ROWS):
+                rows = tensor.data[start : start + _DEQUANTIZE_ROWS]
+                array[start : start + len(rows)] = gguf.quants.dequantize(rows, tensor.tensor_type)
+        else:
+            array = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+            array = np.asarray(array, dtype=np.float32).reshape(shape)
         # Only llama.cpp's Llama conversion permutes q/k rows (interleaved rope); the others keep HF's layout.
         if arch == "llama" and name.endswith("attn_q.weight"):
             array = unpermute_qk(array, config.num_heads)
@@ -367,7 +402,16 @@ def load_gguf(path: Path, progress: Callable[[int, int], None] | None = None) ->
             array = unpermute_qk(array, config.num_kv_heads)
         if not array.flags.writeable:  # F32 tensors come straight from the read-only memory map
             array = array.copy()
-        weights[target] = torch.from_numpy(np.ascontiguousarray(array))
+        done += 1
+        if progress is not None:
+            progress(done, len(tensors))
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+    for name in tensors:
+        if name == "rope_freqs.weight":
+            config.rope_freq_factors = read(name).clone()
+        elif (target := hf_name(name, arch)) is not None:
+            weights.defer(target, lambda name=name: read(name))
     _split_fused(weights, config)
     return LoadedModel(model_name(path), config, weights, gguf_metadata=meta)
 

@@ -56,7 +56,7 @@ def test_cached_model_computes_what_a_fresh_conversion_does(tiny, tmp_path, capl
     assert "converting" in caplog.text and len(list(tmp_path.glob("*/*.safetensors"))) == 1
     caplog.clear()
     cached = served(path, tmp_path, quantize, fp16_above_rows)
-    assert "mapped converted weights" in caplog.text and "converting" not in caplog.text
+    assert "read converted weights" in caplog.text and "converting" not in caplog.text
     assert [cached.tokenizer.encode(p) for p in PROMPTS] == [cached.tokenizer.encode(p) for p in PROMPTS]
     cached_logits, cached_tokens = outputs(cached)
     assert cached_tokens == written_tokens == fresh_tokens

@@ -155,3 +155,24 @@ def test_stop_sequence_is_never_emitted(tiny_engine):
     text = "".join(e.text for e in results if isinstance(e, TextDelta))
     assert text == full[: full.index(stop)]
     assert results[-1].reason == "stop"
+
+
+def test_the_kv_cache_holds_the_slots_and_positions_in_use(tiny):
+    loaded = load_model(tiny.hf_folder)
+    loaded.config.max_position = 1024  # rope works past the tiny model's 256; only the cache's growth is tested
+    decoder = Decoder.from_weights(loaded.config, loaded.weights, max_batch=4, context_length=1024)
+    tokens = [(i * 7) % 300 + 10 for i in range(600)]
+    assert decoder.kv_shape == (0, 0)
+    whole = decoder.prefill(0, tokens, all_logits=True)
+    assert decoder.kv_shape == (1, 768)  # in multiples of 256 positions
+    decoder.free_kv()
+    assert decoder.kv_shape == (0, 0)
+    # Grown one chunk at a time (doubling: slots 2 then 4, positions 512 then 1024), copying what it held.
+    decoder.prefill(1, tokens[:100])
+    assert decoder.kv_shape == (2, 256)
+    decoder.write_kv(0, 0, decoder.read_kv(1, 0, 100))  # outside inference mode, as the prefix cache does
+    parts = [decoder.prefill(2, tokens[s : s + 200], start=s, all_logits=True) for s in range(0, 600, 200)]
+    assert decoder.kv_shape == (4, 1024)
+    torch.testing.assert_close(torch.cat(parts), whole, atol=1e-4, rtol=1e-4)
+    decode = decoder.decode(torch.tensor([0, tokens[100], 0]), torch.tensor([0, 100, 0]))
+    torch.testing.assert_close(decode[1], decoder.prefill(3, tokens[:101]), atol=1e-4, rtol=1e-4)

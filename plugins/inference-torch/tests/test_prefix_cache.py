@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -139,3 +140,66 @@ async def test_usage_reports_the_cached_prompt_tokens(tiny):
     cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
     assert 0 < cached < second["usage"]["prompt_tokens"] and cached % 32 == 0
     assert streamed["prompt_tokens_details"]["cached_tokens"] == cached
+
+
+def test_a_follow_up_turn_reuses_the_previous_answer_and_gets_the_uncached_tokens(tiny):
+    tokenizer = load_tokenizer(tiny.hf_folder, None)
+    prompt = tokenizer.encode(tokenizer.render_chat([{"role": "user", "content": QUESTIONS[0]}], None))
+    # Greedy, end of turn kept away: the answer is exactly max_tokens long.
+    greedy = SamplingParams(temperature=0, logit_bias=dict.fromkeys(tokenizer.stop_token_ids, -100.0))
+
+    def run(engine: Engine, tokens: list[int], max_tokens: int) -> Sequence:
+        answer: list[int] = []
+        sequence = Sequence(tokens, greedy, max_tokens, [], lambda e: answer.extend(getattr(e, "tokens", ())))
+        engine.submit(sequence)
+        while not sequence.done:
+            time.sleep(0.005)
+        return sequence
+
+    engine = Engine(decoder_for(tiny.hf_folder), tokenizer, threads=1, prefill_chunk=16, prefix_cache_bytes=64 << 20)
+    try:
+        first = run(engine, prompt, 70)
+        # The next turn: the conversation so far, the answer closed, a new user message.
+        follow_up = prompt + first.generated + tokenizer.encode("<|im_end|>\n<|im_start|>user\nAnd then?<|im_end|>\n")
+        cached = run(engine, follow_up, 12)
+    finally:
+        engine.close()
+    plain = Engine(decoder_for(tiny.hf_folder), tokenizer, threads=1, prefill_chunk=16)
+    try:
+        uncached = run(plain, follow_up, 12)
+    finally:
+        plain.close()
+    assert len(first.generated) == 70 and len(cached.generated) == 12
+    assert cached.generated == uncached.generated
+    block = engine.prefix_cache.block
+    # Every full block of prompt and answer but the answer's last token (its KV was never computed).
+    assert cached.cached_tokens == (len(prompt) + len(first.generated) - 1) // block * block > len(prompt) + block
+
+
+@pytest.mark.skipif(not os.environ.get("LAMINA_TEST_SMOLLM2"), reason="LAMINA_TEST_SMOLLM2 not set")
+@pytest.mark.slow
+async def test_smollm2_a_follow_up_turn_counts_the_previous_answer_as_cached():
+    from lamina.apis.inference.types import ChatCompletionRequest
+    from lamina_inference_torch.config import TorchConfig
+    from lamina_inference_torch.provider import create_provider
+
+    path = os.environ["LAMINA_TEST_SMOLLM2"]
+    provider = await create_provider(TorchConfig(models=[path], context_length=1024, max_batch=2, threads=2))
+    model = next(iter(provider.models))
+    messages = [{"role": "user", "content": "Write a short poem about the sea."}]
+    try:
+        first = await provider.chat_completion(
+            ChatCompletionRequest(model=model, messages=messages, max_tokens=96, temperature=0)
+        )
+        messages += [
+            {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+            {"role": "user", "content": "Now one about mountains."},
+        ]
+        second = await provider.chat_completion(
+            ChatCompletionRequest(model=model, messages=messages, max_tokens=8, temperature=0)
+        )
+    finally:
+        await provider.close()
+    seen = first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"] - 1
+    assert first["usage"]["completion_tokens"] > 64
+    assert second["usage"]["prompt_tokens_details"]["cached_tokens"] == seen // 32 * 32
