@@ -1,6 +1,6 @@
 """Decode speed with a JSON-schema constraint against the same requests unconstrained, on SmolLM2-135M, in one run.
 
-    python bench/grammar.py [--gguf PATH] [--quantize int8] [--threads 2] [--tokens 96] [--repeats 3]
+    python bench/grammar.py [--gguf PATH] [--quantize auto] [--threads 2] [--tokens 96] [--repeats 3]
 
 One engine (default settings: int8 + float16 copy, 2 threads). For 1 and 8 streams, alternately decodes the same
 prompt free and constrained by a schema (an array of at least 40 objects with a patterned string, an integer, an
@@ -43,7 +43,7 @@ SCHEMA = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gguf", default=DEFAULT_GGUF)
-    parser.add_argument("--quantize", default="int8")
+    parser.add_argument("--quantize", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=3)

@@ -1,6 +1,6 @@
 """Benchmark inline::torch against transformers on SmolLM2-135M-Instruct (GGUF), on this machine, in one run.
 
-    python bench/inference.py [--gguf PATH] [--dtype float32] [--quantize int8] [--threads 2]
+    python bench/inference.py [--gguf PATH] [--dtype float32] [--quantize auto] [--threads 2]
 
 Prints: transformers single-stream decode tok/s (same dequantized weights, float32); our single-stream decode
 tok/s straight from the engine and through the HTTP server; aggregate decode tok/s of 8 concurrent streams
@@ -277,7 +277,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gguf", type=Path, default=Path(DEFAULT_GGUF))
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--quantize", default="int8", choices=["none", "int8", "int4"])
+    parser.add_argument("--quantize", default="auto", choices=["auto", "none", "int8", "int4"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)  # internal: one measured part

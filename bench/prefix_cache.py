@@ -1,6 +1,6 @@
 """Time to first token with the prefix cache, against the same engine computing the prefix, on SmolLM2-135M.
 
-    python bench/prefix_cache.py [--gguf PATH] [--quantize int8] [--threads 2] [--rounds 5]
+    python bench/prefix_cache.py [--gguf PATH] [--quantize auto] [--threads 2] [--rounds 5]
 
 Each round makes a new ~1,000-token prefix (a system prompt of numbered facts no earlier round used) and times
 two requests on one engine (max_tokens 1, so the time is prefill plus the first token): the first with that
@@ -24,7 +24,7 @@ DEFAULT_GGUF = os.environ.get("LAMINA_TEST_SMOLLM2", "/work/models-dev/SmolLM2-1
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gguf", default=DEFAULT_GGUF)
-    parser.add_argument("--quantize", default="int8")
+    parser.add_argument("--quantize", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()

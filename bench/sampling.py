@@ -1,6 +1,6 @@
 """Sampled decoding speed against greedy on SmolLM2-135M, in one run, at 1 and 8 streams.
 
-    python bench/sampling.py [--gguf PATH] [--quantize int8] [--threads 2] [--tokens 96] [--repeats 3]
+    python bench/sampling.py [--gguf PATH] [--quantize auto] [--threads 2] [--tokens 96] [--repeats 3]
 
 One engine (default settings: int8 + float16 copy, 2 threads). For each batch size, alternately runs greedy and
 sampled (temperature 0.7, top_p 0.9, frequency 0.3 / presence 0.2 / repetition 1.1 penalties) decoding of
@@ -24,7 +24,7 @@ DEFAULT_GGUF = os.environ.get("LAMINA_TEST_SMOLLM2", "/work/models-dev/SmolLM2-1
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gguf", default=DEFAULT_GGUF)
-    parser.add_argument("--quantize", default="int8")
+    parser.add_argument("--quantize", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=3)

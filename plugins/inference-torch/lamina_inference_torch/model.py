@@ -11,6 +11,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,6 +129,19 @@ def linear_tensors(weight: torch.Tensor, dtype: torch.dtype, quantize: str, fp16
     return tensors
 
 
+# GGUF `general.file_type` values whose linear weights are 32-weight blocks of 4-bit levels: MOSTLY_Q4_0, MOSTLY_Q4_1.
+_GGUF_Q4_FILE_TYPES = (2, 3)
+
+
+def resolve_quantization(setting: str, gguf_metadata: dict[str, Any] | None) -> str:
+    """The `quantize` setting made concrete: 'auto' is int4 for Q4_0/Q4_1 GGUFs, whose blocks int4 holds almost
+    exactly (closer to float32 than int8, and half its bytes to read per token), and int8 for anything else."""
+    if setting != "auto":
+        return setting
+    file_type = (gguf_metadata or {}).get("general.file_type")
+    return "int4" if file_type in _GGUF_Q4_FILE_TYPES else "int8"
+
+
 def make_linear(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> Linear:
     if "weight" in tensors:
         return DenseLinear(tensors)
@@ -150,21 +164,19 @@ def _linear(
     index: int,
     fp16_above_rows: int,
 ) -> torch.Tensor:
+    """x: [rows, in] (2-D: no reshaping around the kernels, which take matrices)."""
     if scale is None:
         return torch.nn.functional.linear(x, weight)
-    rows = x.reshape(-1, x.shape[-1])
-    if len(packed) > 0 and rows.shape[0] > fp16_above_rows:
-        out = torch.ops.quantized.linear_dynamic_fp16(rows.float(), packed[index]).to(x.dtype)
-    elif scale.dim() == 3:  # int4: per-group (scale, zero) pairs
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), weight, 32, scale).to(x.dtype)
-    elif rows.shape[0] > 16:
-        out = torch.nn.functional.linear(rows, weight.to(x.dtype) * scale.to(x.dtype).unsqueeze(1))
-    else:
-        rows = rows.to(torch.bfloat16)
-        # The kernel's cost jumps past 4 rows: several 4-row calls beat one call for a decode batch.
-        parts = [torch.ops.aten._weight_int8pack_mm(rows[i : i + 4], weight, scale) for i in range(0, rows.shape[0], 4)]
-        out = (parts[0] if len(parts) == 1 else torch.cat(parts)).to(x.dtype)
-    return out.view(list(x.shape[:-1]) + [-1])  # noqa: RUF005 - TorchScript cannot size a starred list
+    if len(packed) > 0 and x.shape[0] > fp16_above_rows:
+        return torch.ops.quantized.linear_dynamic_fp16(x.float(), packed[index]).to(x.dtype)
+    if scale.dim() == 3:  # int4: per-group (scale, zero) pairs
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), weight, 32, scale).to(x.dtype)
+    if x.shape[0] > 16:
+        return torch.nn.functional.linear(x, weight.to(x.dtype) * scale.to(x.dtype).unsqueeze(1))
+    rows = x.to(torch.bfloat16)
+    # The kernel's cost jumps past 4 rows: several 4-row calls beat one call for a decode batch.
+    parts = [torch.ops.aten._weight_int8pack_mm(rows[i : i + 4], weight, scale) for i in range(0, rows.shape[0], 4)]
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)).to(x.dtype)
 
 
 def _decode_step(
@@ -187,38 +199,37 @@ def _decode_step(
     head_dim: int,
     intermediate: int,
 ) -> torch.Tensor:
-    """h: [B, 1, hidden] embeddings of slots 0..B-1; per layer i: norms[2i:2i+2], weights/scales[4i:4i+4]
-    (qkv, o, gate_up, down), caches[2i:2i+2] (k, v); the last weight/scale is the LM head. `packed` is empty or
-    holds the float16 copies of the int8 weights, used when a batch has more than `fp16_above_rows` rows."""
+    """h: [B, hidden] embeddings of slots 0..B-1; cos, sin: [B, 1, head_dim]; per layer i: norms[2i:2i+2],
+    weights/scales[4i:4i+4] (qkv, o, gate_up, down), caches[2i:2i+2] (k, v); the last weight/scale is the LM head.
+    `packed` is empty or holds the float16 copies of the quantized weights, used when a batch has more than
+    `fp16_above_rows` rows. Activations stay 2-D or 3-D ([B, heads, head_dim]): every view is one op fewer."""
     batch = h.shape[0]
     hidden = [h.shape[-1]]
-    rows = torch.arange(batch)
     group = n_heads // n_kv_heads
     qk_heads = n_heads + n_kv_heads
     half = head_dim // 2
+    index: list[torch.Tensor | None] = [torch.arange(batch), None, positions]
     for i in range(len(caches) // 2):
         x = torch.rms_norm(h, hidden, norms[2 * i], eps)
         heads = _linear(x, weights[4 * i], scales[4 * i], packed, 4 * i, fp16_above_rows).view(
-            batch, 1, qk_heads + n_kv_heads, head_dim
+            batch, qk_heads + n_kv_heads, head_dim
         )
-        qk = heads[:, :, :qk_heads]
+        qk = heads[:, :qk_heads]
         qk = qk * cos + qk.roll(half, -1) * sin
         cache_k, cache_v = caches[2 * i], caches[2 * i + 1]
-        index: list[torch.Tensor | None] = [rows, None, positions]
-        cache_k.index_put_(index, qk[:, 0, n_heads:])
-        cache_v.index_put_(index, heads[:, 0, qk_heads:])
+        cache_k.index_put_(index, qk[:, n_heads:])
+        cache_v.index_put_(index, heads[:, qk_heads:])
         # Fold each KV head's query group into the query axis: GQA without repeating keys.
-        grouped = qk[:, 0, :n_heads].reshape(batch, n_kv_heads, group, head_dim)
+        grouped = qk[:, :n_heads].reshape(batch, n_kv_heads, group, head_dim)
         attended = torch.nn.functional.scaled_dot_product_attention(
             grouped, cache_k[:batch, :, :length], cache_v[:batch, :, :length], attn_mask=mask
-        )
-        attended = attended.reshape(batch, 1, n_heads * head_dim)
+        ).reshape(batch, n_heads * head_dim)
         h = h + _linear(attended, weights[4 * i + 1], scales[4 * i + 1], packed, 4 * i + 1, fp16_above_rows)
         x = torch.rms_norm(h, hidden, norms[2 * i + 1], eps)
         gate_up = _linear(x, weights[4 * i + 2], scales[4 * i + 2], packed, 4 * i + 2, fp16_above_rows)
-        activated = torch.nn.functional.silu(gate_up[..., :intermediate]) * gate_up[..., intermediate:]
+        activated = torch.nn.functional.silu(gate_up[:, :intermediate]) * gate_up[:, intermediate:]
         h = h + _linear(activated, weights[4 * i + 3], scales[4 * i + 3], packed, 4 * i + 3, fp16_above_rows)
-    x = torch.rms_norm(h[:, 0], hidden, final_norm, eps)
+    x = torch.rms_norm(h, hidden, final_norm, eps)
     return _linear(x, weights[-1], scales[-1], packed, len(weights) - 1, fp16_above_rows).float()
 
 
@@ -631,8 +642,8 @@ class Decoder:
         batch = tokens.shape[0]
         length = int(positions.max()) + 1
         self._reserve(batch, length)
-        cos = self.cos[positions][:, None, None]
-        sin = self.sin_signed[positions][:, None, None]
+        cos = self.cos[positions][:, None]
+        sin = self.sin_signed[positions][:, None]
         # Each row sees its own keys 0..position; rows are padded to the longest with masked positions.
         mask = None if batch == 1 else (self.positions[:length][None, :] <= positions[:, None])[:, None, None, :]
         c = self.config
@@ -640,7 +651,7 @@ class Decoder:
         # Plain interpretation: the profiling executor would re-specialize on every new cache length.
         with torch.jit.optimized_execution(False):
             return _scripted_decode(
-                self.embed[tokens][:, None],
+                self.embed[tokens],
                 cos,
                 sin,
                 positions,

@@ -25,7 +25,7 @@ from lamina_inference_torch import cache
 from lamina_inference_torch.config import TorchConfig
 from lamina_inference_torch.engine import Engine, Event, Failed, Finished, Sequence, TextDelta, release_free_memory
 from lamina_inference_torch.grammar import GrammarError, Grammars, build_constraint
-from lamina_inference_torch.model import Decoder, prepare_tensors
+from lamina_inference_torch.model import Decoder, prepare_tensors, resolve_quantization
 from lamina_inference_torch.sampling import SamplingParams, TokenChoice
 from lamina_inference_torch.tokenizer import TextTokenizer, load_tokenizer
 from lamina_inference_torch.tools import call_format, may_open_tool_call, parse_tool_calls
@@ -51,7 +51,8 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
     the copy written there for next time."""
     name = model_name(path)
     started = time.perf_counter()
-    fp16_copy = config.quantize == "int4" or (config.quantize == "int8" and config.fp16_above_rows is not None)
+    # Under 'auto' the cache file is keyed by the setting: which quantization it resolves to is the file's own.
+    fp16_copy = config.quantize == "int4" or (config.quantize != "none" and config.fp16_above_rows is not None)
     dtype = _DTYPES[config.dtype]
     settings = {"quantize": config.quantize, "dtype": config.dtype, "fp16_copy": fp16_copy}
     file = key = converted = None
@@ -75,7 +76,8 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
         if converted is None:
             loaded = loaded or load_model(path, progress=log_progress(f"{name}: reading {path.name}"))
             converting = time.perf_counter()
-            log_converting = log_progress(f"{name}: converting weights ({config.quantize})")
+            quantize = resolve_quantization(config.quantize, loaded.gguf_metadata)
+            log_converting = log_progress(f"{name}: converting weights ({quantize})")
 
             def converting_progress(done: int, total: int) -> None:
                 log_converting(done, total)
@@ -85,7 +87,7 @@ def load_served_model(path: Path, config: TorchConfig, cache_dir: Path | None = 
                 loaded.config,
                 loaded.weights,
                 dtype=dtype,
-                quantize=config.quantize,
+                quantize=quantize,
                 fp16_above_rows=config.fp16_above_rows,
                 progress=converting_progress,
             )

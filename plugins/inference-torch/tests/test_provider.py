@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from lamina.apis.inference.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest  # noqa: E402
 from lamina.errors import LaminaError  # noqa: E402
 from lamina_inference_torch.config import TorchConfig  # noqa: E402
-from lamina_inference_torch.model import Decoder  # noqa: E402
+from lamina_inference_torch.model import Decoder, resolve_quantization  # noqa: E402
 from lamina_inference_torch.provider import create_provider  # noqa: E402
 from lamina_inference_torch.weights import load_model  # noqa: E402
 
@@ -106,6 +106,15 @@ def test_quantized_weights_stay_close_to_float32(tiny, quantize, fp16_above_rows
     # The float16 copy is only as far from float32 as float16 rounding: much closer than int8.
     if fp16_above_rows == 0:
         assert kl.sum(-1).max() < 1e-4
+
+
+def test_auto_quantization_is_int4_for_4_bit_ggufs_only():
+    assert resolve_quantization("auto", {"general.file_type": 3}) == "int4"  # MOSTLY_Q4_1, as SmolLM2's file
+    assert resolve_quantization("auto", {"general.file_type": 2}) == "int4"  # MOSTLY_Q4_0
+    assert resolve_quantization("auto", {"general.file_type": 7}) == "int8"  # MOSTLY_Q8_0
+    assert resolve_quantization("auto", {}) == "int8"
+    assert resolve_quantization("auto", None) == "int8"  # a safetensors folder
+    assert resolve_quantization("none", {"general.file_type": 3}) == "none"
 
 
 def test_fp16_copy_serves_batches_above_the_threshold(tiny):
