@@ -21,7 +21,7 @@ from lamina.config import RunConfig, load, resolve
 from lamina.plugins import make_plugin_manager
 
 if TYPE_CHECKING:
-    from aiohttp import web
+    from aiohttp import web  # type: ignore[import-not-found,unused-ignore]
 
 
 class serve:
@@ -117,7 +117,7 @@ class serve_app:
 
     def __enter__(self) -> serve_app:
         try:  # a test dependency, not core's: lamina-stack[testing]
-            from aiohttp import web
+            from aiohttp import web  # type: ignore[import-not-found,unused-ignore]
         except ImportError as missing:
             raise ImportError(f"serve_app needs aiohttp: pip install 'lamina-stack[testing]' ({missing})") from None
 
