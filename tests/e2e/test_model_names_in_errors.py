@@ -17,6 +17,8 @@ from lamina.testing import serve
 from openai import OpenAI
 
 SMOLLM2 = os.environ.get("LAMINA_TEST_SMOLLM2")
+# Where the suite's servers share converted weights (nox sets it), so only the first start converts the model.
+WEIGHT_CACHE = os.environ.get("LAMINA_TEST_WEIGHT_CACHE", True)
 MINILM = os.environ.get("LAMINA_TEST_MINILM")
 needs_models = pytest.mark.skipif(
     not (SMOLLM2 and MINILM), reason="set LAMINA_TEST_SMOLLM2 and LAMINA_TEST_MINILM (see /tmp/testenv.sh)"
@@ -30,7 +32,11 @@ def client() -> Iterator[OpenAI]:
         "providers": {
             "inference": [
                 {"id": "st", "type": "inline::sentence-transformers", "config": {"models": [MINILM]}},
-                {"id": "torch", "type": "inline::torch", "config": {"models": [SMOLLM2], "context_length": 256}},
+                {
+                    "id": "torch",
+                    "type": "inline::torch",
+                    "config": {"models": [SMOLLM2], "context_length": 256, "weight_cache": WEIGHT_CACHE},
+                },
             ]
         },
         "apis": {"inference": {"models": [{"id": "mini", "provider_id": "st", "provider_model_id": MINI}]}},

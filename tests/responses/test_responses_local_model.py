@@ -16,6 +16,8 @@ from lamina.testing import serve
 from openai import OpenAI
 
 SMOLLM2 = os.environ.get("LAMINA_TEST_SMOLLM2")
+# Where the suite's servers share converted weights (nox sets it), so only the first start converts the model.
+WEIGHT_CACHE = os.environ.get("LAMINA_TEST_WEIGHT_CACHE", True)
 MINILM = os.environ.get("LAMINA_TEST_MINILM")
 pytestmark = [
     pytest.mark.slow,
@@ -29,7 +31,11 @@ def local() -> Iterator[OpenAI]:
     config = {
         "providers": {
             "inference": [
-                {"id": "torch", "type": "inline::torch", "config": {"models": [SMOLLM2], "context_length": 1024}},
+                {
+                    "id": "torch",
+                    "type": "inline::torch",
+                    "config": {"models": [SMOLLM2], "context_length": 1024, "weight_cache": WEIGHT_CACHE},
+                },
                 {"id": "st", "type": "inline::sentence-transformers", "config": {"models": [MINILM]}},
             ],
             "files": [{"id": "files", "type": "inline::localfs", "config": {}}],

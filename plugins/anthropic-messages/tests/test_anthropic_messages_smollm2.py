@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 SMOLLM2 = os.environ.get("LAMINA_TEST_SMOLLM2")
+# Where the suite's servers share converted weights (nox sets it), so only the first start converts the model.
+WEIGHT_CACHE = os.environ.get("LAMINA_TEST_WEIGHT_CACHE", True)
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not SMOLLM2, reason="set LAMINA_TEST_SMOLLM2 to SmolLM2-135M-Instruct's GGUF"),
@@ -24,7 +26,7 @@ GREEDY = {"temperature": 0, "top_k": 1}
 def client() -> Iterator[anthropic.Anthropic]:
     from lamina.testing import serve
 
-    torch_config = {"models": [SMOLLM2], "context_length": 512, "threads": 2}
+    torch_config = {"models": [SMOLLM2], "context_length": 512, "threads": 2, "weight_cache": WEIGHT_CACHE}
     config = {"providers": {"inference": [{"id": "torch", "type": "inline::torch", "config": torch_config}]}}
     with serve(config) as url:
         yield anthropic.Anthropic(base_url=url.removesuffix("/v1"), api_key="unused", max_retries=0, timeout=120)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import lamina
@@ -42,10 +43,11 @@ class TorchConfig(lamina.ProviderConfig):
     context_length: int | None = Field(
         4096, ge=16, description="Cap on the model's context (a slot's KV grows up to it, as used); null: the model's"
     )
-    weight_cache: bool = Field(
+    weight_cache: bool | Path = Field(
         True,
-        description="Keep the converted weights (and tokenizer) in the provider's data folder, so later starts map "
-        "them instead of reading and converting the model again",
+        description="Keep the converted weights (and tokenizer), so later starts read them instead of reading and "
+        "converting the model again: true, in the provider's data folder; a path, in that folder (run configs and "
+        "test servers can share one); false, not at all",
     )
     prefill_chunk: int = Field(
         256, ge=16, description="Prompt tokens per prefill step, so long prompts don't stall streams"

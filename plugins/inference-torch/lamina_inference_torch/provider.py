@@ -161,7 +161,11 @@ async def resolve_model_path(name_or_path: str) -> Path:
 
 async def create_provider(config: TorchConfig, deps: Deps | None = None) -> TorchProvider:
     models: dict[str, ServedModel] = {}
-    cache_dir = deps.data_dir / "converted" if deps is not None and config.weight_cache else None
+    cache_dir = None
+    if isinstance(config.weight_cache, Path):
+        cache_dir = config.weight_cache.expanduser()
+    elif config.weight_cache and deps is not None:
+        cache_dir = deps.data_dir / "converted"
     try:
         for entry in config.models:
             path = await resolve_model_path(entry)

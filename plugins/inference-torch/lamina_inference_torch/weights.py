@@ -3,6 +3,7 @@ dequantized) when it is first asked for."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator, MutableMapping
@@ -316,9 +317,30 @@ def gguf_metadata(reader: Any) -> dict[str, Any]:
 
 def read_gguf_metadata(path: Path) -> dict[str, Any]:
     """A GGUF file's key/values alone (tokenizer, chat template, shape), without reading its tensors."""
+    return gguf_metadata(open_gguf(path))
+
+
+def open_gguf(path: Path) -> Any:
+    """`gguf.GGUFReader` over a plain ndarray view of the file's memory map. The reader slices its data once per
+    field part (~250,000 slices for a 49k-token vocabulary), and each slice of numpy's `memmap` subclass pays for
+    `__array_finalize__`: reading SmolLM2's header took seconds, most of a cold start."""
+    return _plain_array_reader()(str(path))
+
+
+@functools.cache
+def _plain_array_reader() -> type:
     import gguf
 
-    return gguf_metadata(gguf.GGUFReader(str(path)))
+    class PlainArrayReader(gguf.GGUFReader):  # type: ignore[misc,unused-ignore]
+        @property  # type: ignore[misc,unused-ignore]
+        def data(self) -> np.ndarray:
+            return self._plain
+
+        @data.setter
+        def data(self, mapped: np.ndarray) -> None:
+            self._plain = mapped.view(np.ndarray)  # the view keeps the map (its base) alive
+
+    return PlainArrayReader
 
 
 def unpermute_qk(weight: np.ndarray, n_heads: int) -> np.ndarray:
@@ -336,7 +358,7 @@ def permute_qk(weight: np.ndarray, n_heads: int) -> np.ndarray:
 def load_gguf(path: Path, progress: Callable[[int, int], None] | None = None) -> LoadedModel:
     import gguf
 
-    reader = gguf.GGUFReader(str(path))
+    reader = open_gguf(path)
     meta = gguf_metadata(reader)
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_GGUF_ARCHITECTURES:

@@ -13,6 +13,8 @@ import jsonschema
 import pytest
 
 SMOLLM2 = os.environ.get("LAMINA_TEST_SMOLLM2")
+# Where the suite's servers share converted weights (nox sets it), so only the first start converts the model.
+WEIGHT_CACHE = os.environ.get("LAMINA_TEST_WEIGHT_CACHE", True)
 pytestmark = pytest.mark.skipif(not SMOLLM2, reason="set LAMINA_TEST_SMOLLM2 to SmolLM2-135M-Instruct's GGUF")
 openai = pytest.importorskip("openai")
 
@@ -110,7 +112,13 @@ def base_url():
 
     # float32 without quantization decodes batch-invariantly (the batching test relies on it). One thread: on a
     # shared, loaded machine two OpenMP threads wait on each other (measured 6x slower decode).
-    torch_config = {"models": [SMOLLM2], "quantize": "none", "context_length": 1024, "threads": 1}
+    torch_config = {
+        "models": [SMOLLM2],
+        "quantize": "none",
+        "context_length": 1024,
+        "threads": 1,
+        "weight_cache": WEIGHT_CACHE,
+    }
     config = {
         "providers": {
             "inference": [{"id": "torch", "type": "inline::torch", "config": torch_config}],

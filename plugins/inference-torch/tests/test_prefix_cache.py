@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,8 @@ from lamina_inference_torch.tokenizer import load_tokenizer  # noqa: E402
 from test_decoder import decoder_for, run_engine  # noqa: E402
 
 SYSTEM = "You are Lamina, a helpful assistant. The quick brown fox jumps over the lazy dog. " * 3
+# Where the suite's servers share converted weights (nox sets it), so only the first start converts the model.
+WEIGHT_CACHE = Path(os.environ["LAMINA_TEST_WEIGHT_CACHE"]) if "LAMINA_TEST_WEIGHT_CACHE" in os.environ else None
 QUESTIONS = ["Paris is the capital of", "def add(a, b):", "café, naïve, 日本語", "numbers 12345 and", "emoji 🎉"]
 
 
@@ -101,7 +104,7 @@ def test_smollm2_cached_and_uncached_greedy_outputs_are_identical(tmp_path):
         config = TorchConfig(
             models=[str(path)], quantize="none", context_length=1024, max_batch=4, threads=2, prefix_cache_mb=budget
         )
-        served = load_served_model(path, config, None)
+        served = load_served_model(path, config, WEIGHT_CACHE)
         try:
             prompts = conversations(served.tokenizer)[:3]
             greedy = [SamplingParams(temperature=0)] * len(prompts)
@@ -184,7 +187,9 @@ async def test_smollm2_a_follow_up_turn_counts_the_previous_answer_as_cached():
     from lamina_inference_torch.provider import create_provider
 
     path = os.environ["LAMINA_TEST_SMOLLM2"]
-    provider = await create_provider(TorchConfig(models=[path], context_length=1024, max_batch=2, threads=2))
+    provider = await create_provider(
+        TorchConfig(models=[path], context_length=1024, max_batch=2, threads=2, weight_cache=WEIGHT_CACHE or True)
+    )
     model = next(iter(provider.models))
     messages = [{"role": "user", "content": "Write a short poem about the sea."}]
     try:

@@ -8,6 +8,8 @@ import os
 import pytest
 
 SMOLLM2 = os.environ.get("LAMINA_TEST_SMOLLM2")
+# Where the suite's servers share converted weights (nox sets it), so only the first start converts the model.
+WEIGHT_CACHE = os.environ.get("LAMINA_TEST_WEIGHT_CACHE", True)
 pytestmark = pytest.mark.skipif(
     not SMOLLM2,
     reason="set LAMINA_TEST_SMOLLM2 to SmolLM2-135M-Instruct's GGUF (e.g. `lamina models pull SmolLM2-135M-Instruct`) "
@@ -24,7 +26,13 @@ def base_url():
     from lamina.testing import serve
 
     # Correctness runs in float32 without quantization; the context cap keeps the KV cache small.
-    torch_config = {"models": [SMOLLM2], "quantize": "none", "context_length": CONTEXT, "threads": 2}
+    torch_config = {
+        "models": [SMOLLM2],
+        "quantize": "none",
+        "context_length": CONTEXT,
+        "threads": 2,
+        "weight_cache": WEIGHT_CACHE,
+    }
     config = {"providers": {"inference": [{"id": "torch", "type": "inline::torch", "config": torch_config}]}}
     with serve(config) as url:
         yield url
