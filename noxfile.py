@@ -29,7 +29,8 @@ TEST_MODELS = {"LAMINA_TEST_SMOLLM2": "SmolLM2-135M-Instruct", "LAMINA_TEST_MINI
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     # Core with every extra: mypy checks core against the types its dependencies, optional ones too, declare.
-    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"), "./core[uvloop,hf,progress,redis]")
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"), BUILD_BACKEND)
+    session.install("--no-build-isolation", "./core[uvloop,hf,progress,redis]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "--strict", "core/lamina")  # configured in pyproject.toml's [tool.mypy]
