@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from lamina_responses import OrchestratorConfig
 
 FILE_SEARCH = "file_search"
+TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 CITATION_MARK = re.compile(r"\[(\d{1,3})\]")
 FILE_SEARCH_FUNCTION = {
     "type": "function",
@@ -173,7 +174,8 @@ class Orchestrator:
             first = _forced_search(turn)
         if first is None:
             first = await self.call(turn, tools, messages, state, turn.request.tool_choice)
-        return self.loop(turn, tools, messages, state, first)
+        events = self.loop(turn, tools, messages, state, first)
+        return events if turn.stream else _terminal(events)
 
     async def check_tools(self, request: CreateResponse) -> Tools:
         functions: dict[str, FunctionTool] = {}
@@ -748,6 +750,15 @@ def _finish_call(call: Call, state: State) -> list[dict[str, Any]]:
         },
         {"type": "response.output_item.done", "output_index": call.output_index, "item": item},
     ]
+
+
+async def _terminal(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """The terminal event alone, for a response returned whole: its router wants nothing else, and every event
+    costs a trip through each wrapper between here and it."""
+    async with aclosing(events):  # type: ignore[type-var]
+        async for event in events:
+            if event["type"] in TERMINAL:
+                yield event
 
 
 def _add_usage(state: State, usage: Any) -> None:

@@ -12,7 +12,8 @@ produces the rest:
         `response.output_item.added`, `response.content_part.added`, `response.output_text.delta` ... in OpenAI's
         order, ending with exactly one terminal event, `response.completed`, `response.incomplete` or
         `response.failed`, whose `response` is `turn.response` with `status`, `output`, `usage` (and
-        `incomplete_details` / `error`) filled in. Raising later fails the response (`response.failed`).
+        `incomplete_details` / `error`) filled in. Raising later fails the response (`response.failed`). When
+        `turn.stream` is false the router reads the terminal event alone, and the others may be left out.
 
 The router closes the iterator when the client goes away (unless the response runs in the background), so the
 orchestrator stops, and its upstream calls with it. Core's default orchestrator is the `lamina-responses` plugin

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -296,22 +296,34 @@ class ResponsesRouter:
         first, since the client learns its id before it ends) and append to its conversation."""
         response, request = turn.response, turn.request
         numbers = itertools.count()
-        runner = self.worker_prefix if request.store and announce else None
-        stored = StoredResponse(
-            id=response["id"], response=response, input_items=items, owner=auth.owner(), runner=runner
-        )
+        owner, order = auth.owner(), time.time_ns()
+
+        def record(response: dict[str, Any], runner: str | None = None) -> StoredResponse:
+            # Made only when stored, from what this router made (the response, the normalised items, the caller's
+            # owner): nothing to validate again.
+            return StoredResponse.model_construct(
+                id=response["id"],
+                response=response,
+                input_items=items,
+                request=None,
+                order=order,
+                owner=owner,
+                runner=runner,
+            )
+
         if request.store and announce:
-            await self.records.put(stored)
+            await self.records.put(record(response, self.worker_prefix))
         finished = False
         try:
-            yield {"type": "response.created", "response": {**response}, "sequence_number": next(numbers)}
-            yield {"type": "response.in_progress", "response": {**response}, "sequence_number": next(numbers)}
+            if announce:  # the client's first events; a response returned whole, or run in the background, has none
+                yield {"type": "response.created", "response": {**response}, "sequence_number": next(numbers)}
+                yield {"type": "response.in_progress", "response": {**response}, "sequence_number": next(numbers)}
             async with aclosing(events):  # type: ignore[type-var]
                 try:
                     async for event in events:
                         event["sequence_number"] = next(numbers)
                         if event.get("type") in TERMINAL_EVENTS:
-                            await self._finish(turn, stored, items, event["response"], lease, announce)
+                            await self._finish(turn, record, items, event["response"], lease, announce)
                             finished = True
                         yield event
                 except (LeaseLost, Stopping):
@@ -322,7 +334,7 @@ class ResponsesRouter:
                     exc = caught if isinstance(caught, LaminaError) else _internal(caught)
                     log.warning("response %s failed: %s", response["id"], exc.message)
                     failed = failed_response(response, exc)
-                    await self._finish(turn, stored, items, failed, lease, announce)
+                    await self._finish(turn, record, items, failed, lease, announce)
                     finished = True
                     if not announce and lease is None:
                         raise exc from None  # not streamed: the client gets the error (a 502 naming the provider)
@@ -332,14 +344,13 @@ class ResponsesRouter:
         finally:
             if not finished and request.store and announce:
                 # The client left (or the server is stopping): the work stops, and the record says so.
-                cancelled = stored.model_copy(update={"response": {**response, "status": "cancelled"}, "runner": None})
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self.records.put(cancelled))
+                    await asyncio.shield(self.records.put(record({**response, "status": "cancelled"})))
 
     async def _finish(
         self,
         turn: Turn,
-        stored: StoredResponse,
+        record: Callable[[dict[str, Any]], StoredResponse],
         items: list[Item],
         final: dict[str, Any],
         lease: Lease | None,
@@ -347,13 +358,13 @@ class ResponsesRouter:
     ) -> None:
         if lease is not None:
             await lease.check()  # a cancelled background response writes nothing more
-        if announced and turn.request.store and await self.records.get(stored.id) is None:
+        if announced and turn.request.store and await self.records.get(final["id"]) is None:
             return  # deleted while it streamed: it stays deleted
         conversation = turn.request.conversation_id
         if conversation is not None and final.get("status") != "failed":
             await self.conversations.append(conversation, [*items, *_outputs(final)])
         if turn.request.store:
-            await self.records.put(stored.model_copy(update={"response": final, "runner": None}))
+            await self.records.put(record(final))
 
     # -- background responses
 

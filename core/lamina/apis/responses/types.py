@@ -123,6 +123,8 @@ class TextFormat(BaseModel):
         return self
 
     def wire(self) -> dict[str, Any]:
+        if self is TEXT:
+            return {"type": "text"}  # what nearly every response echoes: made without pydantic's dump
         return self.model_dump(by_alias=True, exclude_none=True)
 
     def response_format(self) -> dict[str, Any] | None:
@@ -137,6 +139,9 @@ class TextFormat(BaseModel):
         if self.strict is not None:
             spec["strict"] = self.strict
         return {"type": "json_schema", "json_schema": spec}
+
+
+TEXT = TextFormat(type="text")  # the default format, shared: never changed
 
 
 class TextOptions(BaseModel):
@@ -222,7 +227,7 @@ class CreateResponse(BaseModel):
 
     @property
     def format(self) -> TextFormat:
-        return (self.text.format if self.text else None) or TextFormat(type="text")
+        return (self.text.format if self.text else None) or TEXT
 
 
 class ListQuery(BaseModel):
