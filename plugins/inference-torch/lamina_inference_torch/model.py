@@ -165,8 +165,8 @@ def _linear(
     fp16_above_rows: int,
 ) -> torch.Tensor:
     """x: [rows, in] (2-D: no reshaping around the kernels, which take matrices), already in the dtype its kernel
-    takes (`_kernel_dtype`); the result is in the kernel's own output dtype (bfloat16 out of the int8/int4
-    kernels): callers cast only where they must, an add or a multiply promotes for free."""
+    takes (`Decoder._input_dtype`); the result is in the kernel's own output dtype (bfloat16 out of the int8/int4
+    kernels): callers cast only where they must, as an add or a multiply promotes inside the op."""
     if scale is None:
         return torch.nn.functional.linear(x, weight)
     if len(packed) > 0 and x.shape[0] > fp16_above_rows:
