@@ -164,19 +164,29 @@ def _linear(
     index: int,
     fp16_above_rows: int,
 ) -> torch.Tensor:
-    """x: [rows, in] (2-D: no reshaping around the kernels, which take matrices)."""
+    """x: [rows, in] (2-D: no reshaping around the kernels, which take matrices), already in the dtype its kernel
+    takes (`Decoder._input_dtype`); the result is in the kernel's own output dtype (bfloat16 out of the int8/int4
+    kernels): callers cast only where they must, as an add or a multiply promotes inside the op."""
     if scale is None:
         return torch.nn.functional.linear(x, weight)
     if len(packed) > 0 and x.shape[0] > fp16_above_rows:
-        return torch.ops.quantized.linear_dynamic_fp16(x.float(), packed[index]).to(x.dtype)
+        return torch.ops.quantized.linear_dynamic_fp16(x, packed[index])
     if scale.dim() == 3:  # int4: per-group (scale, zero) pairs
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), weight, 32, scale).to(x.dtype)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, weight, 32, scale)
     if x.shape[0] > 16:
         return torch.nn.functional.linear(x, weight.to(x.dtype) * scale.to(x.dtype).unsqueeze(1))
-    rows = x.to(torch.bfloat16)
     # The kernel's cost jumps past 4 rows: several 4-row calls beat one call for a decode batch.
-    parts = [torch.ops.aten._weight_int8pack_mm(rows[i : i + 4], weight, scale) for i in range(0, rows.shape[0], 4)]
-    return (parts[0] if len(parts) == 1 else torch.cat(parts)).to(x.dtype)
+    parts = [torch.ops.aten._weight_int8pack_mm(x[i : i + 4], weight, scale) for i in range(0, x.shape[0], 4)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _rms_norm(h: torch.Tensor, weight: torch.Tensor, hidden_eps: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """RMSNorm of h [rows, hidden] into `out`, in the dtype the next matmul takes (the cast rides on the last
+    multiply). `weight` is the norm's weight times sqrt(hidden) and `hidden_eps` (0-dim) is hidden * eps, so that
+    rsqrt(sum of squares + hidden_eps) is the usual scale: five small ops where torch.rms_norm's CPU path runs
+    about eight."""
+    norm = torch.linalg.vector_norm(h, 2.0, [-1], True, dtype=torch.float32)
+    return torch.mul(h * torch.addcmul(hidden_eps, norm, norm).rsqrt_(), weight, out=out)
 
 
 def _decode_step(
@@ -191,6 +201,8 @@ def _decode_step(
     scales: list[torch.Tensor | None],
     packed: list[torch.classes.quantized.LinearPackedParamsBase],
     fp16_above_rows: int,
+    kernel_dtype: torch.dtype,
+    head_dtype: torch.dtype,
     caches: list[torch.Tensor],
     final_norm: torch.Tensor,
     eps: float,
@@ -199,37 +211,46 @@ def _decode_step(
     head_dim: int,
     intermediate: int,
 ) -> torch.Tensor:
-    """h: [B, hidden] embeddings of slots 0..B-1; cos, sin: [B, 1, head_dim]; per layer i: norms[2i:2i+2],
-    weights/scales[4i:4i+4] (qkv, o, gate_up, down), caches[2i:2i+2] (k, v); the last weight/scale is the LM head.
-    `packed` is empty or holds the float16 copies of the quantized weights, used when a batch has more than
-    `fp16_above_rows` rows. Activations stay 2-D or 3-D ([B, heads, head_dim]): every view is one op fewer."""
+    """h: [B, hidden] embeddings of slots 0..B-1; cos, sin: [B, 1, head_dim]; per layer i: norms[2i:2i+2] (times
+    sqrt(hidden): `_rms_norm`), weights/scales[4i:4i+4] (qkv, o, gate_up, down), caches[2i:2i+2] (k, v); the last
+    weight/scale is the LM head. `packed` is empty or holds the float16 copies of the quantized weights, used when
+    a batch has more than `fp16_above_rows` rows; `kernel_dtype` and `head_dtype` are the dtypes the layers'
+    matmuls and the LM head take at this batch size. Activations stay 2-D or 3-D ([B, heads, head_dim]), and parts
+    are taken with `narrow`: every view is an op, and `x[:, a:b]` is two of them here."""
     batch = h.shape[0]
-    hidden = [h.shape[-1]]
+    dtype = h.dtype
     group = n_heads // n_kv_heads
     qk_heads = n_heads + n_kv_heads
     half = head_dim // 2
     index: list[torch.Tensor | None] = [torch.arange(batch), None, positions]
+    hidden_eps = torch.full([], eps * h.shape[-1], dtype=torch.float32)
+    # The matmuls' inputs, written in their dtype by the op that makes them (one buffer each, reused by all layers).
+    normed = torch.empty([batch, h.shape[-1]], dtype=kernel_dtype)
+    activated = torch.empty([batch, intermediate], dtype=kernel_dtype)
     for i in range(len(caches) // 2):
-        x = torch.rms_norm(h, hidden, norms[2 * i], eps)
-        heads = _linear(x, weights[4 * i], scales[4 * i], packed, 4 * i, fp16_above_rows).view(
-            batch, qk_heads + n_kv_heads, head_dim
-        )
-        qk = heads[:, :qk_heads]
-        qk = qk * cos + qk.roll(half, -1) * sin
+        x = _rms_norm(h, norms[2 * i], hidden_eps, normed)
+        heads = _linear(x, weights[4 * i], scales[4 * i], packed, 4 * i, fp16_above_rows)
+        heads = heads.to(dtype).view(batch, qk_heads + n_kv_heads, head_dim)
+        qk = heads.narrow(1, 0, qk_heads)
+        qk = torch.addcmul(qk * cos, qk.roll(half, -1), sin)
         cache_k, cache_v = caches[2 * i], caches[2 * i + 1]
-        cache_k.index_put_(index, qk[:, n_heads:])
-        cache_v.index_put_(index, heads[:, qk_heads:])
+        cache_k.index_put_(index, qk.narrow(1, n_heads, n_kv_heads))
+        cache_v.index_put_(index, heads.narrow(1, qk_heads, n_kv_heads))
         # Fold each KV head's query group into the query axis: GQA without repeating keys.
-        grouped = qk[:, :n_heads].reshape(batch, n_kv_heads, group, head_dim)
-        attended = torch.nn.functional.scaled_dot_product_attention(
-            grouped, cache_k[:batch, :, :length], cache_v[:batch, :, :length], attn_mask=mask
-        ).reshape(batch, n_heads * head_dim)
-        h = h + _linear(attended, weights[4 * i + 1], scales[4 * i + 1], packed, 4 * i + 1, fp16_above_rows)
-        x = torch.rms_norm(h, hidden, norms[2 * i + 1], eps)
+        grouped = qk.narrow(1, 0, n_heads).reshape(batch, n_kv_heads, group, head_dim)
+        keys = cache_k.narrow(0, 0, batch).narrow(2, 0, length)
+        values = cache_v.narrow(0, 0, batch).narrow(2, 0, length)
+        attended = torch.nn.functional.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask)
+        attended = attended.reshape(batch, n_heads * head_dim)
+        x = attended.to(kernel_dtype)
+        h = h + _linear(x, weights[4 * i + 1], scales[4 * i + 1], packed, 4 * i + 1, fp16_above_rows)
+        x = _rms_norm(h, norms[2 * i + 1], hidden_eps, normed)
         gate_up = _linear(x, weights[4 * i + 2], scales[4 * i + 2], packed, 4 * i + 2, fp16_above_rows)
-        activated = torch.nn.functional.silu(gate_up[:, :intermediate]) * gate_up[:, intermediate:]
-        h = h + _linear(activated, weights[4 * i + 3], scales[4 * i + 3], packed, 4 * i + 3, fp16_above_rows)
-    x = torch.rms_norm(h, hidden, final_norm, eps)
+        # The gate in float32 (silu of bfloat16 would round once more): as exact as before, one cast fewer.
+        gate = torch.nn.functional.silu(gate_up.narrow(1, 0, intermediate).to(dtype))
+        x = torch.mul(gate, gate_up.narrow(1, intermediate, intermediate), out=activated)
+        h = h + _linear(x, weights[4 * i + 3], scales[4 * i + 3], packed, 4 * i + 3, fp16_above_rows)
+    x = _rms_norm(h, final_norm, hidden_eps, normed if head_dtype == kernel_dtype else normed.to(head_dtype))
     return _linear(x, weights[-1], scales[-1], packed, len(weights) - 1, fp16_above_rows).float()
 
 
@@ -631,7 +652,20 @@ class Decoder:
             if layer is not None:
                 norms += [layer.attn_norm, layer.mlp_norm]
                 caches += [layer.cache_k, layer.cache_v]
+        # As `_rms_norm` takes them; the final norm last.
+        norms = [x * math.sqrt(self.config.hidden_size) for x in [*norms, self.norm]]
         return norms, weights, scales, packed, caches
+
+    def _input_dtype(self, linear: Linear, rows: int) -> torch.dtype:
+        """The dtype `linear` takes in the decode step for `rows` rows (see `_linear`)."""
+        if not isinstance(linear, Int8Linear):
+            return self.dtype
+        packed = linear.packed_fp16 is not None
+        if packed and rows > self.fp16_above_rows:
+            return torch.float32  # fbgemm's float16 GEMM
+        if rows > _INT8_KERNEL_MAX_ROWS and not isinstance(linear, Int4Linear):
+            return self.dtype  # int8 dequantized into a plain matmul
+        return torch.bfloat16
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -645,7 +679,11 @@ class Decoder:
         cos = self.cos[positions][:, None]
         sin = self.sin_signed[positions][:, None]
         # Each row sees its own keys 0..position; rows are padded to the longest with masked positions.
-        mask = None if batch == 1 else (self.positions[:length][None, :] <= positions[:, None])[:, None, None, :]
+        # Additive (0 / -inf), made once: attention would turn a boolean mask into this in each of the layers.
+        mask = None
+        if batch > 1:
+            hidden = self.positions[:length][None, :] > positions[:, None]
+            mask = torch.zeros(hidden.shape, dtype=self.dtype).masked_fill_(hidden, float("-inf"))[:, None, None, :]
         c = self.config
         norms, weights, scales, packed, caches = self._scripted
         # Plain interpretation: the profiling executor would re-specialize on every new cache length.
@@ -662,8 +700,10 @@ class Decoder:
                 scales,
                 packed,
                 -1 if self.fp16_above_rows is None else self.fp16_above_rows,
+                self._input_dtype(self.layers[0].qkv, batch),
+                self._input_dtype(self.lm_head, batch),
                 caches,
-                self.norm,
+                norms[-1],
                 c.rms_eps,
                 c.num_heads,
                 c.num_kv_heads,
