@@ -98,7 +98,7 @@ class Histogram(Family):
     ) -> None:
         super().__init__(name, documentation, labelnames, registry)
         self.bounds = buckets
-        self.les = [floatToGoString(bound) for bound in buckets] + ["+Inf"]
+        self.les = [floatToGoString(bound) for bound in buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
         # Per series: the sum, then a count per bucket (not cumulative; the last one is +Inf's).
         self.series: dict[tuple[Any, ...], list[float]] = {}
 

@@ -396,7 +396,8 @@ class AttributeEncoder:
     def fragment(self, key: str, value: Any) -> bytes:
         encoded = any_value_bytes(value)
         if encoded is None:
-            return self.container(attributes=[KeyValue(key=key, value=any_value(value))]).SerializeToString()
+            message = self.container(attributes=[KeyValue(key=key, value=any_value(value))])
+            return bytes(message.SerializeToString())
         prefix = self.keys.get(key)
         if prefix is None:
             if len(self.keys) >= self.LIMIT:
