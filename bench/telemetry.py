@@ -13,8 +13,9 @@ All (six) run side by side against one fast fake upstream (bench/fake_upstream.p
 in interleaved rounds, and each gateway's CPU time (user + system, from /proc) is divided by the requests it
 served. Ratios are against `core`. Other load on the machine shifts wall time more than CPU time, but on a
 busy shared machine a gateway's CPU per request still moves by ±20% from round to round: see --instructions.
-`--baseline TREE` adds `traces@base` and `on@base`: the same with TREE's plugin and core (e.g. `git archive main`
-unpacked) first on PYTHONPATH, so that a change is measured against its baseline in one run.
+`--baseline TREE` adds `off@base`, `metrics@base`, `traces@base` and `on@base`: the same with TREE's plugin and core
+(e.g. `git archive main` unpacked) first on PYTHONPATH, so that a change is measured against its baseline in one
+run. `--variants on,on@base` runs only those (and `core`).
 
     python bench/telemetry.py --instructions 512 [--baseline TREE]
 
@@ -163,7 +164,7 @@ def breakdown(requests: int = 5000) -> None:
                 spans = list(recorder.queue)
                 began = time.thread_time()
                 for start in range(0, len(spans), 512):
-                    recorder.encode(spans[start : start + 512]).SerializeToString()
+                    recorder.encode(spans[start : start + 512])
                 per_span = (time.thread_time() - began) / len(spans) * 1e6
                 rows.setdefault(f"{name}: encode per span", []).append(per_span)
                 rows.setdefault(f"{name}: spans per request", []).append(len(spans) / requests)
@@ -283,9 +284,12 @@ def count_instructions(gateways: dict[str, tuple[int, str]], home: Path, request
             asyncio.run(load(url, 8, stream, 3.0))  # connections, caches, label sets
             subprocess.run(["callgrind_control", "--instr=on", str(pid)], check=True, capture_output=True)
             asyncio.run(fixed(url, stream))  # instrumented code paths warmed
+            # Under valgrind a batch takes seconds to encode: the warm-up's last one is done before counting starts,
+            # and the measured requests' last one before the count is taken (else one batch more or less is in it).
+            time.sleep(15)
             subprocess.run(["callgrind_control", "--zero", str(pid)], check=True, capture_output=True)
             asyncio.run(fixed(url, stream))  # 4 spans a request: requests / 128 full batches exported
-            time.sleep(1)
+            time.sleep(15)
             subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
             subprocess.run(["callgrind_control", "--instr=off", str(pid)], check=True, capture_output=True)
             dumps = sorted(home.glob(f"{name}.callgrind*"), key=lambda path: path.stat().st_mtime)
@@ -309,7 +313,8 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true", help="where tracing's CPU goes, in-process")
     parser.add_argument("--client", action="store_true", help="the HTTP client span on real aiohttp requests")
     parser.add_argument("--instructions", type=int, metavar="N", help="count instructions over N requests (valgrind)")
-    parser.add_argument("--baseline", metavar="TREE", help="also run traces and on with this tree's plugin and core")
+    parser.add_argument("--baseline", metavar="TREE", help="also run the plugin's variants with this tree's code")
+    parser.add_argument("--variants", help="only these variants, comma-separated (core is always run)")
     args = parser.parse_args()
     if args.instructions is not None and (args.instructions <= 0 or args.instructions % 128):
         parser.error("--instructions: a multiple of 128 (4 spans a request: each 128 requests fill one batch)")
@@ -349,7 +354,10 @@ def main() -> None:
     if args.baseline:  # another version's plugin and core (a checkout or `git archive`), put first on the path
         tree = Path(args.baseline).resolve()
         path = {"PYTHONPATH": f"{tree / 'plugins' / 'telemetry'}:{tree / 'core'}"}
-        variants |= {f"{name}@base": (variants[name][0], path) for name in ("traces", "on")}
+        variants |= {f"{name}@base": (variants[name][0], path) for name in ("off", "metrics", "traces", "on")}
+    if args.variants:
+        wanted = {"core", *args.variants.split(",")}
+        variants = {name: variant for name, variant in variants.items() if name in wanted}
     gateways: dict[str, tuple[int, str]] = {}
     try:
         wait_healthy(upstream + "/models")
@@ -374,7 +382,8 @@ def main() -> None:
             port = free_port()
             command = [*LAMINA, str(run_yaml), "--port", str(port)]
             if args.instructions:
-                env = {**env, "OTEL_BSP_SCHEDULE_DELAY": "3600000"}
+                # A fixed hash seed: dict layouts, so counts, the same from run to run and process to process.
+                env = {**env, "OTEL_BSP_SCHEDULE_DELAY": "3600000", "PYTHONHASHSEED": "0"}
                 command = [*CALLGRIND, f"--callgrind-out-file={home / name}.callgrind", *command]
             process = start(command, {"LAMINA_HOME": str(home), **env})
             processes.append(process)

@@ -15,6 +15,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from yarl import URL
 
+from lamina_telemetry.tracing import LeanSpan, LeanTracer
+
 PROPAGATOR = TraceContextTextMapPropagator()
 
 
@@ -32,10 +34,14 @@ class ClientSpan:
 
     __slots__ = ("span",)
 
-    def __init__(self, tracer: trace.Tracer, method: str, url: str, headers: dict[str, str]) -> None:
-        attributes = {"http.request.method": method, **url_attributes(url)}
-        self.span = tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
-        PROPAGATOR.inject(headers, context=trace.set_span_in_context(self.span))
+    def __init__(self, tracer: LeanTracer, method: str, url: str, headers: dict[str, str]) -> None:
+        span = self.span = tracer.start(method, SpanKind.CLIENT, {"http.request.method": method, **url_attributes(url)})
+        if type(span) is LeanSpan:  # the W3C header, as the propagator writes it for a sampled span
+            headers["traceparent"] = f"00-{span.trace_id:032x}-{span.span_id:016x}-01"
+            if span.trace_state:
+                headers["tracestate"] = span.trace_state.to_header()
+        else:
+            PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
 
     def __enter__(self) -> ClientSpan:
         return self

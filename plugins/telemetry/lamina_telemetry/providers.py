@@ -13,10 +13,10 @@ from typing import Any
 
 from lamina.errors import LaminaError
 from lamina.specs import ProviderSpec
-from opentelemetry import context, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from lamina_telemetry.metrics import Metrics
+from lamina_telemetry.tracing import CURRENT, LeanTracer
 
 OPERATIONS = {"chat_completion": "chat", "completion": "text_completion", "embeddings": "embeddings"}
 REQUEST_ATTRIBUTES = {
@@ -44,7 +44,7 @@ def fail(span: Span | None, exc: BaseException) -> None:
 
 class InstrumentedProvider:
     def __init__(
-        self, instance: Any, provider_id: str, spec: ProviderSpec, tracer: trace.Tracer | None, metrics: Metrics | None
+        self, instance: Any, provider_id: str, spec: ProviderSpec, tracer: LeanTracer | None, metrics: Metrics | None
     ) -> None:
         self.instance = instance
         self.provider_id = provider_id
@@ -73,13 +73,12 @@ class InstrumentedProvider:
     def _start(self, name: str, attributes: dict[str, Any]) -> tuple[Span | None, object]:
         if self.tracer is None:
             return None, None
-        span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
-        return span, context.attach(trace.set_span_in_context(span))
+        return self.tracer.enter(name, SpanKind.CLIENT, attributes)
 
     def _failed(self, span: Span | None, exc: BaseException) -> None:
         fail(span, exc)
         if self.metrics is not None and not isinstance(exc, GeneratorExit):
-            self.metrics.child(self.metrics.upstream_errors, self.provider_id, error_kind(exc)).inc()
+            self.metrics.upstream_errors.inc((self.provider_id, error_kind(exc)))
 
     # -- any provider call (vector search, files, safety, ...)
 
@@ -106,13 +105,11 @@ class InstrumentedProvider:
                 raise
             finally:
                 if token is not None:
-                    context.detach(token)  # type: ignore[arg-type]
+                    CURRENT.reset(token)  # type: ignore[arg-type]
             if span is not None:
                 span.end()
             if metrics is not None:
-                metrics.child(metrics.provider_latency, self.provider_id, operation).observe(
-                    time.perf_counter() - started
-                )
+                metrics.provider_latency.observe((self.provider_id, operation), time.perf_counter() - started)
             return result
 
         return call
@@ -121,7 +118,7 @@ class InstrumentedProvider:
         name = f"{self.spec.api}.{operation}"
 
         async def call(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            span = None if self.tracer is None else self.tracer.start_span(name, kind=SpanKind.CLIENT)
+            span = None if self.tracer is None else self.tracer.start(name, SpanKind.CLIENT, {})
             events = method(*args, **kwargs)
             try:
                 async for event in events:
@@ -169,7 +166,7 @@ class InstrumentedProvider:
                 raise
             finally:
                 if token is not None:
-                    context.detach(token)  # type: ignore[arg-type]
+                    CURRENT.reset(token)  # type: ignore[arg-type]
             error = getattr(result, "error_message", None)
             if span is not None:
                 if error:
@@ -177,12 +174,10 @@ class InstrumentedProvider:
                     span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
                 span.end()
             if metrics is not None:
-                metrics.child(metrics.provider_latency, self.provider_id, operation).observe(
-                    time.perf_counter() - started
-                )
+                metrics.provider_latency.observe((self.provider_id, operation), time.perf_counter() - started)
                 if operation == "invoke_tool":
                     outcome = "error" if error else "ok"
-                    metrics.child(metrics.tool_calls, self.provider_id, outcome).inc()
+                    metrics.tool_calls.inc((self.provider_id, outcome))
             return result
 
         return call
@@ -206,7 +201,7 @@ class InstrumentedProvider:
                 }
                 for field, attribute in REQUEST_ATTRIBUTES.items():
                     value = getattr(request, field, None)
-                    if isinstance(value, int | float) and not isinstance(value, bool):
+                    if type(value) is int or type(value) is float:
                         attributes[attribute] = value
                 attributes["gen_ai.request.stream"] = bool(getattr(request, "stream", False))
                 span, token = self._start(f"{operation} {model}", attributes)
@@ -218,7 +213,7 @@ class InstrumentedProvider:
                 raise
             finally:
                 if token is not None:
-                    context.detach(token)  # type: ignore[arg-type]
+                    CURRENT.reset(token)  # type: ignore[arg-type]
             if hasattr(result, "__anext__"):
                 return self._stream(result, span, model, started)
             if isinstance(result, dict):
@@ -255,26 +250,26 @@ class InstrumentedProvider:
             if isinstance(output_tokens, int):
                 attributes["gen_ai.usage.output_tokens"] = output_tokens
             if reasons:
-                attributes["gen_ai.response.finish_reasons"] = reasons
+                attributes["gen_ai.response.finish_reasons"] = tuple(reasons)  # hashable: encoded once
             span.set_attributes(attributes)
             span.end()
         metrics = self.metrics
         if metrics is not None:
-            e2e, prompt, generated = metrics.model_children(model, self.provider_id)
-            e2e.observe(time.perf_counter() - started)
+            labels = (model, self.provider_id)
+            metrics.e2e_latency.observe(labels, time.perf_counter() - started)
             if isinstance(input_tokens, int):
-                prompt.inc(input_tokens)
+                metrics.prompt_tokens.inc(labels, input_tokens)
             if isinstance(output_tokens, int):
-                generated.inc(output_tokens)
+                metrics.generation_tokens.inc(labels, output_tokens)
             for reason in reasons:
-                metrics.child(metrics.success, model, self.provider_id, reason).inc()
+                metrics.success.inc((model, self.provider_id, reason))
         return input_tokens, output_tokens
 
     async def _stream(self, chunks: Any, span: Span | None, model: str, started: float) -> AsyncIterator[Any]:
         metrics = self.metrics
         labels = (model, self.provider_id)
         if metrics is not None:
-            metrics.child(metrics.active_streams, *labels).inc()
+            metrics.active_streams.inc(labels)
         first_at = None
         usage = None
         reasons: list[str] = []
@@ -287,7 +282,7 @@ class InstrumentedProvider:
                     if span is not None:
                         span.add_event("gen_ai.first_token")
                     if metrics is not None:
-                        metrics.child(metrics.ttft, *labels).observe(first_at - started)
+                        metrics.ttft.observe(labels, first_at - started)
                 if type(chunk) is dict:
                     last = chunk
                     if chunk.get("usage"):
@@ -311,10 +306,10 @@ class InstrumentedProvider:
             _, output_tokens = self._finished(span, model, last, usage, reasons, started, content_chunks)
             if metrics is not None and first_at is not None and isinstance(output_tokens, int) and output_tokens > 1:
                 per_token = (time.perf_counter() - first_at) / (output_tokens - 1)
-                metrics.child(metrics.tpot, *labels).observe(per_token)
+                metrics.tpot.observe(labels, per_token)
         finally:
             if metrics is not None:
-                metrics.child(metrics.active_streams, *labels).dec()
+                metrics.active_streams.inc(labels, -1)
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()

@@ -14,7 +14,8 @@ from typing import Any
 from lamina import observe
 from lamina.requestlog import route_of
 from lamina.specs import ProviderSpec
-from opentelemetry import context, trace
+from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
@@ -26,7 +27,7 @@ from lamina_telemetry import TelemetryConfig
 from lamina_telemetry.client import ClientSpan
 from lamina_telemetry.metrics import Metrics
 from lamina_telemetry.providers import InstrumentedProvider
-from lamina_telemetry.tracing import LeanTracer, SpanRecorder, otlp_poster
+from lamina_telemetry.tracing import CURRENT, SPAN_KEY, LeanSpan, LeanTracer, SpanRecorder, otlp_poster
 
 log = logging.getLogger("lamina.telemetry")
 PROPAGATOR = TraceContextTextMapPropagator()
@@ -38,16 +39,15 @@ class CurrentSpan:
 
     __slots__ = ("attributes", "name", "span", "token", "tracer")
 
-    def __init__(self, tracer: trace.Tracer, name: str, attributes: Mapping[str, Any]) -> None:
+    def __init__(self, tracer: LeanTracer, name: str, attributes: Mapping[str, Any]) -> None:
         self.tracer, self.name, self.attributes = tracer, name, attributes
 
     def __enter__(self) -> trace.Span:
-        self.span = self.tracer.start_span(self.name, attributes=self.attributes or None)
-        self.token = context.attach(trace.set_span_in_context(self.span))
+        self.span, self.token = self.tracer.enter(self.name, SpanKind.INTERNAL, dict(self.attributes))
         return self.span
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: Any) -> None:
-        context.detach(self.token)
+        CURRENT.reset(self.token)
         if exc is not None:
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
@@ -60,7 +60,7 @@ class Telemetry(observe.Observer):
         self.config: object = None  # the run config of the stack it was made for
         self.metrics = Metrics() if settings.metrics else None
         self.spans: SpanRecorder | None = None
-        self.tracer: trace.Tracer | None = None
+        self.tracer: LeanTracer | None = None
         self.pusher: Any = None
         attributes: dict[str, Any] = {}
         if settings.service_name or not os.environ.get("OTEL_SERVICE_NAME"):
@@ -102,6 +102,9 @@ class Telemetry(observe.Observer):
     def trace_id(self) -> str | None:
         if self.tracer is None:
             return None
+        span = CURRENT.get().get(SPAN_KEY)
+        if type(span) is LeanSpan:
+            return format(span.trace_id, "032x")
         span_context = trace.get_current_span().get_span_context()
         return format(span_context.trace_id, "032x") if span_context.is_valid else None
 
@@ -147,14 +150,14 @@ class Telemetry(observe.Observer):
                 for name, value in scope["headers"]:
                     if name in TRACE_HEADERS:
                         carrier[TRACE_HEADERS[name]] = value.decode("latin-1")
-                parent = PROPAGATOR.extract(carrier) if carrier else None
-                span = tracer.start_span(
+                current = CURRENT.get()
+                span = tracer.start(
                     scope["method"],
-                    context=parent,
-                    kind=SpanKind.SERVER,
-                    attributes={"http.request.method": scope["method"], "url.path": scope["path"]},
+                    SpanKind.SERVER,
+                    {"http.request.method": scope["method"], "url.path": scope["path"]},
+                    PROPAGATOR.extract(carrier) if carrier else current,
                 )
-                token = context.attach(trace.set_span_in_context(span))
+                token = CURRENT.set(Context({**current, SPAN_KEY: span}))
             try:
                 await app(scope, receive, send)  # core's request-id middleware inside notes the status
             except BaseException as exc:
@@ -178,7 +181,7 @@ class Telemetry(observe.Observer):
                         span.set_status(Status(StatusCode.ERROR))
                     span.end()
                     if token is not None:
-                        context.detach(token)
+                        CURRENT.reset(token)
                 if metrics is not None:
                     metrics.request(route, scope["method"], status, provider, time.perf_counter() - started)
 

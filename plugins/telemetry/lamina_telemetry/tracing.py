@@ -3,15 +3,15 @@
 The SDK's `TracerProvider` and OTLP exporter cost ~70 µs per span at start/end and as much again to encode, most
 of it generic machinery this gateway does not use (attribute validation and locking per span, span processors, a
 `ReadableSpan` copy, resource grouping and one protobuf object per attribute value per span). Here the event loop
-only fills a slotted object and appends it to a deque; the export thread builds one `ExportTraceServiceRequest`
-per batch with opentelemetry-proto's classes, with the Resource and scope encoded once and the attribute
-key/value messages that recur (method, model, provider, operation) built once.
+only fills a slotted object and appends it to a deque; the export thread writes each batch's
+`ExportTraceServiceRequest` as bytes, with the Resource, the scope and the attribute key/values that recur
+(method, model, provider, operation) encoded once.
 
-Formats stay the libraries': spans are `opentelemetry.trace.Span`s (so the API's context, `get_current_span` and
-the W3C propagator work on them), sampling is the SDK's sampler (OTEL_TRACES_SAMPLER), ids come from the SDK's id
-generator, the wire format is opentelemetry-proto's. The OTEL_BSP_* batching variables and the OTLP exporter's
-(headers, timeout, compression, certificates) are honoured; batches are posted with requests, as the SDK's
-OTLP/HTTP exporter does (its own client is private API).
+Formats stay the libraries': spans are `opentelemetry.trace.Span`s kept in OpenTelemetry's context (so the API's
+`get_current_span` and the W3C propagator work on them), sampling is the SDK's sampler (OTEL_TRACES_SAMPLER), the
+wire format is opentelemetry-proto's. The OTEL_BSP_* batching variables and the OTLP exporter's (headers, timeout,
+compression, certificates) are honoured; batches are posted with requests, as the SDK's OTLP/HTTP exporter does
+(its own client is private API).
 """
 
 from __future__ import annotations
@@ -19,22 +19,33 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import random
+import struct
 import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from opentelemetry.context.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceMessage
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 log = logging.getLogger("lamina.telemetry")
@@ -47,10 +58,55 @@ KINDS = {
     SpanKind.PRODUCER: trace_pb2.Span.SpanKind.SPAN_KIND_PRODUCER,
     SpanKind.CONSUMER: trace_pb2.Span.SpanKind.SPAN_KIND_CONSUMER,
 }
+# By id(): a dict keyed by the enum members calls Enum.__hash__, a Python function, for every span.
+KIND_CODES = {id(kind): code for kind, code in KINDS.items()}
 STATUS_CODES = {StatusCode.OK: trace_pb2.Status.STATUS_CODE_OK, StatusCode.ERROR: trace_pb2.Status.STATUS_CODE_ERROR}
 HAS_IS_REMOTE = trace_pb2.SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 IS_REMOTE = trace_pb2.SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 EMPTY_STATE = TraceState()
+TRACE_ID_LIMIT = (1 << 64) - 1  # TraceIdRatioBased compares a trace id's low 64 bits to its bound
+getrandbits = random.getrandbits  # what the SDK's RandomIdGenerator draws ids with
+
+# -- OpenTelemetry's current context, read and set in one step
+
+# The key `trace.set_span_in_context` files the current span under, found through the API.
+SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+
+
+class PublicContext:
+    """OpenTelemetry's current context through its public functions (a runtime context other than the default)."""
+
+    @staticmethod
+    def get() -> Context:
+        return context_api.get_current()
+
+    @staticmethod
+    def set(value: Context) -> Token[Context]:
+        return context_api.attach(value)
+
+    @staticmethod
+    def reset(token: Token[Context]) -> None:
+        context_api.detach(token)
+
+
+def current_context_variable() -> ContextVar[Context] | PublicContext:
+    """The ContextVar OpenTelemetry's default runtime context keeps the current `Context` in. Used directly, the
+    current span is one lookup, and making a span current one `set`, where the API's functions are four and six
+    Python calls deep; anything unexpected (another runtime context) falls back to the API."""
+    runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    if type(runtime) is ContextVarsRuntimeContext and isinstance(variable, ContextVar):
+        probe = Context({SPAN_KEY: trace.INVALID_SPAN})
+        token = variable.set(probe)
+        try:
+            if context_api.get_current() is probe:
+                return variable
+        finally:
+            variable.reset(token)
+    return PublicContext()
+
+
+CURRENT = current_context_variable()
 
 
 class LeanSpan(trace.Span):
@@ -144,6 +200,22 @@ class LeanSpan(trace.Span):
             self.recorder.finished(self)
 
 
+def root_bound(sampler: Sampler) -> int | None:
+    """For the SDK's standard samplers, the bound a new trace id's low 64 bits are compared to when a span has no
+    parent (the rule of `TraceIdRatioBased`; always on: every id passes, always off: none): the decision is then
+    made without the sampler's calls. None: ask the sampler."""
+    root: Any = sampler
+    if isinstance(sampler, ParentBased) and type(sampler).should_sample is ParentBased.should_sample:
+        root = getattr(sampler, "_root", None)
+    if root is ALWAYS_ON:
+        return TRACE_ID_LIMIT + 1
+    if root is ALWAYS_OFF:
+        return 0
+    if isinstance(root, TraceIdRatioBased) and type(root).should_sample is TraceIdRatioBased.should_sample:
+        return int(root.bound)
+    return None
+
+
 class LeanTracer(trace.Tracer):
     """`start_span` of the OpenTelemetry API, sampled by an SDK sampler, making `LeanSpan`s."""
 
@@ -153,13 +225,55 @@ class LeanTracer(trace.Tracer):
         # A ParentBased sampler (the default, and every OTEL_TRACES_SAMPLER=parentbased_*) follows a local parent's
         # decision: that case needs no call.
         self.follows_parent = isinstance(sampler, ParentBased)
+        self.root_bound = root_bound(sampler)
         ids = RandomIdGenerator()
         self.new_trace_id, self.new_span_id = ids.generate_trace_id, ids.generate_span_id
+
+    def start(
+        self, name: str, kind: SpanKind, attributes: dict[str, Any], context: Context | None = None
+    ) -> trace.Span:
+        """A span, child of `context`'s (by default the current one's); it keeps `attributes` (not a copy)."""
+        parent = (CURRENT.get() if context is None else context).get(SPAN_KEY)
+        if type(parent) is LeanSpan and self.follows_parent:
+            return LeanSpan(
+                self.recorder, name, kind, attributes, parent.trace_id, getrandbits(64) or self.new_span_id(),
+                parent.span_id, HAS_IS_REMOTE, parent.trace_state,
+            )  # fmt: skip
+        if parent is None and self.root_bound is not None:  # a new trace, decided as the sampler would
+            trace_id = getrandbits(128) or self.new_trace_id()
+            span_id = getrandbits(64) or self.new_span_id()
+            if trace_id & TRACE_ID_LIMIT < self.root_bound:
+                return LeanSpan(self.recorder, name, kind, attributes, trace_id, span_id, 0, HAS_IS_REMOTE, EMPTY_STATE)
+            return NonRecordingSpan(SpanContext(trace_id, span_id, False, NOT_SAMPLED, EMPTY_STATE))
+        if not isinstance(parent, trace.Span):
+            parent = trace.INVALID_SPAN
+        parent_context = parent.get_span_context()
+        if parent_context.is_valid:
+            trace_id, parent_id, state = parent_context.trace_id, parent_context.span_id, parent_context.trace_state
+            flags = HAS_IS_REMOTE | IS_REMOTE if parent_context.is_remote else HAS_IS_REMOTE
+        else:
+            trace_id, parent_id, state, flags = self.new_trace_id(), 0, EMPTY_STATE, HAS_IS_REMOTE
+        decision = self.sampler.should_sample(context, trace_id, name, kind, attributes)
+        state = decision.trace_state or state
+        if decision.decision is Decision.RECORD_AND_SAMPLE:
+            if decision.attributes:
+                attributes.update(decision.attributes)
+            return LeanSpan(
+                self.recorder, name, kind, attributes, trace_id, self.new_span_id(), parent_id, flags, state
+            )
+        # Not recorded (RECORD_ONLY is treated as DROP: nothing here reads unexported spans).
+        return NonRecordingSpan(SpanContext(trace_id, self.new_span_id(), False, NOT_SAMPLED, state))
+
+    def enter(self, name: str, kind: SpanKind, attributes: dict[str, Any]) -> tuple[trace.Span, Token[Context]]:
+        """A child of the current span, made the current one: `context.detach` (or `CURRENT.reset`) the token."""
+        current = CURRENT.get()
+        span = self.start(name, kind, attributes, current)
+        return span, CURRENT.set(Context({**current, SPAN_KEY: span}))
 
     def start_span(
         self,
         name: str,
-        context: context_api.Context | None = None,
+        context: Context | None = None,
         kind: SpanKind = SpanKind.INTERNAL,
         attributes: Mapping[str, Any] | None = None,
         links: Any = None,
@@ -167,31 +281,7 @@ class LeanTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        parent = trace.get_current_span(context)
-        attributes = dict(attributes) if attributes else {}
-        if type(parent) is LeanSpan and self.follows_parent:
-            span: trace.Span = LeanSpan(
-                self.recorder, name, kind, attributes, parent.trace_id, self.new_span_id(), parent.span_id,
-                HAS_IS_REMOTE, parent.trace_state,
-            )  # fmt: skip
-        else:
-            parent_context = parent.get_span_context()
-            if parent_context.is_valid:
-                trace_id, parent_id, state = parent_context.trace_id, parent_context.span_id, parent_context.trace_state
-                flags = HAS_IS_REMOTE | IS_REMOTE if parent_context.is_remote else HAS_IS_REMOTE
-            else:
-                trace_id, parent_id, state, flags = self.new_trace_id(), 0, EMPTY_STATE, HAS_IS_REMOTE
-            decision = self.sampler.should_sample(context, trace_id, name, kind, attributes)
-            if decision.decision is Decision.RECORD_AND_SAMPLE:
-                if decision.attributes:
-                    attributes.update(decision.attributes)
-                state = decision.trace_state or state
-                span = LeanSpan(
-                    self.recorder, name, kind, attributes, trace_id, self.new_span_id(), parent_id, flags, state
-                )
-            else:  # not recorded (RECORD_ONLY is treated as DROP: nothing here reads unexported spans)
-                state = decision.trace_state or state
-                span = NonRecordingSpan(SpanContext(trace_id, self.new_span_id(), False, NOT_SAMPLED, state))
+        span = self.start(name, kind, dict(attributes) if attributes else {}, context)
         if start_time is not None and type(span) is LeanSpan:
             span.start_ns = start_time
         return span
@@ -200,7 +290,7 @@ class LeanTracer(trace.Tracer):
     def start_as_current_span(  # type: ignore[override]
         self,
         name: str,
-        context: context_api.Context | None = None,
+        context: Context | None = None,
         kind: SpanKind = SpanKind.INTERNAL,
         attributes: Mapping[str, Any] | None = None,
         links: Any = None,
@@ -214,46 +304,117 @@ class LeanTracer(trace.Tracer):
             yield current
 
 
-# -- the export thread
+# -- the export thread: OTLP protobuf written as bytes
+#
+# A span's fields are few and fixed; written with struct and joined, a batch costs a few µs per span, where building
+# upb messages (a `spans.add` with seven fields, the attributes merged in) and serializing them cost 8-10.
+
+
+def varint(n: int) -> bytes:
+    if n < 0x80:
+        return VARINTS[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+VARINTS = [bytes([n]) for n in range(0x80)]
+
+
+def field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field (a string, bytes, a message)."""
+    size = len(payload)
+    return tag + (VARINTS[size] if size < 0x80 else varint(size)) + payload
+
+
+# Span: trace_id (1) and span_id (2), 16 and 8 bytes, big-endian like the hex of a traceparent.
+IDS = struct.Struct(">BBQQBBQ")
+PARENT = struct.Struct(">BBQ")  # parent_span_id (4)
+# flags (16, fixed32), kind (6, an enum under 128), start (7) and end (8) times (fixed64)
+FIXED = struct.Struct("<BBIBBBQBQ")
+EVENT_TIME = struct.Struct("<BQ")  # Span.Event: time_unix_nano (1)
+INT64 = struct.Struct("<q")
+DOUBLE = struct.Struct("<d")
+LOW_64 = (1 << 64) - 1
+
+
+def any_value_bytes(value: Any) -> bytes | None:
+    """An AnyValue's bytes for a string, bool, int or float; None for the rest (left to opentelemetry-proto)."""
+    kind = type(value)
+    if kind is str:
+        return field(b"\x0a", value.encode())
+    if kind is bool:
+        return b"\x10\x01" if value else b"\x10\x00"
+    if kind is int and -(1 << 63) <= value < (1 << 63):
+        return b"\x18" + varint(value & LOW_64)  # int64: a negative one as its two's complement
+    if kind is float:
+        return b"\x21" + DOUBLE.pack(value)
+    return None
 
 
 class AttributeEncoder:
-    """Attributes → the serialized `attributes` field of a message (a span, an event): merged into the message with
-    `MergeFromString`, which appends to the repeated field in C. That is several times cheaper than building or
-    copying `KeyValue` objects in Python; and the pairs that recur from span to span (method, route, model,
-    provider id, finish reasons) are serialized once."""
+    """Attributes → the bytes of a message's repeated `attributes` field (a span's, an event's), to be joined with
+    its other fields; the pairs that recur from span to span (method, route, model, provider id, finish reasons)
+    are encoded once."""
 
     LIMIT = 4096
+    UNIQUE = frozenset(("lamina.request_id", "gen_ai.response.id"))  # never seen twice: not kept
 
-    def __init__(self, container: Any) -> None:
-        self.container = container  # the message class whose `attributes` field is filled
+    def __init__(self, container: Any, tag: bytes) -> None:
+        self.container = container  # the message class whose `attributes` field this is
+        self.tag = tag
         self.known: dict[tuple[Any, ...], tuple[type, bytes]] = {}
+        self.keys: dict[str, bytes] = {}
 
     def encode(self, attributes: Mapping[str, Any]) -> bytes:
         known = self.known
         fragments = []
-        for key, value in attributes.items():
-            lookup: tuple[Any, ...] = (key, value)
-            if type(value) is list or type(value) is tuple:  # finish reasons: ["stop"]; [True] is not [1]
-                value = tuple(value)
-                lookup = (key, value, tuple(map(type, value)))
+        for item in attributes.items():
+            if type(item[1]) is list:  # looked up as a tuple (encoded alike)
+                item = (item[0], tuple(item[1]))
             try:
-                hit = known.get(lookup)
+                hit = known.get(item)
             except TypeError:  # unhashable: encoded each time
-                lookup = ()
                 hit = None
-            if hit is not None and hit[0] is type(value):  # True == 1: the type tells them apart
+            if hit is not None and hit[0] is type(item[1]):  # True == 1: the type tells them apart
                 fragments.append(hit[1])
                 continue
+            key, value = item
             if value is None:  # as the SDK does: an attribute set to None is left out
                 continue
-            fragment = self.container(attributes=[KeyValue(key=key, value=any_value(value))]).SerializeToString()
-            if hit is None and lookup and not (type(value) is str and len(value) > 64):  # long strings rarely recur
+            fragment = self.fragment(key, value)
+            if hit is None and key not in self.UNIQUE and recurs(value):
                 if len(known) >= self.LIMIT:
                     known.clear()
-                known[lookup] = (type(value), fragment)
+                known[item] = (type(value), fragment)
             fragments.append(fragment)
         return b"".join(fragments)
+
+    def fragment(self, key: str, value: Any) -> bytes:
+        encoded = any_value_bytes(value)
+        if encoded is None:
+            message = self.container(attributes=[KeyValue(key=key, value=any_value(value))])
+            return bytes(message.SerializeToString())
+        prefix = self.keys.get(key)
+        if prefix is None:
+            if len(self.keys) >= self.LIMIT:
+                self.keys.clear()
+            prefix = self.keys[key] = field(b"\x0a", key.encode())  # KeyValue: key (1), then value (2)
+        return field(self.tag, prefix + field(b"\x12", encoded))
+
+
+def recurs(value: Any) -> bool:
+    """Whether a value is worth keeping encoded: a short string, a number, a tuple of short strings (finish
+    reasons; of other types no: (True,) == (1,))."""
+    kind = type(value)
+    if kind is str:
+        return len(value) <= 64
+    if kind is tuple:
+        return all(type(v) is str and len(v) <= 64 for v in value)
+    return kind is int or kind is float or kind is bool
 
 
 def any_value(value: Any) -> AnyValue:
@@ -291,11 +452,15 @@ class SpanRecorder:
         self.delay = env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
         self.queue: collections.deque[LeanSpan] = collections.deque()
         self.dropped = 0
-        self.attributes = AttributeEncoder(trace_pb2.Span)
-        self.event_attributes = AttributeEncoder(trace_pb2.Span.Event)
-        self.resource = ResourceMessage(
+        self.attributes = AttributeEncoder(trace_pb2.Span, b"\x4a")
+        self.event_attributes = AttributeEncoder(trace_pb2.Span.Event, b"\x1a")
+        self.names: dict[str, bytes] = {}  # span names, encoded
+        message = ResourceMessage(
             attributes=[KeyValue(key=key, value=any_value(value)) for key, value in resource.attributes.items()]
         )
+        # ResourceSpans' resource (1), and ScopeSpans' scope (1): the same in every batch.
+        self.resource = field(b"\x0a", message.SerializeToString())
+        self.scope = field(b"\x0a", InstrumentationScope(name="lamina").SerializeToString())
         self.wake = threading.Event()
         self.stopping = False
         self.thread = threading.Thread(target=self.run, name="lamina-span-export", daemon=True)
@@ -323,45 +488,49 @@ class SpanRecorder:
         while queue and (len(queue) >= self.batch_size or not full_only):
             batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
             try:
-                self.post(self.encode(batch).SerializeToString())
+                self.post(self.encode(batch))
             except Exception:  # a broken collector must not stop the thread
                 log.exception("telemetry: exporting %d spans failed", len(batch))
         if self.dropped:
             log.warning("telemetry: %d spans dropped (OTEL_BSP_MAX_QUEUE_SIZE is %d)", self.dropped, self.max_queue)
             self.dropped = 0
 
-    def encode(self, batch: list[LeanSpan]) -> ExportTraceServiceRequest:
-        request = ExportTraceServiceRequest()
-        resource_spans = request.resource_spans.add()
-        resource_spans.resource.CopyFrom(self.resource)
-        scope_spans = resource_spans.scope_spans.add()
-        scope_spans.scope.name = "lamina"
-        spans = scope_spans.spans
+    def encode(self, batch: list[LeanSpan]) -> bytes:
+        """The batch as a serialized ExportTraceServiceRequest: one ResourceSpans, one ScopeSpans."""
         encode, encode_event = self.attributes.encode, self.event_attributes.encode
+        ids, fixed, parent = IDS.pack, FIXED.pack, PARENT.pack
+        names = self.names
+        spans = [self.scope]
         for span in batch:
-            message = spans.add(
-                trace_id=span.trace_id.to_bytes(16, "big"),
-                span_id=span.span_id.to_bytes(8, "big"),
-                name=span.name,
-                kind=KINDS[span.kind],
-                start_time_unix_nano=span.start_ns,
-                end_time_unix_nano=span.end_ns,
-                flags=span.flags,
-            )
-            message.MergeFromString(encode(span.attributes))
+            trace_id = span.trace_id
+            name = names.get(span.name)
+            if name is None:
+                if len(names) >= AttributeEncoder.LIMIT:
+                    names.clear()
+                name = names[span.name] = field(b"\x2a", span.name.encode())
+            parts = [
+                ids(0x0A, 16, trace_id >> 64, trace_id & LOW_64, 0x12, 8, span.span_id),
+                name,
+                fixed(0x85, 0x01, span.flags, 0x30, KIND_CODES[id(span.kind)], 0x39, span.start_ns, 0x41, span.end_ns),
+                encode(span.attributes),
+            ]
             if span.parent_id:
-                message.parent_span_id = span.parent_id.to_bytes(8, "big")
+                parts.append(parent(0x22, 8, span.parent_id))
             if span.trace_state:
-                message.trace_state = span.trace_state.to_header()
+                parts.append(field(b"\x1a", span.trace_state.to_header().encode()))
             if span.events:
-                for name, timestamp, attributes in span.events:
-                    event = message.events.add(name=name, time_unix_nano=timestamp)
-                    event.MergeFromString(encode_event(attributes))
+                for event_name, timestamp, attributes in span.events:
+                    event = EVENT_TIME.pack(0x09, timestamp) + field(b"\x12", event_name.encode())
+                    parts.append(field(b"\x5a", event + encode_event(attributes)))
             if span.status is not StatusCode.UNSET:
-                message.status.code = STATUS_CODES[span.status]
+                status = b"\x18" + VARINTS[STATUS_CODES[span.status]]
                 if span.status_message:
-                    message.status.message = span.status_message
-        return request
+                    status = field(b"\x12", span.status_message.encode()) + status
+                parts.append(field(b"\x7a", status))
+            body = b"".join(parts)
+            spans += (b"\x12", varint(len(body)), body)  # ScopeSpans.spans (2)
+        resource_spans = self.resource + field(b"\x12", b"".join(spans))  # ResourceSpans.scope_spans (2)
+        return field(b"\x0a", resource_spans)  # ExportTraceServiceRequest.resource_spans (1)
 
     def shutdown(self) -> None:
         self.stopping = True
