@@ -344,10 +344,6 @@ def _cli_errors() -> Iterator[None]:
     previous = (
         signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() else None
     )
-    if previous is not None and hasattr(signal, "pthread_sigmask"):
-        # A blocked SIGTERM survives exec: a parent that had it blocked when it started us would leave the pull
-        # deaf to it (seen under pytest), sleeping through the signal instead of cleaning up.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     try:
         yield
     except LaminaError as exc:
