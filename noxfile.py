@@ -91,7 +91,7 @@ def _test_models(session: nox.Session) -> dict[str, str]:
     return {
         **{variable: env[variable] for variable in TEST_MODELS},
         "LAMINA_TEST_WHEELHOUSE": str(wheels),
-        # The model servers of the suite convert SmolLM2's weights once, into this shared cache, and map them after.
+        # The model servers of the suite convert SmolLM2's weights once, into this shared cache, and read them after.
         "LAMINA_TEST_WEIGHT_CACHE": str(cache / "converted"),
     }
 

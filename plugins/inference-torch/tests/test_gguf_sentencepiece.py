@@ -12,7 +12,7 @@ gguf = pytest.importorskip("gguf")
 
 from conftest import CORPUS  # noqa: E402
 from lamina_inference_torch.tokenizer import load_tokenizer  # noqa: E402
-from lamina_inference_torch.weights import gguf_metadata  # noqa: E402
+from lamina_inference_torch.weights import read_gguf_metadata  # noqa: E402
 from tokenizers.decoders import DecodeStream  # noqa: E402
 
 USER_DEFINED = ["<|im_start|>", "<|im_end|>"]
@@ -99,7 +99,7 @@ def vocabularies(request, tmp_path_factory):
     processor = train(folder, request.param)
     path = folder / "vocab-only.gguf"
     write_vocabulary(path, processor, request.param)
-    return processor, load_tokenizer(path, gguf_metadata(gguf.GGUFReader(str(path))))
+    return processor, load_tokenizer(path, read_gguf_metadata(path))
 
 
 def test_encodes_and_decodes_as_sentencepiece_does(vocabularies):
