@@ -24,6 +24,8 @@ from lamina_inference_torch.weights import ModelConfig
 _INT8_KERNEL_MAX_ROWS = 16
 # Rows of a weight matrix quantized at a time.
 _CONVERT_ROWS = 4096
+# ATen's `_weight_int8pack_mm` has a vectorized CPU kernel for AVX-512 only; on AVX2 a float16 GEMV beats it.
+_HEAD_PREFERS_FP16 = torch.backends.cpu.get_cpu_capability() == "AVX2"
 # The KV cache grows in whole multiples of this many positions (doubling), so growing is rare.
 KV_BLOCK = 256
 
@@ -424,10 +426,10 @@ class Decoder:
         if self._unpacked and fp16_above_rows is None:  # int4: the copy exists for prefill
             fp16_above_rows = _INT8_KERNEL_MAX_ROWS
         self.fp16_above_rows = fp16_above_rows if quantized and self._unpacked else None
-        # The LM head takes its float16 copy at every batch size: on one row, fbgemm's float16 GEMV reads the
-        # 49k x 576 head (SmolLM2) in about half the time the int8 kernel takes (3.3 -> 2.0 ms on 2 cores), and
-        # is closer to the float weights.
-        if isinstance(self.lm_head, Int8Linear) and self.lm_head.fp16 is not None:
+        # Where ATen's int8 kernel is not vectorized (it is for AVX-512, not AVX2), the LM head takes its float16
+        # copy at every batch size: on one row of an AVX2 EPYC, fbgemm's float16 GEMV reads SmolLM2's 49k x 576 head
+        # in 4.8 ms against the int8 kernel's 7.5 (1 thread); on an AVX-512 Xeon the int8 kernel won, 7.0 to 8.3.
+        if isinstance(self.lm_head, Int8Linear) and self.lm_head.fp16 is not None and _HEAD_PREFERS_FP16:
             self.lm_head.fp16_above_rows = 0
         positions = torch.arange(self.context_length, dtype=torch.float64)
         angles = torch.outer(positions, rope_inverse_frequencies(c))
