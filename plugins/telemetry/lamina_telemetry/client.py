@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from yarl import URL
 
-from lamina_telemetry.tracing import LeanSpan, LeanTracer
+from lamina_telemetry.tracing import EMPTY_STATE, LeanSpan, LeanTracer
 
 PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -38,7 +38,7 @@ class ClientSpan:
         span = self.span = tracer.start(method, SpanKind.CLIENT, {"http.request.method": method, **url_attributes(url)})
         if type(span) is LeanSpan:  # the W3C header, as the propagator writes it for a sampled span
             headers["traceparent"] = f"00-{span.trace_id:032x}-{span.span_id:016x}-01"
-            if span.trace_state:
+            if span.trace_state is not EMPTY_STATE and span.trace_state:  # (a Python __len__ otherwise)
                 headers["tracestate"] = span.trace_state.to_header()
         else:
             PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
@@ -47,7 +47,9 @@ class ClientSpan:
         return self
 
     def __call__(self, status: int) -> None:
-        self.span.set_attribute("http.response.status_code", status)
+        span = self.span
+        if type(span) is LeanSpan and span.end_ns == 0:
+            span.attributes["http.response.status_code"] = status
         if status >= 400:
             self.span.set_attribute("error.type", str(status))
             self.span.set_status(Status(StatusCode.ERROR))

@@ -16,7 +16,7 @@ from lamina.specs import ProviderSpec
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from lamina_telemetry.metrics import Metrics
-from lamina_telemetry.tracing import CURRENT, LeanTracer
+from lamina_telemetry.tracing import CURRENT, LeanSpan, LeanTracer
 
 OPERATIONS = {"chat_completion": "chat", "completion": "text_completion", "embeddings": "embeddings"}
 REQUEST_ATTRIBUTES = {
@@ -26,6 +26,9 @@ REQUEST_ATTRIBUTES = {
     "top_p": "gen_ai.request.top_p",
     "seed": "gen_ai.request.seed",
 }
+# Finish reasons as one shared tuple per combination: once the collector has untracked it (a tuple of strings), a
+# span's attributes dict holding it stays untracked too, so a queued span does not age into the old generation.
+REASONS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def error_kind(exc: BaseException) -> str:
@@ -192,7 +195,8 @@ class InstrumentedProvider:
             model = str(getattr(request, "model", ""))
             span = None
             token = None
-            if self.tracer is not None:
+            tracer = self.tracer
+            if tracer is not None:
                 attributes: dict[str, Any] = {
                     "gen_ai.operation.name": operation,
                     "gen_ai.request.model": model,
@@ -204,7 +208,7 @@ class InstrumentedProvider:
                     if type(value) is int or type(value) is float:
                         attributes[attribute] = value
                 attributes["gen_ai.request.stream"] = bool(getattr(request, "stream", False))
-                span, token = self._start(f"{operation} {model}", attributes)
+                span, token = tracer.enter(f"{operation} {model}", SpanKind.CLIENT, attributes)
             started = time.perf_counter()
             try:
                 result = await method(request, *args, **kwargs)
@@ -217,7 +221,11 @@ class InstrumentedProvider:
             if hasattr(result, "__anext__"):
                 return self._stream(result, span, model, started)
             if isinstance(result, dict):
-                self._finished(span, model, result, result.get("usage"), finish_reasons(result), started)
+                reasons = []
+                for choice in result.get("choices") or ():
+                    if isinstance(choice, dict) and choice.get("finish_reason"):
+                        reasons.append(choice["finish_reason"])
+                self._finished(span, model, result, result.get("usage"), reasons, started)
             elif span is not None:
                 span.end()
             return result
@@ -239,8 +247,8 @@ class InstrumentedProvider:
             input_tokens, output_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if output_tokens is None:
             output_tokens = output_estimate
-        if span is not None:
-            attributes: dict[str, Any] = {}
+        if type(span) is LeanSpan and span.end_ns == 0:  # else not recorded (or already ended): nothing to say
+            attributes = span.attributes
             if answer.get("model"):
                 attributes["gen_ai.response.model"] = answer["model"]
             if answer.get("id"):
@@ -250,8 +258,10 @@ class InstrumentedProvider:
             if isinstance(output_tokens, int):
                 attributes["gen_ai.usage.output_tokens"] = output_tokens
             if reasons:
-                attributes["gen_ai.response.finish_reasons"] = tuple(reasons)  # hashable: encoded once
-            span.set_attributes(attributes)
+                shared = tuple(reasons)  # hashable: encoded once
+                if len(REASONS) < 256:
+                    shared = REASONS.setdefault(shared, shared)
+                attributes["gen_ai.response.finish_reasons"] = shared
             span.end()
         metrics = self.metrics
         if metrics is not None:
@@ -313,7 +323,3 @@ class InstrumentedProvider:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
-
-
-def finish_reasons(answer: dict[str, Any]) -> list[str]:
-    return [c["finish_reason"] for c in answer.get("choices") or () if isinstance(c, dict) and c.get("finish_reason")]

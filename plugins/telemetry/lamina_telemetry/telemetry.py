@@ -169,19 +169,20 @@ class Telemetry(observe.Observer):
                 route = info.route if info is not None and info.route else route_of(scope) or "unmatched"
                 provider = (info.provider if info is not None else None) or ""
                 status = info.status if info is not None and info.status else 500  # 0: it failed before answering
-                if span is not None:
-                    span.update_name(f"{scope['method']} {route}")
-                    attributes: dict[str, Any] = {"http.route": route, "http.response.status_code": status}
+                if token is not None:
+                    CURRENT.reset(token)
+                if type(span) is LeanSpan and span.end_ns == 0:  # else not recorded: nothing to say
+                    span.name = f"{scope['method']} {route}"
+                    attributes = span.attributes
+                    attributes["http.route"] = route
+                    attributes["http.response.status_code"] = status
                     if info is not None:
                         attributes["lamina.request_id"] = info.request_id
                     if provider:
                         attributes["lamina.provider.id"] = provider
-                    span.set_attributes(attributes)
                     if status >= 500:
                         span.set_status(Status(StatusCode.ERROR))
                     span.end()
-                    if token is not None:
-                        CURRENT.reset(token)
                 if metrics is not None:
                     metrics.request(route, scope["method"], status, provider, time.perf_counter() - started)
 

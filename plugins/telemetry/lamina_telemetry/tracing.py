@@ -60,7 +60,11 @@ KINDS = {
 }
 # By id(): a dict keyed by the enum members calls Enum.__hash__, a Python function, for every span.
 KIND_CODES = {id(kind): code for kind, code in KINDS.items()}
-STATUS_CODES = {StatusCode.OK: trace_pb2.Status.STATUS_CODE_OK, StatusCode.ERROR: trace_pb2.Status.STATUS_CODE_ERROR}
+STATUS_CODES = {
+    id(StatusCode.UNSET): trace_pb2.Status.STATUS_CODE_UNSET,
+    id(StatusCode.OK): trace_pb2.Status.STATUS_CODE_OK,
+    id(StatusCode.ERROR): trace_pb2.Status.STATUS_CODE_ERROR,
+}
 HAS_IS_REMOTE = trace_pb2.SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 IS_REMOTE = trace_pb2.SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 EMPTY_STATE = TraceState()
@@ -107,6 +111,26 @@ def current_context_variable() -> ContextVar[Context] | PublicContext:
 
 
 CURRENT = current_context_variable()
+
+
+# A finished span as queued for export: name, kind (OTLP's code), trace, span and parent ids, flags, start and end
+# times, attributes, events (name, time, attributes) or None, status (OTLP's code), status message, trace state
+# (None if empty).
+Record = tuple[
+    str,
+    int,
+    int,
+    int,
+    int,
+    int,
+    int,
+    int,
+    dict[str, Any],
+    "list[tuple[str, int, Mapping[str, Any]]] | None",
+    int,
+    "str | None",
+    "TraceState | None",
+]
 
 
 class LeanSpan(trace.Span):
@@ -195,9 +219,17 @@ class LeanSpan(trace.Span):
         )
 
     def end(self, end_time: int | None = None) -> None:
-        if self.end_ns == 0:
-            self.end_ns = end_time or time.time_ns()
-            self.recorder.finished(self)
+        if self.end_ns != 0:
+            return
+        self.end_ns = end_time or time.time_ns()
+        recorder = self.recorder
+        queue = recorder.queue
+        if len(queue) >= recorder.max_queue:
+            recorder.dropped += 1
+            return
+        queue.append(self)
+        if len(queue) == recorder.batch_size:  # once per batch: Event.set takes a lock
+            recorder.wake.set()
 
 
 def root_bound(sampler: Sampler) -> int | None:
@@ -267,7 +299,14 @@ class LeanTracer(trace.Tracer):
     def enter(self, name: str, kind: SpanKind, attributes: dict[str, Any]) -> tuple[trace.Span, Token[Context]]:
         """A child of the current span, made the current one: `context.detach` (or `CURRENT.reset`) the token."""
         current = CURRENT.get()
-        span = self.start(name, kind, attributes, current)
+        parent = current.get(SPAN_KEY)
+        if type(parent) is LeanSpan and self.follows_parent:  # `start`'s first case, without its call
+            span: trace.Span = LeanSpan(
+                self.recorder, name, kind, attributes, parent.trace_id, getrandbits(64) or self.new_span_id(),
+                parent.span_id, HAS_IS_REMOTE, parent.trace_state,
+            )  # fmt: skip
+        else:
+            span = self.start(name, kind, attributes, current)
         return span, CURRENT.set(Context({**current, SPAN_KEY: span}))
 
     def start_span(
@@ -332,7 +371,7 @@ def field(tag: bytes, payload: bytes) -> bytes:
 
 # Span: trace_id (1) and span_id (2), 16 and 8 bytes, big-endian like the hex of a traceparent.
 IDS = struct.Struct(">BBQQBBQ")
-PARENT = struct.Struct(">BBQ")  # parent_span_id (4)
+IDS_PARENT = struct.Struct(">BBQQBBQBBQ")  # and parent_span_id (4)
 # flags (16, fixed32), kind (6, an enum under 128), start (7) and end (8) times (fixed64)
 FIXED = struct.Struct("<BBIBBBQBQ")
 EVENT_TIME = struct.Struct("<BQ")  # Span.Event: time_unix_nano (1)
@@ -394,11 +433,17 @@ class AttributeEncoder:
         return b"".join(fragments)
 
     def fragment(self, key: str, value: Any) -> bytes:
+        prefix = self.keys.get(key)
+        if prefix is not None and type(value) is str and len(value) < 100:
+            # A short string (an id: most of the pairs met only once): every length below 128, one byte each.
+            data = value.encode()
+            size = len(data)
+            if size < 100 and len(prefix) + size < 100:
+                return b"%b%c%b\x12%c\x0a%c%b" % (self.tag, len(prefix) + size + 4, prefix, size + 2, size, data)
         encoded = any_value_bytes(value)
         if encoded is None:
             message = self.container(attributes=[KeyValue(key=key, value=any_value(value))])
             return bytes(message.SerializeToString())
-        prefix = self.keys.get(key)
         if prefix is None:
             if len(self.keys) >= self.LIMIT:
                 self.keys.clear()
@@ -450,7 +495,7 @@ class SpanRecorder:
         self.max_queue = env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
         self.batch_size = min(env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512), self.max_queue)
         self.delay = env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
-        self.queue: collections.deque[LeanSpan] = collections.deque()
+        self.queue: collections.deque[Record] = collections.deque()  # finished spans, as LeanSpan.end queues them
         self.dropped = 0
         self.attributes = AttributeEncoder(trace_pb2.Span, b"\x4a")
         self.event_attributes = AttributeEncoder(trace_pb2.Span.Event, b"\x1a")
@@ -465,15 +510,6 @@ class SpanRecorder:
         self.stopping = False
         self.thread = threading.Thread(target=self.run, name="lamina-span-export", daemon=True)
         self.thread.start()
-
-    def finished(self, span: LeanSpan) -> None:
-        queue = self.queue
-        if len(queue) >= self.max_queue:
-            self.dropped += 1
-            return
-        queue.append(span)
-        if len(queue) == self.batch_size:  # once per batch: Event.set takes a lock
-            self.wake.set()
 
     def run(self) -> None:
         while not self.stopping:
@@ -495,40 +531,51 @@ class SpanRecorder:
             log.warning("telemetry: %d spans dropped (OTEL_BSP_MAX_QUEUE_SIZE is %d)", self.dropped, self.max_queue)
             self.dropped = 0
 
-    def encode(self, batch: list[LeanSpan]) -> bytes:
+    def encode(self, batch: list[Record]) -> bytes:
         """The batch as a serialized ExportTraceServiceRequest: one ResourceSpans, one ScopeSpans."""
         encode, encode_event = self.attributes.encode, self.event_attributes.encode
-        ids, fixed, parent = IDS.pack, FIXED.pack, PARENT.pack
+        ids, with_parent, fixed = IDS.pack, IDS_PARENT.pack, FIXED.pack
         names = self.names
         spans = [self.scope]
         for span in batch:
-            trace_id = span.trace_id
-            name = names.get(span.name)
-            if name is None:
+            name, trace_id, span_id, parent_id, attributes, events = (
+                span.name,
+                span.trace_id,
+                span.span_id,
+                span.parent_id,
+                span.attributes,
+                span.events,
+            )
+            state = span.trace_state
+            encoded_name = names.get(name)
+            if encoded_name is None:
                 if len(names) >= AttributeEncoder.LIMIT:
                     names.clear()
-                name = names[span.name] = field(b"\x2a", span.name.encode())
+                encoded_name = names[name] = field(b"\x2a", name.encode())
+            high, low = trace_id >> 64, trace_id & LOW_64
             parts = [
-                ids(0x0A, 16, trace_id >> 64, trace_id & LOW_64, 0x12, 8, span.span_id),
-                name,
+                with_parent(0x0A, 16, high, low, 0x12, 8, span_id, 0x22, 8, parent_id)
+                if parent_id
+                else ids(0x0A, 16, high, low, 0x12, 8, span_id),
+                encoded_name,
                 fixed(0x85, 0x01, span.flags, 0x30, KIND_CODES[id(span.kind)], 0x39, span.start_ns, 0x41, span.end_ns),
-                encode(span.attributes),
+                encode(attributes),
             ]
-            if span.parent_id:
-                parts.append(parent(0x22, 8, span.parent_id))
-            if span.trace_state:
-                parts.append(field(b"\x1a", span.trace_state.to_header().encode()))
-            if span.events:
-                for event_name, timestamp, attributes in span.events:
+            if state is not EMPTY_STATE and state:  # (TraceState's __len__ is Python)
+                parts.append(field(b"\x1a", state.to_header().encode()))
+            if events:
+                for event_name, timestamp, event_attributes in events:
                     event = EVENT_TIME.pack(0x09, timestamp) + field(b"\x12", event_name.encode())
-                    parts.append(field(b"\x5a", event + encode_event(attributes)))
+                    parts.append(field(b"\x5a", event + encode_event(event_attributes)))
             if span.status is not StatusCode.UNSET:
-                status = b"\x18" + VARINTS[STATUS_CODES[span.status]]
-                if span.status_message:
-                    status = field(b"\x12", span.status_message.encode()) + status
-                parts.append(field(b"\x7a", status))
+                encoded_status = b"\x18" + VARINTS[STATUS_CODES[id(span.status)]]
+                message = span.status_message
+                if message:
+                    encoded_status = field(b"\x12", message.encode()) + encoded_status
+                parts.append(field(b"\x7a", encoded_status))
             body = b"".join(parts)
-            spans += (b"\x12", varint(len(body)), body)  # ScopeSpans.spans (2)
+            size = len(body)
+            spans += (b"\x12", VARINTS[size] if size < 0x80 else varint(size), body)  # ScopeSpans.spans (2)
         resource_spans = self.resource + field(b"\x12", b"".join(spans))  # ResourceSpans.scope_spans (2)
         return field(b"\x0a", resource_spans)  # ExportTraceServiceRequest.resource_spans (1)
 
@@ -569,6 +616,13 @@ def otlp_poster(endpoint: str, headers: Mapping[str, str] | None, signal: str = 
     client_certificate, client_key = otlp_setting(signal, "CLIENT_CERTIFICATE"), otlp_setting(signal, "CLIENT_KEY")
     if client_certificate:
         session.cert = (client_certificate, client_key) if client_key else client_certificate
+    # What requests reads from the environment for every post (proxy variables, ~/.netrc, the CA bundle variables,
+    # which win over the session's `verify` as requests merges them), read once: a third of a post's CPU otherwise.
+    session.proxies.update(requests.utils.get_environ_proxies(endpoint))
+    session.auth = requests.utils.get_netrc_auth(endpoint)
+    if bundle := os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
+        session.verify = bundle
+    session.trust_env = False
 
     def post(data: bytes) -> bool:
         body = gzip.compress(data) if compress else data
