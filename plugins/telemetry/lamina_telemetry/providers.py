@@ -7,6 +7,7 @@ It sits inside core's ProviderProxy, so it sees the provider's own exceptions be
 from __future__ import annotations
 
 import inspect
+import operator
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -16,7 +17,7 @@ from lamina.specs import ProviderSpec
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from lamina_telemetry.metrics import Metrics
-from lamina_telemetry.tracing import CURRENT, LeanSpan, LeanTracer
+from lamina_telemetry.tracing import CURRENT, LeanSpan, LeanTracer, Preset
 
 OPERATIONS = {"chat_completion": "chat", "completion": "text_completion", "embeddings": "embeddings"}
 REQUEST_ATTRIBUTES = {
@@ -26,6 +27,8 @@ REQUEST_ATTRIBUTES = {
     "top_p": "gen_ai.request.top_p",
     "seed": "gen_ai.request.seed",
 }
+# What an inference request's preset attributes are made from (see Preset): read in one call.
+READ_REQUEST = operator.attrgetter("model", "stream", *REQUEST_ATTRIBUTES)
 # Finish reasons as one shared tuple per combination: once the collector has untracked it (a tuple of strings), a
 # span's attributes dict holding it stays untracked too, so a queued span does not age into the old generation.
 REASONS: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -190,6 +193,7 @@ class InstrumentedProvider:
     def _inference(self, method: Callable[..., Any], name: str) -> Callable[..., Any]:
         operation = OPERATIONS[name]
         provider_id = self.provider_id
+        presets: dict[tuple[Any, ...], Preset] = {}  # by the request's model and parameters
 
         async def call(request: Any, *args: Any, **kwargs: Any) -> Any:
             model = str(getattr(request, "model", ""))
@@ -197,18 +201,28 @@ class InstrumentedProvider:
             token = None
             tracer = self.tracer
             if tracer is not None:
-                attributes: dict[str, Any] = {
-                    "gen_ai.operation.name": operation,
-                    "gen_ai.request.model": model,
-                    "gen_ai.provider.name": self.spec.type,
-                    "lamina.provider.id": provider_id,
-                }
-                for field, attribute in REQUEST_ATTRIBUTES.items():
-                    value = getattr(request, field, None)
-                    if type(value) is int or type(value) is float:
-                        attributes[attribute] = value
-                attributes["gen_ai.request.stream"] = bool(getattr(request, "stream", False))
-                span, token = tracer.enter(f"{operation} {model}", SpanKind.CLIENT, attributes)
+                try:
+                    values = READ_REQUEST(request)
+                except AttributeError:  # a request without some of them (embeddings)
+                    values = tuple(getattr(request, field, None) for field in ("model", "stream", *REQUEST_ATTRIBUTES))
+                key = (values, type(values[4]), type(values[5]))  # temperature and top_p: 1 and 1.0 are equal
+                preset = presets.get(key)
+                if preset is None:
+                    attributes: dict[str, Any] = {
+                        "gen_ai.operation.name": operation,
+                        "gen_ai.request.model": model,
+                        "gen_ai.provider.name": self.spec.type,
+                        "lamina.provider.id": provider_id,
+                    }
+                    for field, attribute in REQUEST_ATTRIBUTES.items():
+                        value = getattr(request, field, None)
+                        if value is not None and (type(value) is int or type(value) is float):
+                            attributes[attribute] = value
+                    attributes["gen_ai.request.stream"] = bool(getattr(request, "stream", False))
+                    if len(presets) >= 1024:
+                        presets.clear()
+                    preset = presets[key] = Preset(attributes)
+                span, token = tracer.enter(f"{operation} {model}", SpanKind.CLIENT, {}, preset)
             started = time.perf_counter()
             try:
                 result = await method(request, *args, **kwargs)

@@ -113,32 +113,24 @@ def current_context_variable() -> ContextVar[Context] | PublicContext:
 CURRENT = current_context_variable()
 
 
-# A finished span as queued for export: name, kind (OTLP's code), trace, span and parent ids, flags, start and end
-# times, attributes, events (name, time, attributes) or None, status (OTLP's code), status message, trace state
-# (None if empty).
-Record = tuple[
-    str,
-    int,
-    int,
-    int,
-    int,
-    int,
-    int,
-    int,
-    dict[str, Any],
-    "list[tuple[str, int, Mapping[str, Any]]] | None",
-    int,
-    "str | None",
-    "TraceState | None",
-]
+class Preset:
+    """Attributes many spans start with (an inference call's model and parameters, an upstream URL), made once and
+    shared by those spans: the export thread encodes them once, not once per span."""
+
+    __slots__ = ("attributes", "encoded")
+
+    def __init__(self, attributes: dict[str, Any]) -> None:
+        self.attributes = attributes  # never changed once made
+        self.encoded: bytes | None = None  # by the export thread
 
 
 class LeanSpan(trace.Span):
-    """A sampled span: what was said about it, kept as given until the export thread encodes it."""
+    """A sampled span: what was said about it, kept as given until the export thread encodes it. Its attributes
+    are its `preset`'s, if any, then its own `attributes`."""
 
     __slots__ = (
-        "attributes", "context", "end_ns", "events", "flags", "kind", "name", "parent_id", "recorder", "span_id",
-        "start_ns", "status", "status_message", "trace_id", "trace_state",
+        "attributes", "context", "end_ns", "events", "flags", "kind", "name", "parent_id", "preset", "recorder",
+        "span_id", "start_ns", "status", "status_message", "trace_id", "trace_state",
     )  # fmt: skip
 
     def __init__(
@@ -152,9 +144,10 @@ class LeanSpan(trace.Span):
         parent_id: int,
         flags: int,
         trace_state: TraceState,
+        preset: Preset | None = None,
     ) -> None:
         self.recorder = recorder
-        self.name, self.kind, self.attributes = name, kind, attributes
+        self.name, self.kind, self.attributes, self.preset = name, kind, attributes, preset
         self.trace_id, self.span_id, self.parent_id, self.flags = trace_id, span_id, parent_id, flags
         self.trace_state = trace_state
         self.context: SpanContext | None = None
@@ -174,11 +167,21 @@ class LeanSpan(trace.Span):
 
     def set_attribute(self, key: str, value: Any) -> None:
         if self.end_ns == 0:
+            if self.preset is not None and key in self.preset.attributes:
+                self.unshare()
             self.attributes[key] = value
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         if self.end_ns == 0:
+            if self.preset is not None and not self.preset.attributes.keys().isdisjoint(attributes):
+                self.unshare()
             self.attributes.update(attributes)
+
+    def unshare(self) -> None:
+        """A preset attribute is being changed: the span keeps all its attributes itself (in the same order)."""
+        if self.preset is not None:
+            self.attributes = {**self.preset.attributes, **self.attributes}
+            self.preset = None
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
         if self.end_ns == 0:
@@ -262,21 +265,31 @@ class LeanTracer(trace.Tracer):
         self.new_trace_id, self.new_span_id = ids.generate_trace_id, ids.generate_span_id
 
     def start(
-        self, name: str, kind: SpanKind, attributes: dict[str, Any], context: Context | None = None
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        context: Context | None = None,
+        preset: Preset | None = None,
     ) -> trace.Span:
-        """A span, child of `context`'s (by default the current one's); it keeps `attributes` (not a copy)."""
+        """A span, child of `context`'s (by default the current one's); it keeps `attributes` (not a copy), after
+        `preset`'s."""
         parent = (CURRENT.get() if context is None else context).get(SPAN_KEY)
         if type(parent) is LeanSpan and self.follows_parent:
             return LeanSpan(
                 self.recorder, name, kind, attributes, parent.trace_id, getrandbits(64) or self.new_span_id(),
-                parent.span_id, HAS_IS_REMOTE, parent.trace_state,
+                parent.span_id, HAS_IS_REMOTE, parent.trace_state, preset,
             )  # fmt: skip
         if parent is None and self.root_bound is not None:  # a new trace, decided as the sampler would
             trace_id = getrandbits(128) or self.new_trace_id()
             span_id = getrandbits(64) or self.new_span_id()
             if trace_id & TRACE_ID_LIMIT < self.root_bound:
-                return LeanSpan(self.recorder, name, kind, attributes, trace_id, span_id, 0, HAS_IS_REMOTE, EMPTY_STATE)
+                return LeanSpan(
+                    self.recorder, name, kind, attributes, trace_id, span_id, 0, HAS_IS_REMOTE, EMPTY_STATE, preset
+                )
             return NonRecordingSpan(SpanContext(trace_id, span_id, False, NOT_SAMPLED, EMPTY_STATE))
+        if preset is not None:  # the sampler sees them all
+            attributes = {**preset.attributes, **attributes}
         if not isinstance(parent, trace.Span):
             parent = trace.INVALID_SPAN
         parent_context = parent.get_span_context()
@@ -296,17 +309,19 @@ class LeanTracer(trace.Tracer):
         # Not recorded (RECORD_ONLY is treated as DROP: nothing here reads unexported spans).
         return NonRecordingSpan(SpanContext(trace_id, self.new_span_id(), False, NOT_SAMPLED, state))
 
-    def enter(self, name: str, kind: SpanKind, attributes: dict[str, Any]) -> tuple[trace.Span, Token[Context]]:
+    def enter(
+        self, name: str, kind: SpanKind, attributes: dict[str, Any], preset: Preset | None = None
+    ) -> tuple[trace.Span, Token[Context]]:
         """A child of the current span, made the current one: `context.detach` (or `CURRENT.reset`) the token."""
         current = CURRENT.get()
         parent = current.get(SPAN_KEY)
         if type(parent) is LeanSpan and self.follows_parent:  # `start`'s first case, without its call
             span: trace.Span = LeanSpan(
                 self.recorder, name, kind, attributes, parent.trace_id, getrandbits(64) or self.new_span_id(),
-                parent.span_id, HAS_IS_REMOTE, parent.trace_state,
+                parent.span_id, HAS_IS_REMOTE, parent.trace_state, preset,
             )  # fmt: skip
         else:
-            span = self.start(name, kind, attributes, current)
+            span = self.start(name, kind, attributes, current, preset)
         return span, CURRENT.set(Context({**current, SPAN_KEY: span}))
 
     def start_span(
@@ -495,7 +510,7 @@ class SpanRecorder:
         self.max_queue = env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
         self.batch_size = min(env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512), self.max_queue)
         self.delay = env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
-        self.queue: collections.deque[Record] = collections.deque()  # finished spans, as LeanSpan.end queues them
+        self.queue: collections.deque[LeanSpan] = collections.deque()  # finished spans: LeanSpan.end queues them
         self.dropped = 0
         self.attributes = AttributeEncoder(trace_pb2.Span, b"\x4a")
         self.event_attributes = AttributeEncoder(trace_pb2.Span.Event, b"\x1a")
@@ -531,7 +546,7 @@ class SpanRecorder:
             log.warning("telemetry: %d spans dropped (OTEL_BSP_MAX_QUEUE_SIZE is %d)", self.dropped, self.max_queue)
             self.dropped = 0
 
-    def encode(self, batch: list[Record]) -> bytes:
+    def encode(self, batch: list[LeanSpan]) -> bytes:
         """The batch as a serialized ExportTraceServiceRequest: one ResourceSpans, one ScopeSpans."""
         encode, encode_event = self.attributes.encode, self.event_attributes.encode
         ids, with_parent, fixed = IDS.pack, IDS_PARENT.pack, FIXED.pack
@@ -553,12 +568,20 @@ class SpanRecorder:
                     names.clear()
                 encoded_name = names[name] = field(b"\x2a", name.encode())
             high, low = trace_id >> 64, trace_id & LOW_64
+            preset = span.preset
+            if preset is None:
+                shared = b""
+            else:
+                shared = preset.encoded or b""
+                if not shared:
+                    shared = preset.encoded = encode(preset.attributes)
             parts = [
                 with_parent(0x0A, 16, high, low, 0x12, 8, span_id, 0x22, 8, parent_id)
                 if parent_id
                 else ids(0x0A, 16, high, low, 0x12, 8, span_id),
                 encoded_name,
                 fixed(0x85, 0x01, span.flags, 0x30, KIND_CODES[id(span.kind)], 0x39, span.start_ns, 0x41, span.end_ns),
+                shared,
                 encode(attributes),
             ]
             if state is not EMPTY_STATE and state:  # (TraceState's __len__ is Python)
@@ -574,8 +597,9 @@ class SpanRecorder:
                     encoded_status = field(b"\x12", message.encode()) + encoded_status
                 parts.append(field(b"\x7a", encoded_status))
             body = b"".join(parts)
-            size = len(body)
-            spans += (b"\x12", VARINTS[size] if size < 0x80 else varint(size), body)  # ScopeSpans.spans (2)
+            size = len(body)  # most spans are 128 bytes to 16 KiB: a two-byte varint
+            length = bytes((size & 0x7F | 0x80, size >> 7)) if 0x80 <= size < 0x4000 else varint(size)
+            spans += (b"\x12", length, body)  # ScopeSpans.spans (2)
         resource_spans = self.resource + field(b"\x12", b"".join(spans))  # ResourceSpans.scope_spans (2)
         return field(b"\x0a", resource_spans)  # ExportTraceServiceRequest.resource_spans (1)
 
@@ -616,13 +640,17 @@ def otlp_poster(endpoint: str, headers: Mapping[str, str] | None, signal: str = 
     client_certificate, client_key = otlp_setting(signal, "CLIENT_CERTIFICATE"), otlp_setting(signal, "CLIENT_KEY")
     if client_certificate:
         session.cert = (client_certificate, client_key) if client_key else client_certificate
-    # What requests reads from the environment for every post (proxy variables, ~/.netrc, the CA bundle variables,
-    # which win over the session's `verify` as requests merges them), read once: a third of a post's CPU otherwise.
-    session.proxies.update(requests.utils.get_environ_proxies(endpoint))
+    # What `session.post` works out for every post, worked out once (it was two thirds of a post's CPU): what it
+    # reads from the environment (proxy variables, ~/.netrc, the CA bundle variables, which win over the session's
+    # `verify` as requests merges them) and the prepared request (URL, headers, auth); each post then goes straight
+    # to the transport adapter, without requests' cookie jar and redirect handling, which an OTLP collector does
+    # not use.
+    proxies = requests.utils.get_environ_proxies(endpoint)
     session.auth = requests.utils.get_netrc_auth(endpoint)
     if bundle := os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
         session.verify = bundle
-    session.trust_env = False
+    prepared = session.prepare_request(requests.Request("POST", endpoint, data=b""))
+    adapter = session.get_adapter(endpoint)
 
     def post(data: bytes) -> bool:
         body = gzip.compress(data) if compress else data
@@ -630,7 +658,15 @@ def otlp_poster(endpoint: str, headers: Mapping[str, str] | None, signal: str = 
         pause = 1.0
         while True:
             try:
-                answer = session.post(endpoint, data=body, timeout=max(deadline - time.monotonic(), 0.1))
+                prepared.prepare_body(body, None)  # and its Content-Length
+                answer = adapter.send(
+                    prepared,
+                    timeout=max(deadline - time.monotonic(), 0.1),
+                    verify=session.verify,
+                    cert=session.cert,
+                    proxies=proxies,
+                )
+                _ = answer.content  # read: the connection goes back to the pool
                 if answer.ok:
                     return True
                 retry = answer.status_code in (429, 502, 503, 504)
