@@ -27,7 +27,7 @@ from lamina_telemetry import TelemetryConfig
 from lamina_telemetry.client import ClientSpan
 from lamina_telemetry.metrics import Metrics
 from lamina_telemetry.providers import InstrumentedProvider
-from lamina_telemetry.tracing import CURRENT, SPAN_KEY, LeanSpan, LeanTracer, SpanRecorder, otlp_poster
+from lamina_telemetry.tracing import CURRENT, SPAN_KEY, LeanSpan, LeanTracer, Preset, SpanRecorder, otlp_poster
 
 log = logging.getLogger("lamina.telemetry")
 PROPAGATOR = TraceContextTextMapPropagator()
@@ -134,6 +134,7 @@ class Telemetry(observe.Observer):
     def asgi_wrapper(self, app: ASGIApp) -> ASGIApp:
         metrics_path = self.settings.metrics_path if self.metrics is not None else None
         tracer, metrics = self.tracer, self.metrics
+        presets: dict[tuple[str, str], Preset] = {}  # the server span's first attributes, by method and path
 
         async def served(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
@@ -151,11 +152,14 @@ class Telemetry(observe.Observer):
                     if name in TRACE_HEADERS:
                         carrier[TRACE_HEADERS[name]] = value.decode("latin-1")
                 current = CURRENT.get()
+                method, path = scope["method"], scope["path"]
+                preset = presets.get((method, path))
+                if preset is None:
+                    if len(presets) >= 1024:  # paths with ids in them: kept while they recur
+                        presets.clear()
+                    preset = presets[method, path] = Preset({"http.request.method": method, "url.path": path})
                 span = tracer.start(
-                    scope["method"],
-                    SpanKind.SERVER,
-                    {"http.request.method": scope["method"], "url.path": scope["path"]},
-                    PROPAGATOR.extract(carrier) if carrier else current,
+                    method, SpanKind.SERVER, {}, PROPAGATOR.extract(carrier) if carrier else current, preset
                 )
                 token = CURRENT.set(Context({**current, SPAN_KEY: span}))
             try:

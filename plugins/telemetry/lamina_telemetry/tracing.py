@@ -582,7 +582,7 @@ class SpanRecorder:
                 encoded_name,
                 fixed(0x85, 0x01, span.flags, 0x30, KIND_CODES[id(span.kind)], 0x39, span.start_ns, 0x41, span.end_ns),
                 shared,
-                encode(attributes),
+                encode(attributes) if attributes else b"",
             ]
             if state is not EMPTY_STATE and state:  # (TraceState's __len__ is Python)
                 parts.append(field(b"\x1a", state.to_header().encode()))
