@@ -29,8 +29,9 @@ REQUEST_ATTRIBUTES = {
 }
 # What an inference request's preset attributes are made from (see Preset): read in one call.
 READ_REQUEST = operator.attrgetter("model", "stream", *REQUEST_ATTRIBUTES)
-# Finish reasons as one shared tuple per combination: once the collector has untracked it (a tuple of strings), a
-# span's attributes dict holding it stays untracked too, so a queued span does not age into the old generation.
+# Finish reasons as one shared tuple per combination: a dict given a fresh tuple is tracked by the garbage collector
+# until a full collection, one given a tuple the collector has already untracked (strings only) is not, so the
+# span's attributes are not one more object promoted to the old generation while the span waits for its batch.
 REASONS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 

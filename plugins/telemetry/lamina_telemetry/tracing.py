@@ -640,7 +640,7 @@ def otlp_poster(endpoint: str, headers: Mapping[str, str] | None, signal: str = 
     client_certificate, client_key = otlp_setting(signal, "CLIENT_CERTIFICATE"), otlp_setting(signal, "CLIENT_KEY")
     if client_certificate:
         session.cert = (client_certificate, client_key) if client_key else client_certificate
-    # What `session.post` works out for every post, worked out once (it was two thirds of a post's CPU): what it
+    # What `session.post` works out for every post, worked out once (two thirds of a post's instructions): what it
     # reads from the environment (proxy variables, ~/.netrc, the CA bundle variables, which win over the session's
     # `verify` as requests merges them) and the prepared request (URL, headers, auth); each post then goes straight
     # to the transport adapter, without requests' cookie jar and redirect handling, which an OTLP collector does
