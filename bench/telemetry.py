@@ -22,7 +22,8 @@ run. `--variants on,on@base` runs only those (and `core`).
 The same gateways under valgrind (callgrind, switched on only while measuring): instructions per request over 512
 requests at concurrency 8, all of a gateway's threads (the span exporter's encoding and posting included). A count,
 not a time, so the same on a loaded machine as on a quiet one; it misses what instructions do not show (cache
-misses, lock waits). Slow: start-up takes minutes.
+misses, lock waits). Slow: start-up takes minutes. `GC/req` is the garbage collections' share of each count: a
+collection of the whole heap lands in some windows and not others and moves a count by several points.
 
     python bench/telemetry.py --breakdown
 
