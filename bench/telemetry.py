@@ -22,7 +22,8 @@ run. `--variants on,on@base` runs only those (and `core`).
 The same gateways under valgrind (callgrind, switched on only while measuring): instructions per request over 512
 requests at concurrency 8, all of a gateway's threads (the span exporter's encoding and posting included). A count,
 not a time, so the same on a loaded machine as on a quiet one; it misses what instructions do not show (cache
-misses, lock waits). Slow: start-up takes minutes.
+misses, lock waits). Slow: start-up takes minutes. `GC/req` is the garbage collections' share of each count: a
+collection of the whole heap lands in some windows and not others and moves a count by several points.
 
     python bench/telemetry.py --breakdown
 
@@ -278,6 +279,7 @@ def count_instructions(gateways: dict[str, tuple[int, str]], home: Path, request
             await asyncio.gather(*(worker() for _ in range(8)))
 
     counts: dict[tuple[str, bool], float] = {}
+    in_gc: dict[tuple[str, bool], float] = {}
     for stream in (False, True):
         for name, (pid, url) in gateways.items():
             url += "/chat/completions"
@@ -295,12 +297,32 @@ def count_instructions(gateways: dict[str, tuple[int, str]], home: Path, request
             dumps = sorted(home.glob(f"{name}.callgrind*"), key=lambda path: path.stat().st_mtime)
             totals = [line for line in dumps[-1].read_text().splitlines() if line.startswith(("summary:", "totals:"))]
             counts[(name, stream)] = int(totals[0].split()[1]) / (requests // 8 * 8)
+            in_gc[(name, stream)] = gc_instructions(dumps[-1]) / (requests // 8 * 8)
     print(f"gateway instructions per request (valgrind), {requests} requests at concurrency 8")
-    print(f"{'variant':<12}{'stream':<8}{'Ir/req':>12}{'vs core':>9}")
+    # GC/req: what the garbage collections allocations triggered in the window cost. A full collection of the heap
+    # (~150k a request at 256 requests) lands in some windows and not others: compare counts with that in view.
+    print(f"{'variant':<12}{'stream':<8}{'Ir/req':>12}{'vs core':>9}{'GC/req':>10}")
     for stream in (False, True):
         for name in gateways:
             count = counts[(name, stream)]
-            print(f"{name:<12}{stream!s:<8}{count:>12,.0f}{count / counts[('core', stream)] - 1:>+9.1%}")
+            print(
+                f"{name:<12}{stream!s:<8}{count:>12,.0f}{count / counts[('core', stream)] - 1:>+9.1%}"
+                f"{in_gc[(name, stream)]:>10,.0f}"
+            )
+
+
+def gc_instructions(dump: Path) -> float:
+    """Instructions in garbage collection in a callgrind dump: the inclusive cost of `_PyObject_GC_Link`, where an
+    allocation starts a collection (0 if the interpreter's symbols are not there)."""
+    import subprocess
+
+    annotated = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", str(dump)], check=True, capture_output=True, text=True
+    ).stdout
+    for line in annotated.splitlines():
+        if line.rstrip().endswith("]") and ":_PyObject_GC_Link " in line:
+            return float(line.split()[0].replace(",", ""))
+    return 0.0
 
 
 def main() -> None:

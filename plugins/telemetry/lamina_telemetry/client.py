@@ -15,18 +15,25 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from yarl import URL
 
-from lamina_telemetry.tracing import LeanSpan, LeanTracer
+from lamina_telemetry.tracing import EMPTY_STATE, LeanSpan, LeanTracer, Preset
 
 PROPAGATOR = TraceContextTextMapPropagator()
 
 
 @functools.lru_cache(maxsize=256)  # an adapter calls a handful of URLs: parsed once each
-def url_attributes(url: str) -> dict[str, Any]:
+def request_attributes(method: str, url: str) -> Preset:
     parsed = URL(url)
     full = url
     if parsed.query_string or parsed.user is not None:  # a query string or user info may carry a key
         full = str(parsed.with_query(None).with_user(None))
-    return {"url.full": full, "server.address": parsed.host or "", "server.port": parsed.port or 0}
+    return Preset(
+        {
+            "http.request.method": method,
+            "url.full": full,
+            "server.address": parsed.host or "",
+            "server.port": parsed.port or 0,
+        }
+    )
 
 
 class ClientSpan:
@@ -35,10 +42,10 @@ class ClientSpan:
     __slots__ = ("span",)
 
     def __init__(self, tracer: LeanTracer, method: str, url: str, headers: dict[str, str]) -> None:
-        span = self.span = tracer.start(method, SpanKind.CLIENT, {"http.request.method": method, **url_attributes(url)})
+        span = self.span = tracer.start(method, SpanKind.CLIENT, {}, None, request_attributes(method, url))
         if type(span) is LeanSpan:  # the W3C header, as the propagator writes it for a sampled span
             headers["traceparent"] = f"00-{span.trace_id:032x}-{span.span_id:016x}-01"
-            if span.trace_state:
+            if span.trace_state is not EMPTY_STATE and span.trace_state:  # (a Python __len__ otherwise)
                 headers["tracestate"] = span.trace_state.to_header()
         else:
             PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
@@ -47,7 +54,9 @@ class ClientSpan:
         return self
 
     def __call__(self, status: int) -> None:
-        self.span.set_attribute("http.response.status_code", status)
+        span = self.span
+        if type(span) is LeanSpan and span.end_ns == 0:
+            span.attributes["http.response.status_code"] = status
         if status >= 400:
             self.span.set_attribute("error.type", str(status))
             self.span.set_status(Status(StatusCode.ERROR))

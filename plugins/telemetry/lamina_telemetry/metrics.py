@@ -180,8 +180,22 @@ class Metrics(Collector):
             yield metric
 
     def request(self, route: str, method: str, status: int, provider: str, seconds: float) -> None:
-        self.http_requests.inc((route, method, status, provider))
-        self.http_latency.observe((route, method), seconds)
+        # Counter.inc and Histogram.observe written out: this runs for every request.
+        key: tuple[Any, ...] = (route, method, status, provider)
+        counts = self.http_requests.values
+        count = counts.get(key)
+        if count is None:
+            self.http_requests.created[key] = time.time()
+            count = 0.0
+        counts[key] = count + 1.0
+        histogram = self.http_latency
+        key = (route, method)
+        series = histogram.series.get(key)
+        if series is None:
+            histogram.observe(key, seconds)
+            return
+        series[0] += seconds
+        series[1 + bisect_left(histogram.bounds, seconds)] += 1
 
     def record(self, event: str, value: float, attributes: Mapping[str, Any]) -> None:
         """Events from `lamina.observe.record`; an unknown one is ignored (a newer core may send more)."""

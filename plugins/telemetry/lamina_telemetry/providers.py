@@ -7,6 +7,7 @@ It sits inside core's ProviderProxy, so it sees the provider's own exceptions be
 from __future__ import annotations
 
 import inspect
+import operator
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -16,7 +17,7 @@ from lamina.specs import ProviderSpec
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from lamina_telemetry.metrics import Metrics
-from lamina_telemetry.tracing import CURRENT, LeanTracer
+from lamina_telemetry.tracing import CURRENT, LeanSpan, LeanTracer, Preset
 
 OPERATIONS = {"chat_completion": "chat", "completion": "text_completion", "embeddings": "embeddings"}
 REQUEST_ATTRIBUTES = {
@@ -26,6 +27,12 @@ REQUEST_ATTRIBUTES = {
     "top_p": "gen_ai.request.top_p",
     "seed": "gen_ai.request.seed",
 }
+# What an inference request's preset attributes are made from (see Preset): read in one call.
+READ_REQUEST = operator.attrgetter("model", "stream", *REQUEST_ATTRIBUTES)
+# Finish reasons as one shared tuple per combination: a dict given a fresh tuple is tracked by the garbage collector
+# until a full collection, one given a tuple the collector has already untracked (strings only) is not, so the
+# span's attributes are not one more object promoted to the old generation while the span waits for its batch.
+REASONS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def error_kind(exc: BaseException) -> str:
@@ -187,24 +194,36 @@ class InstrumentedProvider:
     def _inference(self, method: Callable[..., Any], name: str) -> Callable[..., Any]:
         operation = OPERATIONS[name]
         provider_id = self.provider_id
+        presets: dict[tuple[Any, ...], Preset] = {}  # by the request's model and parameters
 
         async def call(request: Any, *args: Any, **kwargs: Any) -> Any:
             model = str(getattr(request, "model", ""))
             span = None
             token = None
-            if self.tracer is not None:
-                attributes: dict[str, Any] = {
-                    "gen_ai.operation.name": operation,
-                    "gen_ai.request.model": model,
-                    "gen_ai.provider.name": self.spec.type,
-                    "lamina.provider.id": provider_id,
-                }
-                for field, attribute in REQUEST_ATTRIBUTES.items():
-                    value = getattr(request, field, None)
-                    if type(value) is int or type(value) is float:
-                        attributes[attribute] = value
-                attributes["gen_ai.request.stream"] = bool(getattr(request, "stream", False))
-                span, token = self._start(f"{operation} {model}", attributes)
+            tracer = self.tracer
+            if tracer is not None:
+                try:
+                    values = READ_REQUEST(request)
+                except AttributeError:  # a request without some of them (embeddings)
+                    values = tuple(getattr(request, field, None) for field in ("model", "stream", *REQUEST_ATTRIBUTES))
+                key = (values, type(values[4]), type(values[5]))  # temperature and top_p: 1 and 1.0 are equal
+                preset = presets.get(key)
+                if preset is None:
+                    attributes: dict[str, Any] = {
+                        "gen_ai.operation.name": operation,
+                        "gen_ai.request.model": model,
+                        "gen_ai.provider.name": self.spec.type,
+                        "lamina.provider.id": provider_id,
+                    }
+                    for field, attribute in REQUEST_ATTRIBUTES.items():
+                        value = getattr(request, field, None)
+                        if value is not None and (type(value) is int or type(value) is float):
+                            attributes[attribute] = value
+                    attributes["gen_ai.request.stream"] = bool(getattr(request, "stream", False))
+                    if len(presets) >= 1024:
+                        presets.clear()
+                    preset = presets[key] = Preset(attributes)
+                span, token = tracer.enter(f"{operation} {model}", SpanKind.CLIENT, {}, preset)
             started = time.perf_counter()
             try:
                 result = await method(request, *args, **kwargs)
@@ -217,7 +236,11 @@ class InstrumentedProvider:
             if hasattr(result, "__anext__"):
                 return self._stream(result, span, model, started)
             if isinstance(result, dict):
-                self._finished(span, model, result, result.get("usage"), finish_reasons(result), started)
+                reasons = []
+                for choice in result.get("choices") or ():
+                    if isinstance(choice, dict) and choice.get("finish_reason"):
+                        reasons.append(choice["finish_reason"])
+                self._finished(span, model, result, result.get("usage"), reasons, started)
             elif span is not None:
                 span.end()
             return result
@@ -239,8 +262,8 @@ class InstrumentedProvider:
             input_tokens, output_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if output_tokens is None:
             output_tokens = output_estimate
-        if span is not None:
-            attributes: dict[str, Any] = {}
+        if type(span) is LeanSpan and span.end_ns == 0:  # else not recorded (or already ended): nothing to say
+            attributes = span.attributes
             if answer.get("model"):
                 attributes["gen_ai.response.model"] = answer["model"]
             if answer.get("id"):
@@ -250,8 +273,10 @@ class InstrumentedProvider:
             if isinstance(output_tokens, int):
                 attributes["gen_ai.usage.output_tokens"] = output_tokens
             if reasons:
-                attributes["gen_ai.response.finish_reasons"] = tuple(reasons)  # hashable: encoded once
-            span.set_attributes(attributes)
+                shared = tuple(reasons)  # hashable: encoded once
+                if len(REASONS) < 256:
+                    shared = REASONS.setdefault(shared, shared)
+                attributes["gen_ai.response.finish_reasons"] = shared
             span.end()
         metrics = self.metrics
         if metrics is not None:
@@ -313,7 +338,3 @@ class InstrumentedProvider:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
-
-
-def finish_reasons(answer: dict[str, Any]) -> list[str]:
-    return [c["finish_reason"] for c in answer.get("choices") or () if isinstance(c, dict) and c.get("finish_reason")]

@@ -27,7 +27,7 @@ from lamina_telemetry import TelemetryConfig
 from lamina_telemetry.client import ClientSpan
 from lamina_telemetry.metrics import Metrics
 from lamina_telemetry.providers import InstrumentedProvider
-from lamina_telemetry.tracing import CURRENT, SPAN_KEY, LeanSpan, LeanTracer, SpanRecorder, otlp_poster
+from lamina_telemetry.tracing import CURRENT, SPAN_KEY, LeanSpan, LeanTracer, Preset, SpanRecorder, otlp_poster
 
 log = logging.getLogger("lamina.telemetry")
 PROPAGATOR = TraceContextTextMapPropagator()
@@ -134,6 +134,7 @@ class Telemetry(observe.Observer):
     def asgi_wrapper(self, app: ASGIApp) -> ASGIApp:
         metrics_path = self.settings.metrics_path if self.metrics is not None else None
         tracer, metrics = self.tracer, self.metrics
+        presets: dict[tuple[str, str], Preset] = {}  # the server span's first attributes, by method and path
 
         async def served(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
@@ -151,11 +152,14 @@ class Telemetry(observe.Observer):
                     if name in TRACE_HEADERS:
                         carrier[TRACE_HEADERS[name]] = value.decode("latin-1")
                 current = CURRENT.get()
+                method, path = scope["method"], scope["path"]
+                preset = presets.get((method, path))
+                if preset is None:
+                    if len(presets) >= 1024:  # paths with ids in them: kept while they recur
+                        presets.clear()
+                    preset = presets[method, path] = Preset({"http.request.method": method, "url.path": path})
                 span = tracer.start(
-                    scope["method"],
-                    SpanKind.SERVER,
-                    {"http.request.method": scope["method"], "url.path": scope["path"]},
-                    PROPAGATOR.extract(carrier) if carrier else current,
+                    method, SpanKind.SERVER, {}, PROPAGATOR.extract(carrier) if carrier else current, preset
                 )
                 token = CURRENT.set(Context({**current, SPAN_KEY: span}))
             try:
@@ -169,19 +173,20 @@ class Telemetry(observe.Observer):
                 route = info.route if info is not None and info.route else route_of(scope) or "unmatched"
                 provider = (info.provider if info is not None else None) or ""
                 status = info.status if info is not None and info.status else 500  # 0: it failed before answering
-                if span is not None:
-                    span.update_name(f"{scope['method']} {route}")
-                    attributes: dict[str, Any] = {"http.route": route, "http.response.status_code": status}
+                if token is not None:
+                    CURRENT.reset(token)
+                if type(span) is LeanSpan and span.end_ns == 0:  # else not recorded: nothing to say
+                    span.name = f"{scope['method']} {route}"
+                    attributes = span.attributes
+                    attributes["http.route"] = route
+                    attributes["http.response.status_code"] = status
                     if info is not None:
                         attributes["lamina.request_id"] = info.request_id
                     if provider:
                         attributes["lamina.provider.id"] = provider
-                    span.set_attributes(attributes)
                     if status >= 500:
                         span.set_status(Status(StatusCode.ERROR))
                     span.end()
-                    if token is not None:
-                        CURRENT.reset(token)
                 if metrics is not None:
                     metrics.request(route, scope["method"], status, provider, time.perf_counter() - started)
 

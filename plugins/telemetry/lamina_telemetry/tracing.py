@@ -60,7 +60,11 @@ KINDS = {
 }
 # By id(): a dict keyed by the enum members calls Enum.__hash__, a Python function, for every span.
 KIND_CODES = {id(kind): code for kind, code in KINDS.items()}
-STATUS_CODES = {StatusCode.OK: trace_pb2.Status.STATUS_CODE_OK, StatusCode.ERROR: trace_pb2.Status.STATUS_CODE_ERROR}
+STATUS_CODES = {
+    id(StatusCode.UNSET): trace_pb2.Status.STATUS_CODE_UNSET,
+    id(StatusCode.OK): trace_pb2.Status.STATUS_CODE_OK,
+    id(StatusCode.ERROR): trace_pb2.Status.STATUS_CODE_ERROR,
+}
 HAS_IS_REMOTE = trace_pb2.SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 IS_REMOTE = trace_pb2.SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 EMPTY_STATE = TraceState()
@@ -109,12 +113,24 @@ def current_context_variable() -> ContextVar[Context] | PublicContext:
 CURRENT = current_context_variable()
 
 
+class Preset:
+    """Attributes many spans start with (an inference call's model and parameters, an upstream URL), made once and
+    shared by those spans: the export thread encodes them once, not once per span."""
+
+    __slots__ = ("attributes", "encoded")
+
+    def __init__(self, attributes: dict[str, Any]) -> None:
+        self.attributes = attributes  # never changed once made
+        self.encoded: bytes | None = None  # by the export thread
+
+
 class LeanSpan(trace.Span):
-    """A sampled span: what was said about it, kept as given until the export thread encodes it."""
+    """A sampled span: what was said about it, kept as given until the export thread encodes it. Its attributes
+    are its `preset`'s, if any, then its own `attributes`."""
 
     __slots__ = (
-        "attributes", "context", "end_ns", "events", "flags", "kind", "name", "parent_id", "recorder", "span_id",
-        "start_ns", "status", "status_message", "trace_id", "trace_state",
+        "attributes", "context", "end_ns", "events", "flags", "kind", "name", "parent_id", "preset", "recorder",
+        "span_id", "start_ns", "status", "status_message", "trace_id", "trace_state",
     )  # fmt: skip
 
     def __init__(
@@ -128,9 +144,10 @@ class LeanSpan(trace.Span):
         parent_id: int,
         flags: int,
         trace_state: TraceState,
+        preset: Preset | None = None,
     ) -> None:
         self.recorder = recorder
-        self.name, self.kind, self.attributes = name, kind, attributes
+        self.name, self.kind, self.attributes, self.preset = name, kind, attributes, preset
         self.trace_id, self.span_id, self.parent_id, self.flags = trace_id, span_id, parent_id, flags
         self.trace_state = trace_state
         self.context: SpanContext | None = None
@@ -150,11 +167,21 @@ class LeanSpan(trace.Span):
 
     def set_attribute(self, key: str, value: Any) -> None:
         if self.end_ns == 0:
+            if self.preset is not None and key in self.preset.attributes:
+                self.unshare()
             self.attributes[key] = value
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         if self.end_ns == 0:
+            if self.preset is not None and not self.preset.attributes.keys().isdisjoint(attributes):
+                self.unshare()
             self.attributes.update(attributes)
+
+    def unshare(self) -> None:
+        """A preset attribute is being changed: the span keeps all its attributes itself (in the same order)."""
+        if self.preset is not None:
+            self.attributes = {**self.preset.attributes, **self.attributes}
+            self.preset = None
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
         if self.end_ns == 0:
@@ -195,9 +222,17 @@ class LeanSpan(trace.Span):
         )
 
     def end(self, end_time: int | None = None) -> None:
-        if self.end_ns == 0:
-            self.end_ns = end_time or time.time_ns()
-            self.recorder.finished(self)
+        if self.end_ns != 0:
+            return
+        self.end_ns = end_time or time.time_ns()
+        recorder = self.recorder
+        queue = recorder.queue
+        if len(queue) >= recorder.max_queue:
+            recorder.dropped += 1
+            return
+        queue.append(self)
+        if len(queue) == recorder.batch_size:  # once per batch: Event.set takes a lock
+            recorder.wake.set()
 
 
 def root_bound(sampler: Sampler) -> int | None:
@@ -230,21 +265,31 @@ class LeanTracer(trace.Tracer):
         self.new_trace_id, self.new_span_id = ids.generate_trace_id, ids.generate_span_id
 
     def start(
-        self, name: str, kind: SpanKind, attributes: dict[str, Any], context: Context | None = None
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        context: Context | None = None,
+        preset: Preset | None = None,
     ) -> trace.Span:
-        """A span, child of `context`'s (by default the current one's); it keeps `attributes` (not a copy)."""
+        """A span, child of `context`'s (by default the current one's); it keeps `attributes` (not a copy), after
+        `preset`'s."""
         parent = (CURRENT.get() if context is None else context).get(SPAN_KEY)
         if type(parent) is LeanSpan and self.follows_parent:
             return LeanSpan(
                 self.recorder, name, kind, attributes, parent.trace_id, getrandbits(64) or self.new_span_id(),
-                parent.span_id, HAS_IS_REMOTE, parent.trace_state,
+                parent.span_id, HAS_IS_REMOTE, parent.trace_state, preset,
             )  # fmt: skip
         if parent is None and self.root_bound is not None:  # a new trace, decided as the sampler would
             trace_id = getrandbits(128) or self.new_trace_id()
             span_id = getrandbits(64) or self.new_span_id()
             if trace_id & TRACE_ID_LIMIT < self.root_bound:
-                return LeanSpan(self.recorder, name, kind, attributes, trace_id, span_id, 0, HAS_IS_REMOTE, EMPTY_STATE)
+                return LeanSpan(
+                    self.recorder, name, kind, attributes, trace_id, span_id, 0, HAS_IS_REMOTE, EMPTY_STATE, preset
+                )
             return NonRecordingSpan(SpanContext(trace_id, span_id, False, NOT_SAMPLED, EMPTY_STATE))
+        if preset is not None:  # the sampler sees them all
+            attributes = {**preset.attributes, **attributes}
         if not isinstance(parent, trace.Span):
             parent = trace.INVALID_SPAN
         parent_context = parent.get_span_context()
@@ -264,10 +309,19 @@ class LeanTracer(trace.Tracer):
         # Not recorded (RECORD_ONLY is treated as DROP: nothing here reads unexported spans).
         return NonRecordingSpan(SpanContext(trace_id, self.new_span_id(), False, NOT_SAMPLED, state))
 
-    def enter(self, name: str, kind: SpanKind, attributes: dict[str, Any]) -> tuple[trace.Span, Token[Context]]:
+    def enter(
+        self, name: str, kind: SpanKind, attributes: dict[str, Any], preset: Preset | None = None
+    ) -> tuple[trace.Span, Token[Context]]:
         """A child of the current span, made the current one: `context.detach` (or `CURRENT.reset`) the token."""
         current = CURRENT.get()
-        span = self.start(name, kind, attributes, current)
+        parent = current.get(SPAN_KEY)
+        if type(parent) is LeanSpan and self.follows_parent:  # `start`'s first case, without its call
+            span: trace.Span = LeanSpan(
+                self.recorder, name, kind, attributes, parent.trace_id, getrandbits(64) or self.new_span_id(),
+                parent.span_id, HAS_IS_REMOTE, parent.trace_state, preset,
+            )  # fmt: skip
+        else:
+            span = self.start(name, kind, attributes, current, preset)
         return span, CURRENT.set(Context({**current, SPAN_KEY: span}))
 
     def start_span(
@@ -332,7 +386,7 @@ def field(tag: bytes, payload: bytes) -> bytes:
 
 # Span: trace_id (1) and span_id (2), 16 and 8 bytes, big-endian like the hex of a traceparent.
 IDS = struct.Struct(">BBQQBBQ")
-PARENT = struct.Struct(">BBQ")  # parent_span_id (4)
+IDS_PARENT = struct.Struct(">BBQQBBQBBQ")  # and parent_span_id (4)
 # flags (16, fixed32), kind (6, an enum under 128), start (7) and end (8) times (fixed64)
 FIXED = struct.Struct("<BBIBBBQBQ")
 EVENT_TIME = struct.Struct("<BQ")  # Span.Event: time_unix_nano (1)
@@ -394,11 +448,17 @@ class AttributeEncoder:
         return b"".join(fragments)
 
     def fragment(self, key: str, value: Any) -> bytes:
+        prefix = self.keys.get(key)
+        if prefix is not None and type(value) is str and len(value) < 100:
+            # A short string (an id: most of the pairs met only once): every length below 128, one byte each.
+            data = value.encode()
+            size = len(data)
+            if size < 100 and len(prefix) + size < 100:
+                return b"%b%c%b\x12%c\x0a%c%b" % (self.tag, len(prefix) + size + 4, prefix, size + 2, size, data)
         encoded = any_value_bytes(value)
         if encoded is None:
             message = self.container(attributes=[KeyValue(key=key, value=any_value(value))])
             return bytes(message.SerializeToString())
-        prefix = self.keys.get(key)
         if prefix is None:
             if len(self.keys) >= self.LIMIT:
                 self.keys.clear()
@@ -450,7 +510,7 @@ class SpanRecorder:
         self.max_queue = env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
         self.batch_size = min(env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512), self.max_queue)
         self.delay = env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
-        self.queue: collections.deque[LeanSpan] = collections.deque()
+        self.queue: collections.deque[LeanSpan] = collections.deque()  # finished spans: LeanSpan.end queues them
         self.dropped = 0
         self.attributes = AttributeEncoder(trace_pb2.Span, b"\x4a")
         self.event_attributes = AttributeEncoder(trace_pb2.Span.Event, b"\x1a")
@@ -465,15 +525,6 @@ class SpanRecorder:
         self.stopping = False
         self.thread = threading.Thread(target=self.run, name="lamina-span-export", daemon=True)
         self.thread.start()
-
-    def finished(self, span: LeanSpan) -> None:
-        queue = self.queue
-        if len(queue) >= self.max_queue:
-            self.dropped += 1
-            return
-        queue.append(span)
-        if len(queue) == self.batch_size:  # once per batch: Event.set takes a lock
-            self.wake.set()
 
     def run(self) -> None:
         while not self.stopping:
@@ -498,37 +549,57 @@ class SpanRecorder:
     def encode(self, batch: list[LeanSpan]) -> bytes:
         """The batch as a serialized ExportTraceServiceRequest: one ResourceSpans, one ScopeSpans."""
         encode, encode_event = self.attributes.encode, self.event_attributes.encode
-        ids, fixed, parent = IDS.pack, FIXED.pack, PARENT.pack
+        ids, with_parent, fixed = IDS.pack, IDS_PARENT.pack, FIXED.pack
         names = self.names
         spans = [self.scope]
         for span in batch:
-            trace_id = span.trace_id
-            name = names.get(span.name)
-            if name is None:
+            name, trace_id, span_id, parent_id, attributes, events = (
+                span.name,
+                span.trace_id,
+                span.span_id,
+                span.parent_id,
+                span.attributes,
+                span.events,
+            )
+            state = span.trace_state
+            encoded_name = names.get(name)
+            if encoded_name is None:
                 if len(names) >= AttributeEncoder.LIMIT:
                     names.clear()
-                name = names[span.name] = field(b"\x2a", span.name.encode())
+                encoded_name = names[name] = field(b"\x2a", name.encode())
+            high, low = trace_id >> 64, trace_id & LOW_64
+            preset = span.preset
+            if preset is None:
+                shared = b""
+            else:
+                shared = preset.encoded or b""
+                if not shared:
+                    shared = preset.encoded = encode(preset.attributes)
             parts = [
-                ids(0x0A, 16, trace_id >> 64, trace_id & LOW_64, 0x12, 8, span.span_id),
-                name,
+                with_parent(0x0A, 16, high, low, 0x12, 8, span_id, 0x22, 8, parent_id)
+                if parent_id
+                else ids(0x0A, 16, high, low, 0x12, 8, span_id),
+                encoded_name,
                 fixed(0x85, 0x01, span.flags, 0x30, KIND_CODES[id(span.kind)], 0x39, span.start_ns, 0x41, span.end_ns),
-                encode(span.attributes),
+                shared,
+                encode(attributes) if attributes else b"",
             ]
-            if span.parent_id:
-                parts.append(parent(0x22, 8, span.parent_id))
-            if span.trace_state:
-                parts.append(field(b"\x1a", span.trace_state.to_header().encode()))
-            if span.events:
-                for event_name, timestamp, attributes in span.events:
+            if state is not EMPTY_STATE and state:  # (TraceState's __len__ is Python)
+                parts.append(field(b"\x1a", state.to_header().encode()))
+            if events:
+                for event_name, timestamp, event_attributes in events:
                     event = EVENT_TIME.pack(0x09, timestamp) + field(b"\x12", event_name.encode())
-                    parts.append(field(b"\x5a", event + encode_event(attributes)))
+                    parts.append(field(b"\x5a", event + encode_event(event_attributes)))
             if span.status is not StatusCode.UNSET:
-                status = b"\x18" + VARINTS[STATUS_CODES[span.status]]
-                if span.status_message:
-                    status = field(b"\x12", span.status_message.encode()) + status
-                parts.append(field(b"\x7a", status))
+                encoded_status = b"\x18" + VARINTS[STATUS_CODES[id(span.status)]]
+                message = span.status_message
+                if message:
+                    encoded_status = field(b"\x12", message.encode()) + encoded_status
+                parts.append(field(b"\x7a", encoded_status))
             body = b"".join(parts)
-            spans += (b"\x12", varint(len(body)), body)  # ScopeSpans.spans (2)
+            size = len(body)  # most spans are 128 bytes to 16 KiB: a two-byte varint
+            length = bytes((size & 0x7F | 0x80, size >> 7)) if 0x80 <= size < 0x4000 else varint(size)
+            spans += (b"\x12", length, body)  # ScopeSpans.spans (2)
         resource_spans = self.resource + field(b"\x12", b"".join(spans))  # ResourceSpans.scope_spans (2)
         return field(b"\x0a", resource_spans)  # ExportTraceServiceRequest.resource_spans (1)
 
@@ -569,6 +640,17 @@ def otlp_poster(endpoint: str, headers: Mapping[str, str] | None, signal: str = 
     client_certificate, client_key = otlp_setting(signal, "CLIENT_CERTIFICATE"), otlp_setting(signal, "CLIENT_KEY")
     if client_certificate:
         session.cert = (client_certificate, client_key) if client_key else client_certificate
+    # What `session.post` works out for every post, worked out once (two thirds of a post's instructions): what it
+    # reads from the environment (proxy variables, ~/.netrc, the CA bundle variables, which win over the session's
+    # `verify` as requests merges them) and the prepared request (URL, headers, auth); each post then goes straight
+    # to the transport adapter, without requests' cookie jar and redirect handling, which an OTLP collector does
+    # not use.
+    proxies = requests.utils.get_environ_proxies(endpoint)
+    session.auth = requests.utils.get_netrc_auth(endpoint)
+    if bundle := os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
+        session.verify = bundle
+    prepared = session.prepare_request(requests.Request("POST", endpoint, data=b""))
+    adapter = session.get_adapter(endpoint)
 
     def post(data: bytes) -> bool:
         body = gzip.compress(data) if compress else data
@@ -576,7 +658,15 @@ def otlp_poster(endpoint: str, headers: Mapping[str, str] | None, signal: str = 
         pause = 1.0
         while True:
             try:
-                answer = session.post(endpoint, data=body, timeout=max(deadline - time.monotonic(), 0.1))
+                prepared.prepare_body(body, None)  # and its Content-Length
+                answer = adapter.send(
+                    prepared,
+                    timeout=max(deadline - time.monotonic(), 0.1),
+                    verify=session.verify,
+                    cert=session.cert,
+                    proxies=proxies,
+                )
+                _ = answer.content  # read: the connection goes back to the pool
                 if answer.ok:
                     return True
                 retry = answer.status_code in (429, 502, 503, 504)
