@@ -219,8 +219,8 @@ def _decode_step(
     """h: [B, hidden] embeddings of slots 0..B-1; cos, sin: [B, 1, head_dim]; per layer i: norms[2i:2i+2] (times
     sqrt(hidden): `_rms_norm`), weights/scales[4i:4i+4] (qkv, o, gate_up, down), caches[2i:2i+2] (k, v); the last
     weight/scale is the LM head. `packed` is empty or holds the float16 copies of the quantized weights, used when
-    a batch has more than `fp16_above_rows` rows (the LM head: `head_fp16_above_rows`); `kernel_dtype` and `head_dtype` are the dtypes the layers'
-    matmuls and the LM head take at this batch size. Activations stay 2-D or 3-D ([B, heads, head_dim]), and parts
+    a batch has more than `fp16_above_rows` rows (`head_fp16_above_rows` for the LM head); `kernel_dtype` and
+    `head_dtype` are the dtypes the layers' matmuls and the LM head take at this batch size. Activations stay 2-D or 3-D ([B, heads, head_dim]), and parts
     are taken with `narrow`: every view is an op, and `x[:, a:b]` is two of them here."""
     batch = h.shape[0]
     dtype = h.dtype
@@ -667,7 +667,8 @@ class Decoder:
         return norms, weights, scales, packed, caches
 
     def _fp16_above_rows(self, linear: Linear) -> int:
-        """Above how many rows `linear` takes its float16 copy in the decode step (-1: no copy, never)."""
+        """Above how many rows `linear` takes its float16 copy in the decode step; -1 where there are no copies
+        (`packed` is then empty, so the value is never used)."""
         if self.fp16_above_rows is None or not isinstance(linear, Int8Linear):
             return -1
         return linear.fp16_above_rows if linear is self.lm_head else self.fp16_above_rows

@@ -27,8 +27,9 @@ REQUEST_ATTRIBUTES = {
     "top_p": "gen_ai.request.top_p",
     "seed": "gen_ai.request.seed",
 }
-# What an inference request's preset attributes are made from (see Preset): read in one call.
-READ_REQUEST = operator.attrgetter("model", "stream", *REQUEST_ATTRIBUTES)
+# What an inference request's preset attributes are made from (see Preset), read in one call.
+REQUEST_FIELDS = ("model", "stream", *REQUEST_ATTRIBUTES)
+READ_REQUEST = operator.attrgetter(*REQUEST_FIELDS)
 # Finish reasons as one shared tuple per combination: a dict given a fresh tuple is tracked by the garbage collector
 # until a full collection, one given a tuple the collector has already untracked (strings only) is not, so the
 # span's attributes are not one more object promoted to the old generation while the span waits for its batch.
@@ -205,8 +206,9 @@ class InstrumentedProvider:
                 try:
                     values = READ_REQUEST(request)
                 except AttributeError:  # a request without some of them (embeddings)
-                    values = tuple(getattr(request, field, None) for field in ("model", "stream", *REQUEST_ATTRIBUTES))
-                key = (values, type(values[4]), type(values[5]))  # temperature and top_p: 1 and 1.0 are equal
+                    values = tuple(getattr(request, field, None) for field in REQUEST_FIELDS)
+                # With the values' types: 1, 1.0 and True are equal keys but not equal attributes.
+                key = (values, tuple(map(type, values)))
                 preset = presets.get(key)
                 if preset is None:
                     attributes: dict[str, Any] = {
@@ -215,11 +217,10 @@ class InstrumentedProvider:
                         "gen_ai.provider.name": self.spec.type,
                         "lamina.provider.id": provider_id,
                     }
-                    for field, attribute in REQUEST_ATTRIBUTES.items():
-                        value = getattr(request, field, None)
-                        if value is not None and (type(value) is int or type(value) is float):
+                    for attribute, value in zip(REQUEST_ATTRIBUTES.values(), values[2:], strict=True):
+                        if type(value) is int or type(value) is float:
                             attributes[attribute] = value
-                    attributes["gen_ai.request.stream"] = bool(getattr(request, "stream", False))
+                    attributes["gen_ai.request.stream"] = bool(values[1])
                     if len(presets) >= 1024:
                         presets.clear()
                     preset = presets[key] = Preset(attributes)
