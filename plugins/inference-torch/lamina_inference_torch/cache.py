@@ -30,7 +30,7 @@ log = logging.getLogger("lamina.torch")
 
 FORMAT = "lamina-inference-torch-converted"
 # Bump whenever prepare_tensors, the GGUF reader or the tokenizer conversion would produce something different.
-VERSION = 2
+VERSION = 3
 _EDGE = 8 << 20  # bytes hashed at each end of a source file: a GGUF's header (metadata, vocabulary) comes first
 _FOLDER_FILES = (
     "config.json",

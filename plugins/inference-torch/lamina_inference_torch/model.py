@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lamina_inference_torch import kernels
 from lamina_inference_torch.weights import ModelConfig
 
 # Above this many rows a matmul is compute-bound: quantized weights are expanded (or their float16 copy used)
@@ -71,31 +72,50 @@ class Int8Linear:
         return out.view(*x.shape[:-1], -1)
 
 
-class Int4Linear(Int8Linear):
-    """Weight-only int4 in groups of 32 inputs with a scale and an offset each (the CPU int4pack kernel).
-
-    A GGUF Q4_1 tensor (32-weight blocks, `d * q + m`) fits this form exactly, up to bfloat16 rounding of `d` and
-    `m`: on such files it reads half the bytes of per-channel int8 and is closer to the file's weights. A float16
-    copy (fbgemm) serves prefill and decode batches above the row threshold, as for int8.
-    """
-
-    GROUP = 32
+class BlockLinear(Int8Linear):
+    """Weights in 32-weight blocks as GGUF stores them: q4_1 (`int4`: a scale and an offset per block, which holds a
+    Q4_0/Q4_1 file's weights exactly, up to float16 rounding of the two) or q8_0 (the LM head under int4). Decode
+    batches run on the compiled kernel (`kernels`), which reads each block once per batch; prefill and batches above
+    the row threshold on the float16 copy (fbgemm). Where the kernel could not be built, q4_1 runs on ATen's int4
+    kernel (`scale` then holds its per-group scales and zeros) and q8_0 on the float16 copy at every batch size."""
 
     def __init__(self, tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
-        super().__init__(tensors, dtype)
-        self.in_features = tensors["fp16"].shape[1]
+        self.dtype = dtype
+        self.fp16 = tensors["fp16"]
+        self.packed_fp16 = None
+        self.in_features = self.fp16.shape[1]
+        self.fp16_above_rows = _INT8_KERNEL_MAX_ROWS
+        self.qweight, self.scale = tensors["blocks"], None
+        if not kernels.block_linear_available():
+            if self.qweight.shape[1] == self.in_features // 32 * kernels.Q4_1_BYTES:
+                self.qweight, self.scale = _int4pack(self.qweight, self.in_features)
+            else:
+                self.fp16_above_rows = 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
         if rows.shape[0] > self.fp16_above_rows:
-            out = torch.ops.quantized.linear_dynamic_fp16(rows.float(), self.packed_fp16).to(self.dtype)
+            out = torch.ops.quantized.linear_dynamic_fp16(rows.float(), self.packed_fp16)
+        elif self.scale is None:
+            out = torch.ops.lamina_torch.block_linear(rows.float(), self.qweight)
         else:
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), self.qweight, 32, self.scale)
-            out = out.to(self.dtype)
-        return out.view(*x.shape[:-1], -1)
+        return out.to(self.dtype).view(*x.shape[:-1], -1)
 
 
-Linear = DenseLinear | Int8Linear | Int4Linear
+def _int4pack(blocks: torch.Tensor, in_features: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """q4_1 blocks -> ATen's int4 kernel's packed levels and [in / 32, out, (scale, zero)] (it computes
+    (level - 8) * scale + zero per group)."""
+    out_features, n = blocks.shape[0], in_features // 32
+    scale = blocks[:, : 2 * n].contiguous().view(torch.float16).float()
+    offset = blocks[:, 2 * n : 4 * n].contiguous().view(torch.float16).float()
+    packed = blocks[:, 4 * n :].reshape(out_features, n, 16)
+    levels = torch.cat([packed & 15, packed >> 4], -1).reshape(out_features, in_features).to(torch.int32)
+    qweight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(levels, 1)
+    return qweight, torch.stack([scale, offset + 8 * scale], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
+
+
+Linear = DenseLinear | Int8Linear | BlockLinear
 
 
 def linear_tensors(weight: torch.Tensor, dtype: torch.dtype, quantize: str, fp16_copy: bool) -> dict[str, torch.Tensor]:
@@ -103,7 +123,7 @@ def linear_tensors(weight: torch.Tensor, dtype: torch.dtype, quantize: str, fp16
     weight = weight.float()
     if quantize == "none":
         return {"weight": weight.to(dtype).contiguous()}
-    if quantize not in ("int8", "int4"):
+    if quantize not in ("int8", "int4", "q8_0"):
         raise ValueError(f"unknown quantization {quantize!r}")
     out_features, in_features = weight.shape
     # By rows: float32 temporaries of a whole LM head (49k x 576 for SmolLM2) would peak at ~3x its size.
@@ -114,15 +134,9 @@ def linear_tensors(weight: torch.Tensor, dtype: torch.dtype, quantize: str, fp16
         tensors["fp16"] = torch.empty(weight.shape, dtype=torch.float16)
         for start in starts:
             tensors["fp16"][start : start + _CONVERT_ROWS] = weight[start : start + _CONVERT_ROWS].clamp(-65504, 65504)
-    if quantize == "int4" and in_features % Int4Linear.GROUP == 0:
-        groups = weight.reshape(out_features, in_features // Int4Linear.GROUP, Int4Linear.GROUP)
-        low = groups.amin(-1)
-        step = ((groups.amax(-1) - low) / 15).clamp(min=1e-12)
-        levels = torch.round((groups - low[..., None]) / step[..., None]).clamp(0, 15)
-        levels = levels.reshape(out_features, in_features).to(torch.int32)
-        tensors["qweight"] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(levels, 1)
-        # The kernel computes (level - 8) * scale + zero, per group: [in / 32, out, (scale, zero)].
-        tensors["scale"] = torch.stack([step, low + 8 * step], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
+    if quantize in ("int4", "q8_0") and in_features % 32 == 0:
+        to_blocks = kernels.q4_1_blocks if quantize == "int4" else kernels.q8_0_blocks
+        tensors["blocks"] = torch.cat([to_blocks(weight[s : s + _CONVERT_ROWS]) for s in starts])
         return tensors
     scale = torch.cat([weight[s : s + _CONVERT_ROWS].abs().amax(dim=1) for s in starts]).clamp(min=1e-12) / 127.0
     tensors["qweight"] = torch.empty(weight.shape, dtype=torch.int8)
@@ -149,15 +163,16 @@ def resolve_quantization(setting: str, gguf_metadata: dict[str, Any] | None) -> 
 def make_linear(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> Linear:
     if "weight" in tensors:
         return DenseLinear(tensors)
-    if tensors["scale"].dim() == 3:
-        return Int4Linear(tensors, dtype)
+    if "blocks" in tensors:
+        return BlockLinear(tensors, dtype)
     return Int8Linear(tensors, dtype)
 
 
 # The decode step is TorchScript: one call runs all layers without returning to Python, so per-op dispatch
 # is cheaper and the GIL is released for the whole step (the asyncio thread serving streams no longer
 # delays the engine between ops). Weights come in as lists; an int8 layer passes its per-channel scale, an int4
-# layer its per-group (scale, zero) pairs ([in / 32, out, 2]), and `packed` their float16 copies, if any.
+# layer on ATen's kernel its per-group (scale, zero) pairs ([in / 32, out, 2]), a layer of blocks (uint8) for the
+# compiled kernel none, and `packed` their float16 copies, if any.
 
 
 def _linear(
@@ -171,10 +186,12 @@ def _linear(
     """x: [rows, in] (2-D: no reshaping around the kernels, which take matrices), already in the dtype its kernel
     takes (`Decoder._input_dtype`); the result is in the kernel's own output dtype (bfloat16 out of the int8/int4
     kernels): callers cast only where they must, as an add or a multiply promotes inside the op."""
-    if scale is None:
+    if scale is None and weight.dtype != torch.uint8:
         return torch.nn.functional.linear(x, weight)
     if len(packed) > 0 and x.shape[0] > fp16_above_rows:
         return torch.ops.quantized.linear_dynamic_fp16(x, packed[index])
+    if scale is None:
+        return torch.ops.lamina_torch.block_linear(x, weight)
     if scale.dim() == 3:  # int4: per-group (scale, zero) pairs
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, weight, 32, scale)
     if x.shape[0] > 16:
@@ -208,6 +225,7 @@ def _decode_step(
     head_fp16_above_rows: int,
     kernel_dtype: torch.dtype,
     head_dtype: torch.dtype,
+    fused_attention: bool,
     caches: list[torch.Tensor],
     final_norm: torch.Tensor,
     eps: float,
@@ -235,18 +253,23 @@ def _decode_step(
     for i in range(len(caches) // 2):
         x = _rms_norm(h, norms[2 * i], hidden_eps, normed)
         heads = _linear(x, weights[4 * i], scales[4 * i], packed, 4 * i, fp16_above_rows)
-        heads = heads.to(dtype).view(batch, qk_heads + n_kv_heads, head_dim)
-        qk = heads.narrow(1, 0, qk_heads)
-        qk = torch.addcmul(qk * cos, qk.roll(half, -1), sin)
         cache_k, cache_v = caches[2 * i], caches[2 * i + 1]
-        cache_k.index_put_(index, qk.narrow(1, n_heads, n_kv_heads))
-        cache_v.index_put_(index, heads.narrow(1, qk_heads, n_kv_heads))
-        # Fold each KV head's query group into the query axis: GQA without repeating keys.
-        grouped = qk.narrow(1, 0, n_heads).reshape(batch, n_kv_heads, group, head_dim)
-        keys = cache_k.narrow(0, 0, batch).narrow(2, 0, length)
-        values = cache_v.narrow(0, 0, batch).narrow(2, 0, length)
-        attended = torch.nn.functional.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask)
-        attended = attended.reshape(batch, n_heads * head_dim)
+        if fused_attention:
+            attended = torch.ops.lamina_torch.decode_attention(
+                heads.float(), cos, sin, cache_k, cache_v, positions, n_heads, n_kv_heads
+            )
+        else:
+            heads = heads.to(dtype).view(batch, qk_heads + n_kv_heads, head_dim)
+            qk = heads.narrow(1, 0, qk_heads)
+            qk = torch.addcmul(qk * cos, qk.roll(half, -1), sin)
+            cache_k.index_put_(index, qk.narrow(1, n_heads, n_kv_heads))
+            cache_v.index_put_(index, heads.narrow(1, qk_heads, n_kv_heads))
+            # Fold each KV head's query group into the query axis: GQA without repeating keys.
+            grouped = qk.narrow(1, 0, n_heads).reshape(batch, n_kv_heads, group, head_dim)
+            keys = cache_k.narrow(0, 0, batch).narrow(2, 0, length)
+            values = cache_v.narrow(0, 0, batch).narrow(2, 0, length)
+            attended = torch.nn.functional.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask)
+            attended = attended.reshape(batch, n_heads * head_dim)
         x = attended.to(kernel_dtype)
         h = h + _linear(x, weights[4 * i + 1], scales[4 * i + 1], packed, 4 * i + 1, fp16_above_rows)
         x = _rms_norm(h, norms[2 * i + 1], hidden_eps, normed)
@@ -358,8 +381,8 @@ def prepare_tensors(
     embed = weights.pop("model.embed_tokens.weight")
     tensors["embed"] = embed.to(dtype).contiguous()
     head = weights.pop("lm_head.weight", None)
-    # The LM head stays int8 under int4: it is the most sensitive matrix, and GGUFs usually keep it in 8 bits.
-    linear("lm_head", embed if head is None else head, "int8" if quantize == "int4" else quantize)
+    # The LM head stays 8-bit under int4: it is the most sensitive matrix, and GGUFs usually keep it in 8 bits.
+    linear("lm_head", embed if head is None else head, "q8_0" if quantize == "int4" else quantize)
     tensors["norm"] = weights.pop("model.norm.weight").to(dtype)
     return tensors
 
@@ -429,8 +452,10 @@ class Decoder:
         # Where ATen's int8 kernel is not vectorized (it is for AVX-512, not AVX2), the LM head takes its float16
         # copy at every batch size: on one row of an AVX2 EPYC, fbgemm's float16 GEMV reads SmolLM2's 49k x 576 head
         # in 4.8 ms against the int8 kernel's 7.5 (1 thread); on an AVX-512 Xeon the int8 kernel won, 7.0 to 8.3.
-        if isinstance(self.lm_head, Int8Linear) and self.lm_head.fp16 is not None and _HEAD_PREFERS_FP16:
+        if type(self.lm_head) is Int8Linear and self.lm_head.fp16 is not None and _HEAD_PREFERS_FP16:
             self.lm_head.fp16_above_rows = 0
+        if isinstance(self.lm_head, BlockLinear) and self.fp16_above_rows is not None:
+            self.lm_head.fp16_above_rows = min(self.lm_head.fp16_above_rows, self.fp16_above_rows)
         positions = torch.arange(self.context_length, dtype=torch.float64)
         angles = torch.outer(positions, rope_inverse_frequencies(c))
         half = c.head_dim // 2
@@ -456,6 +481,10 @@ class Decoder:
             )
         )
         self._scripted = self._scripted_parameters()
+        # The compiled attention (float32 caches) serves the TorchScript step where the compiled kernels are built.
+        self._fused_attention = (
+            self.plain and dtype == torch.float32 and c.head_dim % 8 == 0 and kernels.block_linear_available()
+        )
 
     @classmethod
     def from_weights(
@@ -680,7 +709,9 @@ class Decoder:
         packed = linear.packed_fp16 is not None
         if packed and rows > self._fp16_above_rows(linear):
             return torch.float32  # fbgemm's float16 GEMM
-        if rows > _INT8_KERNEL_MAX_ROWS and not isinstance(linear, Int4Linear):
+        if isinstance(linear, BlockLinear):
+            return torch.float32 if linear.scale is None else torch.bfloat16  # the compiled kernel or ATen's int4
+        if rows > _INT8_KERNEL_MAX_ROWS:
             return self.dtype  # int8 dequantized into a plain matmul
         return torch.bfloat16
 
@@ -697,8 +728,9 @@ class Decoder:
         sin = self.sin_signed[positions][:, None]
         # Each row sees its own keys 0..position; rows are padded to the longest with masked positions.
         # Additive (0 / -inf), made once: attention would turn a boolean mask into this in each of the layers.
+        # The compiled attention needs none: it reads each row's position.
         mask = None
-        if batch > 1:
+        if batch > 1 and not self._fused_attention:
             hidden = self.positions[:length][None, :] > positions[:, None]
             mask = torch.zeros(hidden.shape, dtype=self.dtype).masked_fill_(hidden, float("-inf"))[:, None, None, :]
         c = self.config
@@ -720,6 +752,7 @@ class Decoder:
                 self._fp16_above_rows(self.lm_head),
                 self._input_dtype(self.layers[0].qkv, batch),
                 self._input_dtype(self.lm_head, batch),
+                self._fused_attention,
                 caches,
                 norms[-1],
                 c.rms_eps,
