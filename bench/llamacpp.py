@@ -190,8 +190,12 @@ def main() -> None:
         print(f"load between: {uptime()}")
         ours = run_lamina(args.gguf, args.threads, args.quantize, stops, Path(scratch))
     print(f"load after: {uptime()}")
-    # KV per position: llama.cpp keeps float16 K and V by default; inline::torch its activation dtype (float32).
-    kv = {"llama.cpp": kv_bytes_per_token(args.gguf, 2), "inline::torch": kv_bytes_per_token(args.gguf, 4)}
+    # KV per position: llama.cpp keeps float16 K and V by default; inline::torch float16 for quantized weights where
+    # its compiled kernels run (they do here if they load in this process), else its activation dtype (float32).
+    from lamina_inference_torch import kernels
+
+    ours_kv_bytes = 2 if args.quantize != "none" and kernels.block_linear_available() else 4
+    kv = {"llama.cpp": kv_bytes_per_token(args.gguf, 2), "inline::torch": kv_bytes_per_token(args.gguf, ours_kv_bytes)}
     print(f"{'':34} {'llama.cpp':>10} {'inline::torch':>14}")
     rows = [
         ("single stream decode, tok/s", "single", "{:10.1f}"),

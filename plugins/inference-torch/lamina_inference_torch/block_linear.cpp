@@ -10,6 +10,7 @@
 //                     high nibble of byte j - 16.
 //   q8_0, 34 n bytes: n float16 scales d, then 32 int8 levels per block; weight j = d * level_j.
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
@@ -191,10 +192,10 @@ at::Tensor block_linear(const at::Tensor& x, const at::Tensor& blocks) {
   const at::Tensor weights = blocks.contiguous();
   at::Tensor out = at::empty({rows, out_features}, x.options());
   if (rows == 0 || out_features == 0) return out;
-  QuantizedRows q;
-  quantize_rows(input.data_ptr<float>(), rows, in, q);
   const uint8_t* w = weights.data_ptr<uint8_t>();
   float* result = out.data_ptr<float>();
+  QuantizedRows q;
+  quantize_rows(input.data_ptr<float>(), rows, in, q);
   // Output features split between threads; each reads its weight rows once per kMaxRows activation rows.
   at::parallel_for(0, out_features, 16, [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o) {
@@ -212,17 +213,15 @@ at::Tensor block_linear(const at::Tensor& x, const at::Tensor& blocks) {
   return out;
 }
 
-float dot(const float* a, const float* b, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t j = 0; j < n; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
-  return horizontal_sum(acc);
-}
+// KV cache elements: float32, or float16 (as llama.cpp keeps them: half the bytes to read per step and to hold per
+// cached token).
+__m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+__m256 load8(const c10::Half* p) { return halves_to_floats(reinterpret_cast<const uint8_t*>(p)); }
 
-// y += p * x
-void add_scaled(float* y, const float* x, float p, int64_t n) {
-  const __m256 scale = _mm256_set1_ps(p);
+void store(float* p, const float* x, int64_t n) { std::memcpy(p, x, n * sizeof(float)); }
+void store(c10::Half* p, const float* x, int64_t n) {
   for (int64_t j = 0; j < n; j += 8)
-    _mm256_storeu_ps(y + j, _mm256_fmadd_ps(scale, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + j), _mm256_cvtps_ph(_mm256_loadu_ps(x + j), _MM_FROUND_TO_NEAREST_INT));
 }
 
 // Rotary embedding of one head: out[j] = x[j] * cos[j] + x[(j + half) % dim] * sin_signed[j] (rotate_half).
@@ -231,10 +230,115 @@ void rope(const float* x, const float* cos, const float* sin_signed, float* out,
   for (int64_t j = 0; j < dim; ++j) out[j] = x[j] * cos[j] + x[(j + half) % dim] * sin_signed[j];
 }
 
+// Lane i of the result is the sum of the lanes of v[i].
+__m256 sum_each(const __m256* v) {
+  const __m256 a = _mm256_hadd_ps(v[0], v[1]), b = _mm256_hadd_ps(v[2], v[3]);
+  const __m256 c = _mm256_hadd_ps(v[4], v[5]), d = _mm256_hadd_ps(v[6], v[7]);
+  const __m256 low = _mm256_hadd_ps(a, b), high = _mm256_hadd_ps(c, d);
+  return _mm256_add_ps(_mm256_permute2f128_ps(low, high, 0x20), _mm256_permute2f128_ps(low, high, 0x31));
+}
+
+// scores[t] = dot(query, key t) for t < length: eight keys at a time, their sums reduced together.
+template <typename T>
+void dot_keys(const float* query, const T* keys, int64_t position_stride, int64_t length, int64_t dim, float* scores) {
+  int64_t t = 0;
+  for (; t + 8 <= length; t += 8) {
+    __m256 acc[8];
+    for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < dim; j += 8) {
+      const __m256 q = _mm256_loadu_ps(query + j);
+      for (int u = 0; u < 8; ++u) acc[u] = _mm256_fmadd_ps(q, load8(keys + (t + u) * position_stride + j), acc[u]);
+    }
+    _mm256_storeu_ps(scores + t, sum_each(acc));
+  }
+  for (; t < length; ++t) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t j = 0; j < dim; j += 8)
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(query + j), load8(keys + t * position_stride + j), acc);
+    scores[t] = horizontal_sum(acc);
+  }
+}
+
+// out[0..dim) = sum over t < length of p[t] * value t: 64 columns at a time, their sums in registers.
+template <typename T>
+void weigh_values(const float* p, const T* values, int64_t position_stride, int64_t length, int64_t dim, float* out) {
+  int64_t j = 0;
+  for (; j + 64 <= dim; j += 64) {
+    __m256 acc[8];
+    for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
+    for (int64_t t = 0; t < length; ++t) {
+      const __m256 weight = _mm256_set1_ps(p[t]);
+      for (int u = 0; u < 8; ++u) acc[u] = _mm256_fmadd_ps(weight, load8(values + t * position_stride + j + 8 * u), acc[u]);
+    }
+    for (int u = 0; u < 8; ++u) _mm256_storeu_ps(out + j + 8 * u, acc[u]);
+  }
+  for (; j < dim; j += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t t = 0; t < length; ++t)
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), load8(values + t * position_stride + j), acc);
+    _mm256_storeu_ps(out + j, acc);
+  }
+}
+
+// p[0..length) = softmax(p[0..length)).
+void softmax(float* p, int64_t length) {
+  using Vec = at::vec::Vectorized<float>;
+  const int64_t whole = length / 8 * 8;
+  float high = -INFINITY;
+  for (int64_t t = 0; t < length; ++t) high = std::max(high, p[t]);
+  float total = 0.0f;
+  for (int64_t t = 0; t < whole; t += 8) {
+    const Vec e = (Vec::loadu(p + t) - Vec(high)).exp_u20();
+    e.store(p + t);
+    total += at::vec::vec_reduce_all<float>([](Vec& x, Vec& y) { return x + y; }, e);
+  }
+  for (int64_t t = whole; t < length; ++t) total += p[t] = std::exp(p[t] - high);
+  const float inverse = 1.0f / total;
+  for (int64_t t = 0; t < length; ++t) p[t] *= inverse;
+}
+
+template <typename T>
+void attend(const at::Tensor& qkv, const at::Tensor& cos_rows, const at::Tensor& sin_rows, T* keys_base,
+            T* values_base, at::IntArrayRef strides, const int64_t* pos, int64_t n_heads, int64_t n_kv_heads,
+            int64_t dim, at::Tensor& out) {
+  const int64_t group = n_heads / n_kv_heads;
+  const float* in = qkv.data_ptr<float>();
+  float* result = out.data_ptr<float>();
+  const int64_t slot_stride = strides[0], head_stride = strides[1], position_stride = strides[2];
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
+  // One task per row and KV head: its query heads share the keys and values it reads from the cache.
+  at::parallel_for(0, qkv.size(0) * n_kv_heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores, queries(group * dim), roped(dim);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / n_kv_heads, h = task % n_kv_heads, length = pos[b] + 1;
+      const float* row = in + b * qkv.size(1);
+      const float* c = cos_rows.data_ptr<float>() + b * dim;
+      const float* s = sin_rows.data_ptr<float>() + b * dim;
+      T* keys = keys_base + b * slot_stride + h * head_stride;
+      T* values = values_base + b * slot_stride + h * head_stride;
+      rope(row + (n_heads + h) * dim, c, s, roped.data(), dim);
+      store(keys + pos[b] * position_stride, roped.data(), dim);
+      store(values + pos[b] * position_stride, row + (n_heads + n_kv_heads + h) * dim, dim);
+      scores.resize(group * length);
+      for (int64_t g = 0; g < group; ++g) {
+        float* query = queries.data() + g * dim;
+        rope(row + (h * group + g) * dim, c, s, query, dim);
+        for (int64_t j = 0; j < dim; ++j) query[j] *= scale;
+        dot_keys(query, keys, position_stride, length, dim, scores.data() + g * length);
+        softmax(scores.data() + g * length, length);
+      }
+      for (int64_t g = 0; g < group; ++g)
+        weigh_values(scores.data() + g * length, values, position_stride, length, dim,
+                     result + (b * n_heads + h * group + g) * dim);
+    }
+  });
+}
+
 // One decode step's attention for rows 0..B-1, each at its own position: rotary embedding of the new queries and
 // keys, the new keys and values written into the cache, then each query head attends over its row's positions
 // 0..position. qkv: [B, (heads + 2 kv_heads) * dim] float32, as the fused projection gives it; cos, sin_signed:
-// [B, dim], the rotary tables at each row's position; caches: [slots, kv_heads, positions, dim] (written).
+// [B, dim], the rotary tables at each row's position; caches: [slots, kv_heads, positions, dim], float32 or float16
+// (written).
 // Returns [B, heads * dim]. In one op what ATen does in about fifteen, with no mask to build for rows of unequal
 // length.
 at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin_signed,
@@ -242,13 +346,14 @@ at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const 
                             int64_t n_kv_heads) {
   TORCH_CHECK(qkv.dim() == 2 && qkv.scalar_type() == at::kFloat && qkv.is_contiguous(),
               "decode_attention: qkv must be a contiguous 2-D float32 tensor");
-  TORCH_CHECK(cache_k.scalar_type() == at::kFloat && cache_v.scalar_type() == at::kFloat && cache_k.dim() == 4,
-              "decode_attention: caches must be 4-D float32 tensors");
+  TORCH_CHECK(cache_k.scalar_type() == cache_v.scalar_type() && cache_k.dim() == 4 &&
+                  (cache_k.scalar_type() == at::kFloat || cache_k.scalar_type() == at::kHalf),
+              "decode_attention: caches must be 4-D, both float32 or both float16");
   TORCH_CHECK(cache_k.stride(3) == 1 && cache_v.stride(3) == 1 && cache_k.strides() == cache_v.strides(),
               "decode_attention: caches must be alike, contiguous in their last dimension");
   TORCH_CHECK(positions.scalar_type() == at::kLong, "decode_attention: positions must be int64");
-  const int64_t rows = qkv.size(0), dim = cache_k.size(3), group = n_heads / n_kv_heads;
-  TORCH_CHECK(dim % 8 == 0 && qkv.size(1) == (n_heads + 2 * n_kv_heads) * dim && rows <= cache_k.size(0),
+  const int64_t rows = qkv.size(0), dim = cache_k.size(3);
+  TORCH_CHECK(dim % 8 == 0 && n_kv_heads > 0 && n_heads % n_kv_heads == 0 && qkv.size(1) == (n_heads + 2 * n_kv_heads) * dim && rows <= cache_k.size(0),
               "decode_attention: shapes do not match");
   const at::Tensor cos_rows = cos.reshape({rows, dim}).contiguous(), sin_rows = sin_signed.reshape({rows, dim}).contiguous();
   const at::Tensor position = positions.contiguous();
@@ -256,39 +361,13 @@ at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const 
   for (int64_t b = 0; b < rows; ++b)
     TORCH_CHECK(pos[b] >= 0 && pos[b] < cache_k.size(2), "decode_attention: position ", pos[b], " is outside the cache");
   at::Tensor out = at::empty({rows, n_heads * dim}, qkv.options());
-  const float* in = qkv.data_ptr<float>();
-  float* result = out.data_ptr<float>();
-  float* keys_base = cache_k.data_ptr<float>();
-  float* values_base = cache_v.data_ptr<float>();
-  const int64_t slot_stride = cache_k.stride(0), head_stride = cache_k.stride(1), position_stride = cache_k.stride(2);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
-  at::parallel_for(0, rows * n_kv_heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores, query(dim);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / n_kv_heads, h = task % n_kv_heads, length = pos[b] + 1;
-      const float* row = in + b * qkv.size(1);
-      const float* c = cos_rows.data_ptr<float>() + b * dim;
-      const float* s = sin_rows.data_ptr<float>() + b * dim;
-      float* keys = keys_base + b * slot_stride + h * head_stride;
-      float* values = values_base + b * slot_stride + h * head_stride;
-      rope(row + (n_heads + h) * dim, c, s, keys + pos[b] * position_stride, dim);
-      std::memcpy(values + pos[b] * position_stride, row + (n_heads + n_kv_heads + h) * dim, dim * sizeof(float));
-      scores.resize(length);
-      for (int64_t q = h * group; q < (h + 1) * group; ++q) {
-        rope(row + q * dim, c, s, query.data(), dim);
-        float high = -INFINITY;
-        for (int64_t t = 0; t < length; ++t) {
-          scores[t] = dot(query.data(), keys + t * position_stride, dim) * scale;
-          high = std::max(high, scores[t]);
-        }
-        float total = 0.0f;
-        for (int64_t t = 0; t < length; ++t) total += scores[t] = std::exp(scores[t] - high);
-        float* o = result + b * n_heads * dim + q * dim;
-        std::fill(o, o + dim, 0.0f);
-        for (int64_t t = 0; t < length; ++t) add_scaled(o, values + t * position_stride, scores[t] / total, dim);
-      }
-    }
-  });
+  if (cache_k.scalar_type() == at::kHalf) {
+    attend(qkv, cos_rows, sin_rows, cache_k.data_ptr<c10::Half>(), cache_v.data_ptr<c10::Half>(), cache_k.strides(), pos,
+           n_heads, n_kv_heads, dim, out);
+  } else {
+    attend(qkv, cos_rows, sin_rows, cache_k.data_ptr<float>(), cache_v.data_ptr<float>(), cache_k.strides(), pos,
+           n_heads, n_kv_heads, dim, out);
+  }
   return out;
 }
 

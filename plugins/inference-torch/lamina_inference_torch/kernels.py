@@ -38,7 +38,9 @@ Q8_0_BYTES = 34  # per 32 weights: float16 scale, 32 int8 levels
 _SOURCE = Path(__file__).with_name("block_linear.cpp")
 # -fopenmp: at::parallel_for splits work with OpenMP; linked to libgomp.so.1, the soname of the OpenMP runtime torch
 # ships, so the loader reuses torch's and the kernels' threads are torch's intra-op threads.
+# CPU_CAPABILITY: ATen's vector types (exp) in their AVX2 form.
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
+_FLAGS += ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
 
 
 def block_linear_available() -> bool:

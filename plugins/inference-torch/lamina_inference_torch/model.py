@@ -480,11 +480,15 @@ class Decoder:
                 x.qkv_bias is not None or x.qk_norm is not None or x.attn_out_norm is not None for x in self.layers
             )
         )
-        self._scripted = self._scripted_parameters()
-        # The compiled attention (float32 caches) serves the TorchScript step where the compiled kernels are built.
+        # The compiled attention serves the TorchScript step where the compiled kernels are built. With quantized
+        # weights it keeps the KV cache in float16, as llama.cpp does: half the bytes per cached token, and per step
+        # to attend over. `quantize: none` keeps it in `dtype`, so that such a model computes what its reference does.
         self._fused_attention = (
             self.plain and dtype == torch.float32 and c.head_dim % 8 == 0 and kernels.block_linear_available()
         )
+        self.kv_dtype = torch.float16 if self._fused_attention and quantized else dtype
+        self._kv = self._kv.to(self.kv_dtype)
+        self._attach_kv()
 
     @classmethod
     def from_weights(
@@ -542,7 +546,7 @@ class Decoder:
         shape = (*old.shape[:2], slots, old.shape[3], positions, old.shape[5])
         # Not an inference tensor, though prefill and decode grow it: `write_kv` updates it outside inference mode.
         with torch.inference_mode(False):
-            self._kv = untouched_zeros(shape, self.dtype)
+            self._kv = untouched_zeros(shape, self.kv_dtype)
             self._kv[:, :, :have_slots, :, :have_positions] = old
             self._attach_kv()
 
@@ -650,6 +654,7 @@ class Decoder:
             layer.cache_k[slot, :, start:end] = k[0].transpose(0, 1)
             layer.cache_v[slot, :, start:end] = v[0].transpose(0, 1)
             keys, values = layer.cache_k[slot : slot + 1, :, :end], layer.cache_v[slot : slot + 1, :, :end]
+            keys, values = keys.to(q.dtype), values.to(q.dtype)  # a float16 cache: as decode will read them
             mask = None if start == 0 and not layer.sliding else self._mask(layer, queries, end)
             out = self._attention(q.transpose(1, 2), keys, values, mask)
             return out.transpose(1, 2).reshape(1, count, nh * self.config.head_dim)
@@ -676,7 +681,7 @@ class Decoder:
 
     def kv_bytes_per_token(self) -> int:
         c = self.config
-        return 2 * c.num_layers * c.num_kv_heads * c.head_dim * self.dtype.itemsize
+        return 2 * c.num_layers * c.num_kv_heads * c.head_dim * self.kv_dtype.itemsize
 
     def _scripted_parameters(self) -> tuple[list, list, list, list, list]:
         norms, weights, scales, packed, caches = [], [], [], [], []
