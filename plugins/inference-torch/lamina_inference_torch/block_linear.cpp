@@ -73,20 +73,28 @@ void quantize_rows(const float* x, int64_t rows, int64_t in, QuantizedRows& q) {
   q.levels.resize(rows * in);
   q.scale.resize(blocks);
   q.scaled_sum.resize(blocks);
+  const __m256 magnitude_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  // packs interleaves the 128-bit lanes; this puts the 32 levels back in order.
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   for (int64_t b = 0; b < blocks; ++b) {
     const float* v = x + b * kBlock;
-    float amax = 0.0f;
-    for (int64_t j = 0; j < kBlock; ++j) amax = std::max(amax, std::fabs(v[j]));
+    __m256 parts[4];
+    for (int k = 0; k < 4; ++k) parts[k] = _mm256_loadu_ps(v + 8 * k);
+    __m256 high = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(parts[0], magnitude_mask), _mm256_and_ps(parts[1], magnitude_mask)),
+                                _mm256_max_ps(_mm256_and_ps(parts[2], magnitude_mask), _mm256_and_ps(parts[3], magnitude_mask)));
+    __m128 max4 = _mm_max_ps(_mm256_castps256_ps128(high), _mm256_extractf128_ps(high, 1));
+    max4 = _mm_max_ps(max4, _mm_movehl_ps(max4, max4));
+    const float amax = _mm_cvtss_f32(_mm_max_ss(max4, _mm_movehdup_ps(max4)));
+    const __m256 inverse = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    __m256i levels[4];
+    // Rounded to nearest, ties to even (the default rounding mode), as nearbyint does.
+    for (int k = 0; k < 4; ++k) levels[k] = _mm256_cvtps_epi32(_mm256_mul_ps(parts[k], inverse));
+    const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(levels[0], levels[1]), _mm256_add_epi32(levels[2], levels[3]));
+    const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(levels[0], levels[1]), _mm256_packs_epi32(levels[2], levels[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q.levels.data() + b * kBlock), _mm256_permutevar8x32_epi32(packed, order));
     const float d = amax / 127.0f;
-    const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
-    int sum = 0;
-    for (int64_t j = 0; j < kBlock; ++j) {
-      const int level = static_cast<int>(std::nearbyint(v[j] * inverse));
-      q.levels[b * kBlock + j] = static_cast<int8_t>(level);
-      sum += level;
-    }
     q.scale[b] = d;
-    q.scaled_sum[b] = d * static_cast<float>(sum);
+    q.scaled_sum[b] = d * static_cast<float>(horizontal_sum(sum));
   }
 }
 
