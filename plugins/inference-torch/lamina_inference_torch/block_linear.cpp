@@ -379,9 +379,79 @@ at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const 
   return out;
 }
 
+// The residual stream h + delta (delta may be absent) and its RMSNorm: (h + delta) * weight / sqrt(sum of squares +
+// hidden_eps), where `weight` is the norm's weight times sqrt(hidden) and hidden_eps is hidden * eps (as the
+// TorchScript step keeps them). h, delta: [rows, hidden] float32. One op where ATen takes about six.
+std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& h, const std::optional<at::Tensor>& delta,
+                                                const at::Tensor& weight, const at::Tensor& hidden_eps) {
+  TORCH_CHECK(h.dim() == 2 && h.scalar_type() == at::kFloat, "add_rms_norm: h must be a 2-D float32 tensor");
+  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.numel() == h.size(1), "add_rms_norm: weight must match h");
+  const int64_t rows = h.size(0), hidden = h.size(1);
+  using Vec = at::vec::Vectorized<float>;
+  const at::Tensor stream = h.contiguous(), w = weight.contiguous();
+  at::Tensor change;
+  if (delta.has_value()) {
+    TORCH_CHECK(delta->sizes() == h.sizes() && delta->scalar_type() == at::kFloat, "add_rms_norm: delta must match h");
+    change = delta->contiguous();
+  }
+  at::Tensor sum = at::empty({rows, hidden}, h.options()), normed = at::empty({rows, hidden}, h.options());
+  const float eps = hidden_eps.item<float>();
+  const float* w_data = w.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = stream.data_ptr<float>() + r * hidden;
+    const float* add = change.defined() ? change.data_ptr<float>() + r * hidden : nullptr;
+    float* total = sum.data_ptr<float>() + r * hidden;
+    float* out = normed.data_ptr<float>() + r * hidden;
+    Vec squares(0.0f);
+    float tail = 0.0f;
+    int64_t j = 0;
+    for (; j + Vec::size() <= hidden; j += Vec::size()) {
+      Vec v = Vec::loadu(in + j);
+      if (add != nullptr) v = v + Vec::loadu(add + j);
+      v.store(total + j);
+      squares = at::vec::fmadd(v, v, squares);
+    }
+    for (; j < hidden; ++j) {
+      total[j] = in[j] + (add != nullptr ? add[j] : 0.0f);
+      tail += total[j] * total[j];
+    }
+    const float sum_of_squares = at::vec::vec_reduce_all<float>([](Vec& x, Vec& y) { return x + y; }, squares) + tail;
+    const float scale = 1.0f / std::sqrt(sum_of_squares + eps);
+    j = 0;
+    for (; j + Vec::size() <= hidden; j += Vec::size())
+      (Vec::loadu(total + j) * Vec(scale) * Vec::loadu(w_data + j)).store(out + j);
+    for (; j < hidden; ++j) out[j] = total[j] * scale * w_data[j];
+  }
+  return {sum, normed};
+}
+
+// silu(gate) * up for the fused gate/up projection's output [rows, 2 * intermediate] float32.
+at::Tensor silu_mul(const at::Tensor& gate_up) {
+  TORCH_CHECK(gate_up.dim() == 2 && gate_up.scalar_type() == at::kFloat && gate_up.size(1) % 2 == 0,
+              "silu_mul: gate_up must be a 2-D float32 tensor of even width");
+  using Vec = at::vec::Vectorized<float>;
+  const at::Tensor input = gate_up.contiguous();
+  const int64_t rows = input.size(0), width = input.size(1) / 2;
+  at::Tensor out = at::empty({rows, width}, input.options());
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* gate = input.data_ptr<float>() + r * 2 * width;
+    const float* up = gate + width;
+    float* o = out.data_ptr<float>() + r * width;
+    int64_t j = 0;
+    for (; j + Vec::size() <= width; j += Vec::size()) {
+      const Vec g = Vec::loadu(gate + j);
+      (g / (Vec(1.0f) + g.neg().exp_u20()) * Vec::loadu(up + j)).store(o + j);
+    }
+    for (; j < width; ++j) o[j] = gate[j] / (1.0f + std::exp(-gate[j])) * up[j];
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(lamina_torch, CPU, m) {
+  m.impl("add_rms_norm", &add_rms_norm);
+  m.impl("silu_mul", &silu_mul);
   m.impl("block_linear", &block_linear);
   m.impl("decode_attention", &decode_attention);
 }

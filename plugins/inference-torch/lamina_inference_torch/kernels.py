@@ -32,6 +32,10 @@ torch.library.define(
     "(Tensor qkv, Tensor cos, Tensor sin_signed, Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor positions, "
     "int n_heads, int n_kv_heads) -> Tensor",
 )
+torch.library.define(
+    "lamina_torch::add_rms_norm", "(Tensor h, Tensor? delta, Tensor weight, Tensor hidden_eps) -> (Tensor, Tensor)"
+)
+torch.library.define("lamina_torch::silu_mul", "(Tensor gate_up) -> Tensor")
 
 Q4_1_BYTES = 20  # per 32 weights: float16 scale, float16 offset, 16 bytes of 4-bit levels
 Q8_0_BYTES = 34  # per 32 weights: float16 scale, 32 int8 levels
@@ -95,7 +99,8 @@ def _compiled_library() -> Path:
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
             lines = (result.stderr or result.stdout).strip().splitlines()
-            raise RuntimeError(f"{compiler} failed: {lines[0] if lines else result.returncode}")
+            errors = [line for line in lines if "error" in line] or lines
+            raise RuntimeError(f"{compiler} failed: {errors[0] if errors else result.returncode}")
         built.replace(library)
     log.info("inline::torch: decode kernels built in %.1f s", time.perf_counter() - started)
     return library

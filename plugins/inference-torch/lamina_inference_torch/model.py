@@ -210,6 +210,35 @@ def _rms_norm(h: torch.Tensor, weight: torch.Tensor, hidden_eps: torch.Tensor, o
     return torch.mul(h * torch.addcmul(hidden_eps, norm, norm).rsqrt_(), weight, out=out)
 
 
+def _add_norm(
+    h: torch.Tensor,
+    delta: torch.Tensor | None,
+    weight: torch.Tensor,
+    hidden_eps: torch.Tensor,
+    out: torch.Tensor,
+    compiled: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual stream after adding `delta` (if any), and its RMSNorm (`_rms_norm`) in `out`'s dtype: one
+    compiled op, or an add and `_rms_norm`."""
+    if compiled:
+        h, x = torch.ops.lamina_torch.add_rms_norm(h, None if delta is None else delta.float(), weight, hidden_eps)
+        return h, x.to(out.dtype)
+    if delta is not None:
+        h = h + delta
+    return h, _rms_norm(h, weight, hidden_eps, out)
+
+
+def _gated(
+    gate_up: torch.Tensor, intermediate: int, dtype: torch.dtype, out: torch.Tensor, compiled: bool
+) -> torch.Tensor:
+    """silu(gate) * up of the fused projection's output, in `out`'s dtype; the gate in the activation `dtype`."""
+    if compiled:
+        return torch.ops.lamina_torch.silu_mul(gate_up.float()).to(out.dtype)
+    # The gate in float32 (silu of bfloat16 would round once more): as exact as before, one cast fewer.
+    gate = torch.nn.functional.silu(gate_up.narrow(1, 0, intermediate).to(dtype))
+    return torch.mul(gate, gate_up.narrow(1, intermediate, intermediate), out=out)
+
+
 def _decode_step(
     h: torch.Tensor,
     cos: torch.Tensor,
@@ -225,7 +254,7 @@ def _decode_step(
     head_fp16_above_rows: int,
     kernel_dtype: torch.dtype,
     head_dtype: torch.dtype,
-    fused_attention: bool,
+    compiled: bool,
     caches: list[torch.Tensor],
     final_norm: torch.Tensor,
     eps: float,
@@ -250,11 +279,13 @@ def _decode_step(
     # The matmuls' inputs, written in their dtype by the op that makes them (one buffer each, reused by all layers).
     normed = torch.empty([batch, h.shape[-1]], dtype=kernel_dtype)
     activated = torch.empty([batch, intermediate], dtype=kernel_dtype)
+    # The last layer's MLP output, added to the residual stream together with the next norm.
+    pending: torch.Tensor | None = None
     for i in range(len(caches) // 2):
-        x = _rms_norm(h, norms[2 * i], hidden_eps, normed)
+        h, x = _add_norm(h, pending, norms[2 * i], hidden_eps, normed, compiled)
         heads = _linear(x, weights[4 * i], scales[4 * i], packed, 4 * i, fp16_above_rows)
         cache_k, cache_v = caches[2 * i], caches[2 * i + 1]
-        if fused_attention:
+        if compiled:
             attended = torch.ops.lamina_torch.decode_attention(
                 heads.float(), cos, sin, cache_k, cache_v, positions, n_heads, n_kv_heads
             )
@@ -271,14 +302,13 @@ def _decode_step(
             attended = torch.nn.functional.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask)
             attended = attended.reshape(batch, n_heads * head_dim)
         x = attended.to(kernel_dtype)
-        h = h + _linear(x, weights[4 * i + 1], scales[4 * i + 1], packed, 4 * i + 1, fp16_above_rows)
-        x = _rms_norm(h, norms[2 * i + 1], hidden_eps, normed)
+        attention_out = _linear(x, weights[4 * i + 1], scales[4 * i + 1], packed, 4 * i + 1, fp16_above_rows)
+        h, x = _add_norm(h, attention_out, norms[2 * i + 1], hidden_eps, normed, compiled)
         gate_up = _linear(x, weights[4 * i + 2], scales[4 * i + 2], packed, 4 * i + 2, fp16_above_rows)
-        # The gate in float32 (silu of bfloat16 would round once more): as exact as before, one cast fewer.
-        gate = torch.nn.functional.silu(gate_up.narrow(1, 0, intermediate).to(dtype))
-        x = torch.mul(gate, gate_up.narrow(1, intermediate, intermediate), out=activated)
-        h = h + _linear(x, weights[4 * i + 3], scales[4 * i + 3], packed, 4 * i + 3, fp16_above_rows)
-    x = _rms_norm(h, final_norm, hidden_eps, normed if head_dtype == kernel_dtype else normed.to(head_dtype))
+        x = _gated(gate_up, intermediate, dtype, activated, compiled)
+        pending = _linear(x, weights[4 * i + 3], scales[4 * i + 3], packed, 4 * i + 3, fp16_above_rows)
+    head_input = normed if head_dtype == kernel_dtype else normed.to(head_dtype)
+    h, x = _add_norm(h, pending, final_norm, hidden_eps, head_input, compiled)
     return _linear(x, weights[-1], scales[-1], packed, len(weights) - 1, head_fp16_above_rows).float()
 
 
@@ -480,13 +510,14 @@ class Decoder:
                 x.qkv_bias is not None or x.qk_norm is not None or x.attn_out_norm is not None for x in self.layers
             )
         )
-        # The compiled attention serves the TorchScript step where the compiled kernels are built. With quantized
-        # weights it keeps the KV cache in float16, as llama.cpp does: half the bytes per cached token, and per step
-        # to attend over. `quantize: none` keeps it in `dtype`, so that such a model computes what its reference does.
-        self._fused_attention = (
+        # Where the compiled kernels are built, the TorchScript step runs its attention, norms and gate on them. With
+        # quantized weights the KV cache is then float16, as llama.cpp keeps it: half the bytes per cached token, and
+        # per step to attend over. `quantize: none` keeps it in `dtype`, so such a model computes what its reference
+        # does.
+        self._compiled_step = (
             self.plain and dtype == torch.float32 and c.head_dim % 8 == 0 and kernels.block_linear_available()
         )
-        self.kv_dtype = torch.float16 if self._fused_attention and quantized else dtype
+        self.kv_dtype = torch.float16 if self._compiled_step and quantized else dtype
         self._kv = self._kv.to(self.kv_dtype)
         self._attach_kv()
 
@@ -735,7 +766,7 @@ class Decoder:
         # Additive (0 / -inf), made once: attention would turn a boolean mask into this in each of the layers.
         # The compiled attention needs none: it reads each row's position.
         mask = None
-        if batch > 1 and not self._fused_attention:
+        if batch > 1 and not self._compiled_step:
             hidden = self.positions[:length][None, :] > positions[:, None]
             mask = torch.zeros(hidden.shape, dtype=self.dtype).masked_fill_(hidden, float("-inf"))[:, None, None, :]
         c = self.config
@@ -757,7 +788,7 @@ class Decoder:
                 self._fp16_above_rows(self.lm_head),
                 self._input_dtype(self.layers[0].qkv, batch),
                 self._input_dtype(self.lm_head, batch),
-                self._fused_attention,
+                self._compiled_step,
                 caches,
                 norms[-1],
                 c.rms_eps,
