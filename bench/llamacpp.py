@@ -194,7 +194,7 @@ def main() -> None:
     # its compiled kernels run (they do here if they load in this process), else its activation dtype (float32).
     from lamina_inference_torch import kernels
 
-    ours_kv_bytes = 2 if args.quantize != "none" and kernels.block_linear_available() else 4
+    ours_kv_bytes = 2 if args.quantize != "none" and kernels.available() else 4
     kv = {"llama.cpp": kv_bytes_per_token(args.gguf, 2), "inline::torch": kv_bytes_per_token(args.gguf, ours_kv_bytes)}
     print(f"{'':34} {'llama.cpp':>10} {'inline::torch':>14}")
     rows = [

@@ -47,7 +47,7 @@ _FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC", "-
 _FLAGS += ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
 
 
-def block_linear_available() -> bool:
+def available() -> bool:
     """Whether the compiled kernels serve decoding: not where LAMINA_TORCH_KERNELS=0 turns them off, nor where they
     cannot be built (`_build`)."""
     return os.environ.get("LAMINA_TORCH_KERNELS", "1") != "0" and _build()

@@ -86,7 +86,7 @@ class BlockLinear(Int8Linear):
         self.in_features = self.fp16.shape[1]
         self.fp16_above_rows = _INT8_KERNEL_MAX_ROWS
         self.qweight, self.scale = tensors["blocks"], None
-        if not kernels.block_linear_available():
+        if not kernels.available():
             if self.qweight.shape[1] == self.in_features // 32 * kernels.Q4_1_BYTES:
                 self.qweight, self.scale = _int4pack(self.qweight, self.in_features)
             else:
@@ -514,9 +514,7 @@ class Decoder:
         # quantized weights the KV cache is then float16, as llama.cpp keeps it: half the bytes per cached token, and
         # per step to attend over. `quantize: none` keeps it in `dtype`, so such a model computes what its reference
         # does.
-        self._compiled_step = (
-            self.plain and dtype == torch.float32 and c.head_dim % 8 == 0 and kernels.block_linear_available()
-        )
+        self._compiled_step = self.plain and dtype == torch.float32 and c.head_dim % 8 == 0 and kernels.available()
         self.kv_dtype = torch.float16 if self._compiled_step and quantized else dtype
         self._kv = self._kv.to(self.kv_dtype)
         self._attach_kv()

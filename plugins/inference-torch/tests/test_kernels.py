@@ -39,14 +39,14 @@ def dequantize(blocks: torch.Tensor, in_features: int) -> torch.Tensor:
 
 @needs_kernels
 def test_the_kernel_builds_where_it_should():
-    assert kernels.block_linear_available()
+    assert kernels.available()
 
 
 @needs_kernels
 @pytest.mark.parametrize("to_blocks", [kernels.q4_1_blocks, kernels.q8_0_blocks], ids=["q4_1", "q8_0"])
 @pytest.mark.parametrize("rows", [1, 3, 8, 17])
 def test_block_linear_computes_the_matmul_of_the_weights_it_holds(to_blocks, rows):
-    assert kernels.block_linear_available()
+    assert kernels.available()
     generator = torch.Generator().manual_seed(rows)
     # 11 blocks per row: one group of 8 and a tail of 3.
     weight = torch.randn(80, 352, generator=generator)
@@ -72,7 +72,7 @@ def test_q4_1_blocks_hold_4_bit_weights_exactly():
 
 @needs_kernels
 def test_block_linear_refuses_mismatched_blocks():
-    assert kernels.block_linear_available()
+    assert kernels.available()
     blocks = kernels.q4_1_blocks(torch.randn(8, 64))
     with pytest.raises(RuntimeError, match="bytes per weight row"):
         torch.ops.lamina_torch.block_linear(torch.randn(1, 96), blocks)
@@ -118,7 +118,7 @@ def test_without_a_compiler_the_engine_says_so_and_falls_back(tmp_path):
     script = (
         "import logging; logging.basicConfig(level=logging.WARNING)\n"
         "from lamina_inference_torch import kernels\n"
-        "print('available', kernels.block_linear_available())\n"
+        "print('available', kernels.available())\n"
     )
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "CXX": str(tmp_path / "no-such-compiler")}
     env.pop("LAMINA_TORCH_KERNELS", None)
