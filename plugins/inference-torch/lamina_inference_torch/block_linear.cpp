@@ -1,5 +1,8 @@
-// Matmuls of float32 activations with weights in 32-weight blocks, as GGUF's Q4_1 and Q8_0 quantize them, for decode
-// batches (a few rows). ATen's int4 kernel turns each weight into a float on AVX2, so it is bound by arithmetic, not
+// The ops of inline::torch's compiled decode step (schemas in kernels.py): block_linear, decode_attention,
+// add_rms_norm and silu_mul.
+//
+// block_linear: matmuls of float32 activations with weights in 32-weight blocks, as GGUF's Q4_1 and Q8_0 quantize
+// them, for decode batches (a few rows). ATen's int4 kernel turns each weight into a float on AVX2, so it is bound by arithmetic, not
 // by the bytes it reads; here activations are rounded to int8 per 32-block (as llama.cpp does) and each block is
 // one integer dot product, with the scales of eight blocks applied at once.
 //
