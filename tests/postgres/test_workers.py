@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,13 +33,6 @@ READS = 60  # file reads, each on a new connection, spread over the workers
 def fake() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as upstream:
         yield upstream
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def write_config(path: Path, fake: FakeOpenAI, storage: dict[str, Any]) -> Path:
@@ -72,19 +64,26 @@ def log_lines(log: Path) -> list[dict[str, Any]]:
     return lines
 
 
-def wait_for(condition: Any, process: subprocess.Popen[bytes], what: str) -> None:
+def wait_for(condition: Any, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
     deadline = time.monotonic() + START_WAIT_SECONDS
     while not condition():
-        assert process.poll() is None, f"lamina run exited with {process.returncode} while waiting for {what}"
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        tail = "\n".join(log.read_text().splitlines()[-20:])
+        assert process.poll() is None, f"lamina run exited with {process.returncode} while waiting for {what}:\n{tail}"
+        assert time.monotonic() < deadline, f"gave up waiting for {what}:\n{tail}"
         time.sleep(0.2)
 
 
-def worker_pids(log: Path) -> list[int]:
-    """The pids of the last `N workers serving` line."""
-    found = [re.search(r"\(pids ([\d, ]+)\)", line["message"]) for line in log_lines(log)]
+def serving(log: Path) -> tuple[int, list[int]]:
+    """The port and pids of the last `N workers serving` line; (0, []) before there is one."""
+    found = [re.search(r":(\d+)/v1 \(pids ([\d, ]+)\)", line["message"]) for line in log_lines(log)]
     matches = [match for match in found if match]
-    return [int(pid) for pid in matches[-1].group(1).split(", ")] if matches else []
+    if not matches:
+        return 0, []
+    return int(matches[-1].group(1)), [int(pid) for pid in matches[-1].group(2).split(", ")]
+
+
+def worker_pids(log: Path) -> list[int]:
+    return serving(log)[1]
 
 
 @pytest.mark.slow  # two server processes and ~100 requests: tens of seconds on a loaded machine
@@ -96,20 +95,20 @@ def test_two_workers_share_state_and_stop_together(
     if storage_type == "postgres":
         storage = {"type": "postgres", "config": {"url": request.getfixturevalue("postgres_url"), "max_connections": 4}}
     run_yaml = write_config(tmp_path / "run.yaml", fake, storage)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/v1"
     log = tmp_path / "server.log"
     env = {**os.environ, "LAMINA_LOG_LEVEL": "INFO"}
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [LAMINA, "run", str(run_yaml), "--port", str(port), "--workers", "2", "--log-format", "json"],
+            # Port 0: the parent binds a free port and names it (a port picked here could be taken before it binds).
+            [LAMINA, "run", str(run_yaml), "--port", "0", "--workers", "2", "--log-format", "json"],
             stdout=output,
             stderr=subprocess.STDOUT,
             env=env,
         )
     try:
-        wait_for(lambda: len(worker_pids(log)) == 2, process, "two workers")
-        first_pids = worker_pids(log)
+        wait_for(lambda: len(worker_pids(log)) == 2, process, "two workers", log)
+        port, first_pids = serving(log)
+        base = f"http://127.0.0.1:{port}/v1"
 
         content = os.urandom(300_000)
         uploaded = requests.post(
@@ -146,6 +145,7 @@ def test_two_workers_share_state_and_stop_together(
                 ),
                 process,
                 "the file's ingestion",
+                log,
             )
 
             def search(_: int) -> list[str]:
@@ -166,7 +166,7 @@ def test_two_workers_share_state_and_stop_together(
 
         # A worker killed is replaced, and the port keeps answering meanwhile (the other worker).
         os.kill(first_pids[0], signal.SIGKILL)
-        wait_for(lambda: len(worker_pids(log)) == 2 and worker_pids(log) != first_pids, process, "a new worker")
+        wait_for(lambda: len(worker_pids(log)) == 2 and worker_pids(log) != first_pids, process, "a new worker", log)
         assert requests.get(f"{base}/files/{file_id}", timeout=30).json()["bytes"] == len(content)
         pids = worker_pids(log)
 
