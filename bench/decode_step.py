@@ -1,7 +1,7 @@
 """The inline::torch decode step in-process, on SmolLM2-135M's real weights, against a baseline `model.py`.
 
     python bench/decode_step.py --baseline OTHER/plugins/inference-torch/lamina_inference_torch/model.py
-        [--gguf PATH] [--quantize int4] [--threads 1] [--rows 1,8] [--rounds 6] [--steps 8]
+        [--gguf PATH] [--quantize int4] [--fp16-above-rows auto] [--threads 1] [--rows 1,8] [--rounds 6] [--steps 8]
 
 Both decoders are built from the same converted tensors (this checkout's `prepare_tensors`) and fed the same
 prompts; rounds alternate between them (old, new, then new, old...), so both see the same machine state. Prints
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--gguf", type=Path, default=Path(DEFAULT_GGUF))
     parser.add_argument("--baseline", type=Path, help="another checkout's lamina_inference_torch/model.py")
     parser.add_argument("--quantize", default="int4", choices=["none", "int8", "int4"])
-    parser.add_argument("--fp16-above-rows", type=int, default=4)
+    parser.add_argument("--fp16-above-rows", type=lambda v: v if v == "auto" else int(v), default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", default="1,8")
     parser.add_argument("--rounds", type=int, default=6)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import lamina
-from pydantic import Field
+from pydantic import Field, field_validator
 
 
 class TorchConfig(lamina.ProviderConfig):
@@ -26,15 +26,21 @@ class TorchConfig(lamina.ProviderConfig):
         "the LM head is 8-bit in blocks of 32, as Q8_0); "
         "'auto': int4 for GGUFs stored as Q4_0/Q4_1, int8 for anything else",
     )
-    # Measured on 2 cores (SmolLM2-135M): the int8 kernel's step time grows ~linearly past 4 rows (8 rows: 35-39 ms)
-    # while fbgemm's fp16 GEMM stays nearly flat (1 row: ~26 ms, 8 rows: ~30 ms); at 4 rows they are even.
-    fp16_above_rows: int | None = Field(
-        4,
-        ge=0,
+    fp16_above_rows: int | Literal["auto"] | None = Field(
+        "auto",
         description="With quantize int8/int4: decode batches of more than this many rows, and prefill, use a float16 "
         "copy of the weights (2 more bytes per weight in memory; a sequence's logits then differ slightly with the "
-        "batch size). null: int8 only (int4 always keeps the copy, for prefill)",
+        "batch size). 'auto': 16 for int4 on the compiled kernels, 4 otherwise (where each kernel stops beating "
+        "the copy); null: int8 only (int4 always keeps the copy, for prefill)",
     )
+
+    @field_validator("fp16_above_rows")
+    @classmethod
+    def _not_negative(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be 0 or more, 'auto' or null")
+        return value
+
     # Small models ramble at OpenAI's default temperature of 1; like vLLM and Ollama, use the model's
     # recommended sampling when a request names none (SmolLM2's card: temperature 0.2, top_p 0.9).
     default_temperature: float = Field(0.2, ge=0, le=2, description="temperature when a request gives none")

@@ -105,6 +105,7 @@ class Engine:
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._slots: list[Sequence | None] = []
+        self._outbox: list[tuple[Callable[[Event], None], Event]] = []  # the engine thread's alone
         self._wake = threading.Condition()
         self._stopping = False
         self._ready = threading.Event()
@@ -180,8 +181,11 @@ class Engine:
                 log.exception("inference step failed")
                 for sequence in self._active():
                     self._finish_with(sequence, Failed(error))
+            finally:
+                self._send_events()
         for sequence in [*self._waiting, *self._active()]:
             self._finish_with(sequence, Failed(RuntimeError("the inference engine shut down")))
+        self._send_events()
 
     def _active(self) -> list[Sequence]:
         return [s for s in self._slots if s is not None]
@@ -193,7 +197,17 @@ class Engine:
 
     def _finish_with(self, sequence: Sequence, event: Event) -> None:
         self._release(sequence)
-        sequence.emit(event)
+        self._emit(sequence, event)
+
+    def _emit(self, sequence: Sequence, event: Event) -> None:
+        """Events wait for the end of the step (`_send_events`): each one wakes the server's event loop, whose
+        thread then holds the GIL this thread needs for the rest of the step (8 streams: ~3 ms of a ~14 ms step)."""
+        self._outbox.append((sequence.emit, event))
+
+    def _send_events(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        for emit, event in outbox:
+            emit(event)
 
     def _admit(self) -> None:
         with self._wake:
@@ -292,12 +306,12 @@ class Engine:
         sequence.pending_text = text[len(text) - held :] if held else ""
         ready = text[: len(text) - held]
         if ready:
-            sequence.emit(TextDelta(ready, sequence.unsent))
+            self._emit(sequence, TextDelta(ready, sequence.unsent))
             sequence.unsent = []
 
     def _finish(self, sequence: Sequence, reason: str, text: str) -> None:
         if text or sequence.unsent:
-            sequence.emit(TextDelta(text, sequence.unsent))
+            self._emit(sequence, TextDelta(text, sequence.unsent))
             sequence.unsent = []
         if self.prefix_cache is not None:
             # The answer's KV too (but its last token's, never fed back): a conversation's next turn is this prompt,

@@ -36,15 +36,35 @@ torch.library.define(
     "lamina_torch::add_rms_norm", "(Tensor h, Tensor? delta, Tensor weight, Tensor hidden_eps) -> (Tensor, Tensor)"
 )
 torch.library.define("lamina_torch::silu_mul", "(Tensor gate_up) -> Tensor")
+torch.library.define(
+    "lamina_torch::sample", "(Tensor logits, float temperature, float top_p, float min_p, float uniform) -> int"
+)
 
 Q4_1_BYTES = 20  # per 32 weights: float16 scale, float16 offset, 16 bytes of 4-bit levels
 Q8_0_BYTES = 34  # per 32 weights: float16 scale, 32 int8 levels
+_WIDTH = 8  # output features `block_linear` takes interleaved (kWidth in block_linear.cpp)
 _SOURCE = Path(__file__).with_name("block_linear.cpp")
 # -fopenmp: at::parallel_for splits work with OpenMP; linked to libgomp.so.1, the soname of the OpenMP runtime torch
 # ships, so the loader reuses torch's and the kernels' threads are torch's intra-op threads.
 # CPU_CAPABILITY: ATen's vector types (exp) in their AVX2 form.
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 _FLAGS += ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+
+
+def _cpu_flags() -> list[str]:
+    """The compiler flags of the instructions this CPU adds to AVX2 that the kernels use: VNNI's fused int8 dot
+    product (one instruction for maddubs + madd), as AVX-VNNI or as AVX-512 VNNI on 256-bit vectors. They are part of
+    the library's name, so a kernel cache shared by unlike machines keeps one build per kind."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    if "avx_vnni" in flags:
+        return ["-mavxvnni"]
+    if "avx512_vnni" in flags and "avx512vl" in flags:
+        return ["-mavx512vnni", "-mavx512vl"]
+    return []
 
 
 def available() -> bool:
@@ -82,8 +102,9 @@ def _compiled_library() -> Path:
     abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
     includes = [f"-I{path}" for path in cpp_extension.include_paths()]
     libraries = [f"-L{path}" for path in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu", "-lgomp"]
+    flags = [*_FLAGS, *_cpu_flags()]
     identity = hashlib.sha256(_SOURCE.read_bytes())
-    identity.update(" ".join([compiler, abi, *_FLAGS, torch.__version__, sys.version]).encode())
+    identity.update(" ".join([compiler, abi, *flags, torch.__version__, sys.version]).encode())
     folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lamina" / "kernels"
     library = folder / f"lamina_torch_kernels-{identity.hexdigest()[:16]}.so"
     if library.exists():
@@ -95,7 +116,7 @@ def _compiled_library() -> Path:
     # and no lock can go stale.
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
         built = Path(scratch) / library.name
-        command = [compiler, *_FLAGS, abi, *includes, str(_SOURCE), "-o", str(built), *libraries]
+        command = [compiler, *flags, abi, *includes, str(_SOURCE), "-o", str(built), *libraries]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
             lines = (result.stderr or result.stdout).strip().splitlines()
@@ -128,3 +149,39 @@ def q8_0_blocks(weight: torch.Tensor) -> torch.Tensor:
     scale = (groups.abs().amax(-1) / 127).half()
     levels = torch.round(groups / scale.float().clamp(min=1e-12)[..., None]).clamp(-127, 127).to(torch.int8)
     return torch.cat([scale.view(torch.uint8), levels.view(torch.uint8).reshape(out_features, -1)], -1)
+
+
+def interleave(blocks: torch.Tensor, in_features: int) -> torch.Tensor:
+    """Row-per-feature blocks (`q4_1_blocks`, `q8_0_blocks`: the converted-weight cache's format) -> the layout
+    `block_linear` reads (documented in `block_linear.cpp`): features in groups of 8, each group's blocks in turn,
+    with the 4 inputs a maddubs takes of all 8 features side by side. Same shape and size."""
+    out_features, row_bytes = blocks.shape
+    full = out_features // _WIDTH * _WIDTH
+    parts = []
+    if full:
+        parts.append(_interleave_groups(blocks[:full].reshape(full // _WIDTH, _WIDTH, row_bytes), in_features))
+    if full < out_features:  # the last group, narrower
+        parts.append(_interleave_groups(blocks[full:].unsqueeze(0), in_features))
+    return torch.cat([part.reshape(-1) for part in parts]).reshape(blocks.shape)
+
+
+def _interleave_groups(groups: torch.Tensor, in_features: int) -> torch.Tensor:
+    """[groups, width, bytes per feature] -> [groups, bytes per group], each group laid out as `interleave` says."""
+    count, width, _ = groups.shape
+    n = in_features // 32
+
+    def by_block(part: torch.Tensor) -> torch.Tensor:  # [count, width, n * size] -> [count, n, width * size]
+        return part.reshape(count, width, n, -1).transpose(1, 2).reshape(count, n, -1)
+
+    def by_chunk(levels: torch.Tensor) -> torch.Tensor:  # [count, width, n, 32] -> [count, n, 8 chunks, width, 4]
+        return levels.reshape(count, width, n, 8, 4).permute(0, 2, 3, 1, 4)
+
+    if groups.shape[-1] == n * Q4_1_BYTES:
+        packed = groups[..., 4 * n :].reshape(count, width, n, 16)
+        chunks = by_chunk(torch.cat([packed & 15, packed >> 4], -1))
+        nibbles = (chunks[:, :, :4] | (chunks[:, :, 4:] << 4)).reshape(count, n, -1)
+        parts = [by_block(groups[..., : 2 * n]), by_block(groups[..., 2 * n : 4 * n]), nibbles]
+    else:
+        levels = by_chunk(groups[..., 2 * n :].reshape(count, width, n, 32)).reshape(count, n, -1)
+        parts = [by_block(groups[..., : 2 * n]), levels]
+    return torch.cat(parts, -1).reshape(count, -1)

@@ -23,6 +23,10 @@ from lamina_inference_torch.weights import ModelConfig
 # Above this many rows a matmul is compute-bound: quantized weights are expanded (or their float16 copy used)
 # rather than using the weight-only kernel, which is built for skinny (decode) activations.
 _INT8_KERNEL_MAX_ROWS = 16
+# fp16_above_rows 'auto' for ATen's int8/int4 kernels, measured on 2 cores (SmolLM2-135M): their step time grows
+# ~linearly past 4 rows (8 rows: 35-39 ms) while fbgemm's fp16 GEMM stays nearly flat (1 row: ~26 ms, 8 rows:
+# ~30 ms); at 4 rows they are even. The compiled block kernel beats the copy up to _INT8_KERNEL_MAX_ROWS rows.
+_ATEN_KERNEL_MAX_ROWS = 4
 # Rows of a weight matrix quantized at a time.
 _CONVERT_ROWS = 4096
 # ATen's `_weight_int8pack_mm` has a vectorized CPU kernel for AVX-512 only; on AVX2 a float16 GEMV beats it.
@@ -86,11 +90,12 @@ class BlockLinear(Int8Linear):
         self.in_features = self.fp16.shape[1]
         self.fp16_above_rows = _INT8_KERNEL_MAX_ROWS
         self.qweight, self.scale = tensors["blocks"], None
-        if not kernels.available():
-            if self.qweight.shape[1] == self.in_features // 32 * kernels.Q4_1_BYTES:
-                self.qweight, self.scale = _int4pack(self.qweight, self.in_features)
-            else:
-                self.fp16_above_rows = 0
+        if kernels.available():
+            self.qweight = kernels.interleave(self.qweight, self.in_features)
+        elif self.qweight.shape[1] == self.in_features // 32 * kernels.Q4_1_BYTES:
+            self.qweight, self.scale = _int4pack(self.qweight, self.in_features)
+        else:
+            self.fp16_above_rows = 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
@@ -365,7 +370,7 @@ def prepare_tensors(
     *,
     dtype: torch.dtype = torch.float32,
     quantize: str = "none",
-    fp16_above_rows: int | None = None,
+    fp16_above_rows: int | str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Convert HF-named float weights (consumed) into the tensors the decoder runs on, named `layers.{i}.{part}`,
@@ -438,7 +443,7 @@ class Decoder:
         dtype: torch.dtype = torch.float32,
         max_batch: int = 8,
         context_length: int | None = None,
-        fp16_above_rows: int | None = None,
+        fp16_above_rows: int | str | None = None,
     ) -> None:
         """`tensors` as `prepare_tensors` makes them (or as the converted-weight cache holds them)."""
         self.config = config
@@ -478,13 +483,17 @@ class Decoder:
         quantized = any(isinstance(x, Int8Linear) for x in linears)
         if self._unpacked and fp16_above_rows is None:  # int4: the copy exists for prefill
             fp16_above_rows = _INT8_KERNEL_MAX_ROWS
+        if fp16_above_rows == "auto":
+            compiled = any(isinstance(x, BlockLinear) and x.scale is None for x in linears[1:])
+            fp16_above_rows = _INT8_KERNEL_MAX_ROWS if compiled else _ATEN_KERNEL_MAX_ROWS
         self.fp16_above_rows = fp16_above_rows if quantized and self._unpacked else None
         # Where ATen's int8 kernel is not vectorized (it is for AVX-512, not AVX2), the LM head takes its float16
         # copy at every batch size: on one row of an AVX2 EPYC, fbgemm's float16 GEMV reads SmolLM2's 49k x 576 head
         # in 4.8 ms against the int8 kernel's 7.5 (1 thread); on an AVX-512 Xeon the int8 kernel won, 7.0 to 8.3.
         if type(self.lm_head) is Int8Linear and self.lm_head.fp16 is not None and _HEAD_PREFERS_FP16:
             self.lm_head.fp16_above_rows = 0
-        if isinstance(self.lm_head, BlockLinear) and self.fp16_above_rows is not None:
+        # A lower threshold set for the layers holds for the head too (0: the float16 copy for every batch).
+        if isinstance(self.lm_head, Int8Linear) and self.fp16_above_rows is not None:
             self.lm_head.fp16_above_rows = min(self.lm_head.fp16_above_rows, self.fp16_above_rows)
         positions = torch.arange(self.context_length, dtype=torch.float64)
         angles = torch.outer(positions, rope_inverse_frequencies(c))
@@ -529,7 +538,7 @@ class Decoder:
         quantize: str = "none",
         max_batch: int = 8,
         context_length: int | None = None,
-        fp16_above_rows: int | None = None,
+        fp16_above_rows: int | str | None = None,
     ) -> Decoder:
         tensors = prepare_tensors(config, weights, dtype=dtype, quantize=quantize, fp16_above_rows=fp16_above_rows)
         return cls(

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lamina_inference_torch import kernels
+
 
 @dataclass
 class SamplingParams:
@@ -38,9 +40,11 @@ class Sampler:
 
     The arithmetic is numpy on the logits row, not torch: on the engine thread torch runs a 49k-element op on its
     OpenMP team, and on a busy 2-core machine each such op cost ~0.5-2 ms waiting for the other core (measured:
-    temperature + top_p 44 ms a token with 2 threads, 7 ms with 1, against ~0.15 ms for greedy). top_p sorts only
-    the few tokens that hold the mass, found with argpartition, not the whole vocabulary; penalties touch only the
-    tokens seen so far.
+    temperature + top_p 44 ms a token with 2 threads, 7 ms with 1, against ~0.15 ms for greedy). The draw itself
+    (temperature, min_p, top_p) is the compiled `sample` op where the kernels are built (one thread, ~40-100 us a
+    token), else `_sample` in numpy (~100-200 us): at 8 streams the numpy draw cost ~15% of a 7 ms decode step.
+    top_p sorts only the few tokens that hold the mass, not the whole vocabulary; penalties touch only the tokens
+    seen so far.
     """
 
     def __init__(self, params: SamplingParams, vocab_size: int) -> None:
@@ -51,6 +55,8 @@ class Sampler:
         self.penalized = bool(params.frequency_penalty or params.presence_penalty or params.repetition_penalty != 1.0)
         self.counts: dict[int, int] = {}
         self.bias: tuple[np.ndarray, np.ndarray] | None = None
+        # The row's weights, computed in place: a fresh 49k-float array each token cost its page faults too.
+        self.scratch = np.empty(vocab_size, dtype=np.float32)
         if params.logit_bias:
             ids = [i for i in params.logit_bias if 0 <= i < vocab_size]
             self.bias = (np.array(ids, dtype=np.int64), np.array([params.logit_bias[i] for i in ids], np.float32))
@@ -90,7 +96,7 @@ class Sampler:
             return logits
         logits = logits.copy()
         if self.bias is not None:
-            np.add.at(logits, self.bias[0], self.bias[1])
+            logits[self.bias[0]] += self.bias[1]  # ids are distinct (dict keys): no need for np.add.at
         if self.counts:
             ids = np.fromiter(self.counts, dtype=np.int64, count=len(self.counts))
             counts = np.fromiter(self.counts.values(), dtype=np.float32, count=len(self.counts))
@@ -102,37 +108,49 @@ class Sampler:
 
     def _draw(self, logits: np.ndarray) -> int:
         p = self.params
-        scaled = logits / np.float32(p.temperature)
         ids: np.ndarray | None = None  # the candidates' token ids, when not the whole vocabulary
-        if 0 < p.top_k < scaled.shape[0]:
-            ids = np.argpartition(scaled, scaled.shape[0] - p.top_k)[-p.top_k :]
-            scaled = scaled[ids]
-        # Unnormalized probabilities, in float32 (a float64 exp of the row cost ~4x as much); sums are float64.
-        weights = np.exp(scaled - scaled.max())
-        if p.min_p > 0:
-            weights[weights < p.min_p * weights.max()] = 0.0
-        if p.top_p < 1.0:
-            order = _nucleus(weights, p.top_p)
-            ids, weights = (order if ids is None else ids[order]), weights[order]
-        # Inverse-CDF draw: torch.multinomial costs ~1.2 ms on a 49k vocabulary.
-        cdf = np.cumsum(weights, dtype=np.float64)
-        target = float(torch.rand(1, generator=self.generator)) * cdf[-1]
-        index = int(np.searchsorted(cdf, target, side="right"))
-        if index >= len(weights):  # rounding put the draw at the very top: take the last possible token
-            index = int(np.nonzero(weights)[0][-1])
+        if 0 < p.top_k < logits.shape[0]:  # the top k of the logits are the top k after temperature
+            ids = np.argpartition(logits, logits.shape[0] - p.top_k)[-p.top_k :]
+            logits = logits[ids]
+        uniform = float(torch.rand(1, generator=self.generator))
+        if kernels.available():
+            index = torch.ops.lamina_torch.sample(torch.from_numpy(logits), p.temperature, p.top_p, p.min_p, uniform)
+        else:
+            index = _sample(logits, p.temperature, p.top_p, p.min_p, uniform, self.scratch)
+        if index < 0:  # every logit is -inf
+            index = int(logits.argmax())
         return index if ids is None else int(ids[index])
 
 
-def _nucleus(weights: np.ndarray, top_p: float) -> np.ndarray:
-    """Indices of the smallest set of most likely entries whose mass reaches top_p (the first always kept), most
-    likely first. Sorts a growing top slice found by argpartition until it holds that mass, not the whole row; and
-    partitions only the entries within a factor 1e-6 of the top when they hold the mass (they usually are a few
-    hundred of a 49k vocabulary, found in one pass: partitioning the whole row cost more than the rest)."""
-    needed = top_p * weights.sum(dtype=np.float64)
-    near = np.flatnonzero(weights >= weights.max() * 1e-6)
-    if len(near) < len(weights) and weights[near].sum(dtype=np.float64) >= needed:
-        return near[_top_mass(weights[near], needed)]
-    return _top_mass(weights, needed)
+def _sample(
+    logits: np.ndarray, temperature: float, top_p: float, min_p: float, uniform: float, scratch: np.ndarray
+) -> int:
+    """The compiled `sample` op (block_linear.cpp) in numpy, where the kernels are not built: the index drawn by
+    `uniform` (in [0, 1)) from weights exp((logit - max) / temperature), those below min_p dropped, limited to the
+    smallest set of most likely entries whose mass reaches top_p. The nucleus: a growing top slice found by
+    argpartition is sorted until it holds that mass, not the whole row, among the entries within a factor 1e-6 of
+    the top when they hold the mass (usually a few hundred of a 49k vocabulary, found in one pass)."""
+    # In float32 (a float64 exp of the row cost ~4x as much), in place in `scratch`; the largest weight is 1.
+    weights = np.subtract(logits, logits.max(), out=scratch[: logits.shape[0]])
+    weights *= np.float32(1.0 / temperature)
+    np.exp(weights, out=weights)
+    if min_p > 0:
+        weights[weights < min_p] = 0.0
+    ids = None
+    if top_p < 1.0:
+        needed = top_p * float(weights.sum())  # float32, summed pairwise: a float64 sum converts the row first (4x)
+        near = np.flatnonzero(weights >= 1e-6)
+        if len(near) < len(weights) and weights[near].sum(dtype=np.float64) >= needed:
+            ids = near[_top_mass(weights[near], needed)]
+        else:
+            ids = _top_mass(weights, needed)
+        weights = weights[ids]
+    # Inverse-CDF draw: torch.multinomial costs ~1.2 ms on a 49k vocabulary.
+    cdf = np.cumsum(weights, dtype=np.float64)
+    index = int(np.searchsorted(cdf, uniform * cdf[-1], side="right"))
+    if index >= len(weights):  # rounding put the draw at the very top: take the last possible entry
+        index = int(np.nonzero(weights)[0][-1])
+    return index if ids is None else int(ids[index])
 
 
 def _top_mass(weights: np.ndarray, needed: float) -> np.ndarray:

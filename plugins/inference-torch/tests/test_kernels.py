@@ -44,18 +44,20 @@ def test_the_kernel_builds_where_it_should():
 
 @needs_kernels
 @pytest.mark.parametrize("to_blocks", [kernels.q4_1_blocks, kernels.q8_0_blocks], ids=["q4_1", "q8_0"])
-@pytest.mark.parametrize("rows", [1, 3, 8, 17])
-def test_block_linear_computes_the_matmul_of_the_weights_it_holds(to_blocks, rows):
+@pytest.mark.parametrize("rows", [1, 3, 8, 17])  # 17: two full passes of 8 rows and one of 1
+@pytest.mark.parametrize("out_features", [80, 37])  # 37: the last group of features is 5 wide
+def test_block_linear_computes_the_matmul_of_the_weights_it_holds(to_blocks, rows, out_features):
     assert kernels.available()
     generator = torch.Generator().manual_seed(rows)
-    # 11 blocks per row: one group of 8 and a tail of 3.
-    weight = torch.randn(80, 352, generator=generator)
+    weight = torch.randn(out_features, 352, generator=generator)  # 11 blocks of 32 inputs
     blocks = to_blocks(weight)
+    interleaved = kernels.interleave(blocks, 352)
+    assert interleaved.shape == blocks.shape
     x = torch.randn(rows, 352, generator=generator) * 3
-    got = torch.ops.lamina_torch.block_linear(x, blocks)
+    got = torch.ops.lamina_torch.block_linear(x, interleaved)
     expected = x @ dequantize(blocks, 352).T
     # Activations are rounded to int8 per 32 inputs (as llama.cpp does): ~0.5% off, never more than 2%.
-    assert got.shape == (rows, 80)
+    assert got.shape == (rows, out_features)
     assert ((got - expected).norm() / expected.norm()).item() < 0.02
     # Far closer to the matmul of the blocks' own weights than to anything else: the wrong nibble order or a dropped
     # offset would be tens of percent off.
@@ -111,6 +113,24 @@ def test_decoding_with_and_without_the_kernels_agrees(tiny, monkeypatch, quantiz
     # float16 KV cache.
     tolerance = 1e-4 if quantize == "none" else 0.05
     assert (with_kernels - without).abs().max() < tolerance * without.abs().max()
+
+
+@needs_kernels
+def test_auto_threshold_keeps_int4_batches_on_the_kernel_and_others_on_the_copy(tiny, monkeypatch):
+    """fp16_above_rows 'auto' (the provider's default): the compiled block kernel beats the float16 copy up to 16
+    rows, ATen's int8/int4 kernels up to 4."""
+
+    def threshold(quantize: str) -> int | None:
+        loaded = load_model(tiny.gguf_file)
+        decoder = Decoder.from_weights(
+            loaded.config, loaded.weights, quantize=quantize, max_batch=3, context_length=64, fp16_above_rows="auto"
+        )
+        return decoder.fp16_above_rows
+
+    assert threshold("int4") == 16
+    assert threshold("int8") == 4
+    monkeypatch.setenv("LAMINA_TORCH_KERNELS", "0")
+    assert threshold("int4") == 4
 
 
 def test_without_a_compiler_the_engine_says_so_and_falls_back(tmp_path):

@@ -31,15 +31,37 @@ def test_truncated_tokens_are_never_drawn_and_seeds_reproduce():
 
 @pytest.mark.parametrize("spread", [0.1, 1.0, 8.0])  # flat (nucleus of thousands) to peaked (a few tokens)
 @pytest.mark.parametrize("top_p", [0.5, 0.9, 0.999])
-def test_nucleus_is_what_a_full_sort_keeps(spread, top_p):
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
+def test_draws_cover_the_nucleus_a_full_sort_keeps_in_proportion(spread, top_p, compiled):
+    """Both implementations (numpy's, and the compiled op that replaces it where the kernels build): drawn at
+    evenly spaced points of [0, 1), each token of the nucleus comes up in proportion to its probability within it
+    (to the grid's resolution), and no other token ever does."""
     import numpy as np
-    from lamina_inference_torch.sampling import _nucleus
+    from lamina_inference_torch import kernels
+    from lamina_inference_torch.sampling import _sample
 
-    weights = np.exp(np.random.default_rng(0).normal(0, spread, 49152))
+    logits = np.random.default_rng(0).normal(0, spread, 49152).astype(np.float32)
+    logits[::7] = -np.inf  # a grammar's mask
+    weights = np.exp(logits.astype(np.float64) - logits.max())
     order = np.argsort(-weights, kind="stable")
     preceding = np.cumsum(weights[order]) - weights[order]
-    expected = order[preceding < top_p * weights.sum()]
-    assert sorted(_nucleus(weights, top_p).tolist()) == sorted(expected.tolist())
+    nucleus = order[preceding < top_p * weights.sum()]
+    share = dict(zip(nucleus.tolist(), (weights[nucleus] / weights[nucleus].sum()).tolist(), strict=True))
+    if compiled and not kernels.available():
+        pytest.skip("the compiled kernels do not build here")
+    scratch = np.empty_like(logits)
+    points = 500
+    drawn: dict[int, int] = {}
+    for k in range(points):
+        uniform = (k + 0.5) / points
+        if compiled:
+            token = torch.ops.lamina_torch.sample(torch.from_numpy(logits), 1.0, top_p, 0.0, uniform)
+        else:
+            token = _sample(logits, 1.0, top_p, 0.0, uniform, scratch)
+        drawn[token] = drawn.get(token, 0) + 1
+    assert set(drawn) <= set(share)
+    for token, fraction in share.items():
+        assert abs(drawn.get(token, 0) - fraction * points) <= 1.0 + 1e-3 * points
 
 
 def test_penalties_and_bias_apply_to_seen_tokens_only():
