@@ -514,7 +514,9 @@ int64_t sample(const at::Tensor& logits, double temperature, double top_p, doubl
   const float inverse = static_cast<float>(1.0 / temperature);
   const float floor = std::max(static_cast<float>(min_p), 0.0f);
   const __m256 none = _mm256_set1_ps(-INFINITY), highest = _mm256_set1_ps(top), one = _mm256_set1_ps(1.0f);
-  const __m256 below = _mm256_set1_ps(floor), near_floor = _mm256_set1_ps(1e-6f);
+  // top_p >= 1 draws from every token: no near list to gather (a floor above every weight gathers none).
+  const float near = top_p < 1.0 ? 1e-6f : INFINITY;
+  const __m256 below = _mm256_set1_ps(floor), near_floor = _mm256_set1_ps(near);
   // Every entry is written before it is read: no zero fill (a 196 KB memset per token at a 49k vocabulary).
   const std::unique_ptr<float[]> weights(new float[n]);
   std::vector<int64_t> ids;
@@ -541,7 +543,7 @@ int64_t sample(const at::Tensor& logits, double temperature, double top_p, doubl
     float w = x[i] == top ? 1.0f : x[i] == -INFINITY ? 0.0f : std::exp((x[i] - top) * inverse);
     weights[i] = w = w >= floor ? w : 0.0f;
     total += w;
-    if (w >= 1e-6f) {
+    if (w >= near) {
       ids.push_back(i);
       kept.push_back(w);
     }

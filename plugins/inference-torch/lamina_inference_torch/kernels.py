@@ -3,8 +3,8 @@ kept in $XDG_CACHE_HOME/lamina/kernels (default ~/.cache/lamina/kernels: a machi
 LAMINA_HOME) under a name that hashes the source, the flags and the torch version, and loaded from there.
 
 Where they cannot be built (no compiler, not x86-64 with AVX2), or LAMINA_TORCH_KERNELS=0, the decoder falls back
-to ATen's int4 kernel, float16 copies and its own attention: the same answers up to rounding, about half the
-single-stream decode speed.
+to ATen's int4 kernel, float16 copies and its own attention, and the sampler to numpy (`sampling._sample`): the same
+answers up to rounding, about half the single-stream decode speed.
 """
 
 from __future__ import annotations
